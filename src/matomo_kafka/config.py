@@ -1,0 +1,314 @@
+"""Configuration: the seed's parm files plus environment overrides, validated all at once.
+
+producerMatomo users keep their `parm/wa7_conf.ini` and `parm/wa7.env` with the same keys.
+Every problem is collected and reported together (one line each) before any network call, and
+no error message ever carries a secret value: pydantic's own messages echo inputs, so errors
+are rebuilt here from the field name and the reason only.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from dotenv import dotenv_values
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+CONF_FILE = "wa7_conf.ini"
+ENV_FILE = "wa7.env"
+LOGGING_FILE = "logging.conf"
+
+#: Keys of the seed (producerMatomo), kept with their exact names.
+SEED_KEYS = (
+    "START_DATE",
+    "MATOMO_FILTER_LIMIT",
+    "FILE_PATH_LAST_OFFSET",
+    "FILE_PATH_FILTERDATE",
+    "COLONNE_ANNOMYSE",
+    "SALAGE",
+    "KAFKA_TOPIC",
+    "MATOMO_ID_SITE",
+    "MATOMO_API_URL",
+    "MATOMO_SPS_USER",
+    "MATOMO_SPS_MDP",
+    "MATOMO_API_TOKEN",
+    "KAFKA_SERVERS",
+    "CLUSTERID",
+    "KAFKA_USER",
+    "KAFKA_PASSWORD",
+)
+
+#: Keys added by matomo-kafka, in the seed's style.
+EXTRA_KEYS = (
+    "MATOMO_CA_BUNDLE",
+    "MATOMO_TIMEOUT",
+    "MATOMO_MAX_RETRIES",
+    "MATOMO_RETRY_BACKOFF",
+    "MATOMO_RETRY_MAX_WAIT",
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SSL_CA_LOCATION",
+    "KAFKA_COMPRESSION",
+    "KAFKA_LINGER_MS",
+    "KAFKA_DELIVERY_TIMEOUT_MS",
+    "KAFKA_CONNECT_TIMEOUT",
+)
+
+ALL_KEYS = SEED_KEYS + EXTRA_KEYS
+SECRET_KEYS = ("SALAGE", "MATOMO_SPS_MDP", "MATOMO_API_TOKEN", "KAFKA_PASSWORD")
+
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` holds one human line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _blank_to_none(value: Any) -> Any:
+    return None if isinstance(value, str) and value.strip() == "" else value
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Settings(BaseModel):
+    """One validated, immutable view of a run's configuration."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    START_DATE: date
+    MATOMO_FILTER_LIMIT: int = Field(default=1000, gt=0, le=100_000)
+    FILE_PATH_LAST_OFFSET: str
+    FILE_PATH_FILTERDATE: str
+    COLONNE_ANNOMYSE: tuple[str, ...] = ()
+    SALAGE: SecretStr | None = None
+    KAFKA_TOPIC: str
+    MATOMO_ID_SITE: tuple[PositiveInt, ...]
+    MATOMO_API_URL: str
+    MATOMO_SPS_USER: str | None = None
+    MATOMO_SPS_MDP: SecretStr | None = None
+    MATOMO_API_TOKEN: SecretStr
+    KAFKA_SERVERS: str
+    CLUSTERID: str = "local"
+    KAFKA_USER: str | None = None
+    KAFKA_PASSWORD: SecretStr | None = None
+
+    MATOMO_CA_BUNDLE: str | None = None
+    MATOMO_TIMEOUT: float = Field(default=120.0, gt=0)
+    MATOMO_MAX_RETRIES: int = Field(default=5, ge=0, le=50)
+    MATOMO_RETRY_BACKOFF: float = Field(default=1.0, ge=0)
+    MATOMO_RETRY_MAX_WAIT: float = Field(default=60.0, ge=0)
+    KAFKA_SECURITY_PROTOCOL: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    KAFKA_SASL_MECHANISM: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    KAFKA_SSL_CA_LOCATION: str | None = None
+    KAFKA_COMPRESSION: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
+    KAFKA_LINGER_MS: int = Field(default=20, ge=0, le=60_000)
+    KAFKA_DELIVERY_TIMEOUT_MS: int = Field(default=120_000, ge=1_000)
+    KAFKA_CONNECT_TIMEOUT: float = Field(default=15.0, gt=0)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return _blank_to_none(value)
+
+    @field_validator("COLONNE_ANNOMYSE", "MATOMO_ID_SITE", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return () if value is None else _split_list(value)
+
+    @field_validator("MATOMO_ID_SITE")
+    @classmethod
+    def _sites_given_once(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value:
+            raise ValueError("must list at least one site id, e.g. 6,15")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a site id twice")
+        return value
+
+    @field_validator("KAFKA_TOPIC")
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        if not _TOPIC_RE.match(value) or value in {".", ".."}:
+            raise ValueError("is not a valid Kafka topic name (letters, digits, . _ - only)")
+        return value
+
+    @field_validator("MATOMO_API_URL")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL (index.php or the gateway base URL)")
+        if re.match(r"^https?://[^/]*@", value):
+            raise ValueError("must not embed credentials: use MATOMO_SPS_USER/MATOMO_SPS_MDP")
+        if "token_auth" in value:
+            raise ValueError("must not carry token_auth: use MATOMO_API_TOKEN (sent by POST)")
+        return value
+
+    @field_validator("MATOMO_CA_BUNDLE", "KAFKA_SSL_CA_LOCATION")
+    @classmethod
+    def _existing_file(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError("names a file that does not exist")
+        return value
+
+    @field_validator("FILE_PATH_LAST_OFFSET", "FILE_PATH_FILTERDATE")
+    @classmethod
+    def _checkpoint_prefix(cls, value: str) -> str:
+        if value.endswith(("/", os.sep)):
+            raise ValueError("must be a file prefix such as /data/filterdate, not a directory")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        problems: list[str] = []
+        if self.COLONNE_ANNOMYSE and self.SALAGE is None:
+            problems.append("SALAGE: is required when COLONNE_ANNOMYSE lists columns")
+        if (self.MATOMO_SPS_USER is None) != (self.MATOMO_SPS_MDP is None):
+            problems.append("MATOMO_SPS_USER/MATOMO_SPS_MDP: set both or neither")
+        if (self.KAFKA_USER is None) != (self.KAFKA_PASSWORD is None):
+            problems.append("KAFKA_USER/KAFKA_PASSWORD: set both or neither")
+        if self.KAFKA_USER is not None and self.kafka_security_protocol in ("PLAINTEXT", "SSL"):
+            problems.append("KAFKA_SECURITY_PROTOCOL: KAFKA_USER needs SASL_SSL or SASL_PLAINTEXT")
+        if self.FILE_PATH_LAST_OFFSET == self.FILE_PATH_FILTERDATE:
+            problems.append("FILE_PATH_LAST_OFFSET: must differ from FILE_PATH_FILTERDATE")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def kafka_security_protocol(self) -> str:
+        """SASL_SSL when a Kafka user is set (the corporate cluster), PLAINTEXT otherwise."""
+        if self.KAFKA_SECURITY_PROTOCOL is not None:
+            return self.KAFKA_SECURITY_PROTOCOL
+        return "SASL_SSL" if self.KAFKA_USER is not None else "PLAINTEXT"
+
+    def secret_values(self) -> list[str]:
+        """Every secret in clear, for the log/error redactor only."""
+        values: list[str] = []
+        for key in SECRET_KEYS:
+            secret = getattr(self, key)
+            if secret is not None and secret.get_secret_value():
+                values.append(secret.get_secret_value())
+        return values
+
+
+@dataclass(frozen=True)
+class RawConfig:
+    """Where each value came from, before validation (kept to explain errors)."""
+
+    values: dict[str, str]
+    sources: dict[str, str]
+    unknown_keys: list[str]
+
+
+def _strip_quotes(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value
+
+
+def read_ini(path: Path) -> dict[str, str]:
+    """Reads wa7_conf.ini with or without a section header; `KEY: value` or `KEY = value`."""
+    text = path.read_text(encoding="utf-8")
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    if not re.search(r"^\s*\[[^\]]+\]", text, re.MULTILINE):
+        text = "[wa7]\n" + text
+    parser.read_string(text, source=str(path))
+    values: dict[str, str] = {}
+    for section in parser.sections():
+        for key, value in parser.items(section, raw=True):
+            values[key.strip()] = _strip_quotes(value)
+    return values
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Reads wa7.env (`KEY="value"` lines, `export` allowed) without touching os.environ."""
+    return {
+        key: _strip_quotes(value)
+        for key, value in dotenv_values(path, interpolate=False).items()
+        if value is not None
+    }
+
+
+def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConfig:
+    """Merges ini < env file < environment for the known keys."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    unknown: list[str] = []
+    problems: list[str] = []
+    if not parm_dir.is_dir():
+        raise ConfigError([f"parm directory {parm_dir} does not exist (use --parm-dir)"])
+    for name, reader in ((CONF_FILE, read_ini), (ENV_FILE, read_env_file)):
+        path = parm_dir / name
+        if not path.exists():
+            continue
+        try:
+            file_values = reader(path)
+        except (configparser.Error, UnicodeDecodeError, OSError) as exc:
+            problems.append(f"{path}: cannot be read ({type(exc).__name__})")
+            continue
+        for key, value in file_values.items():
+            if key in ALL_KEYS:
+                values[key] = value
+                sources[key] = str(path)
+            else:
+                unknown.append(f"{path}: {key}")
+    for key in ALL_KEYS:
+        if key in environ:
+            values[key] = environ[key]
+            sources[key] = "environment"
+    if problems:
+        raise ConfigError(problems)
+    return RawConfig(values=values, sources=sources, unknown_keys=unknown)
+
+
+def _format_errors(exc: ValidationError, raw: RawConfig) -> list[str]:
+    lines: list[str] = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "missing":
+            lines.append(f"{loc}: is required (set it in {CONF_FILE}, {ENV_FILE} or the env)")
+            continue
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown key")
+            continue
+        where = f" (from {raw.sources[loc]})" if loc in raw.sources else ""
+        for part in message.split("\n"):
+            lines.append(f"{loc}: {part}{where}" if loc else part)
+    return lines
+
+
+def load_settings(parm_dir: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Reads and validates everything; raises ConfigError listing every problem."""
+    raw = collect(parm_dir, environ)
+    try:
+        return Settings.model_validate(raw.values)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, raw)) from None
