@@ -1,0 +1,160 @@
+"""The seed's checkpoint files, read as they are and written so a crash never skips data.
+
+Per site two files hold the cursor: `<FILE_PATH_FILTERDATE><idsite>.txt` the day being read
+(YYYY-MM-DD) and `<FILE_PATH_LAST_OFFSET><idsite>.txt` how many visits of that day Kafka has
+already acknowledged. Each write is atomic (temp file, fsync, rename, fsync of the directory).
+When the day changes the offset is reset to 0 *before* the new day is written: a crash between
+the two writes leaves (old day, 0), which re-sends that day, and can never leave
+(new day, old offset), which would skip visits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from types import TracebackType
+
+from matomo_kafka.errors import CheckpointError, LockedError
+
+_DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a site's extraction stands: `offset` visits of `day` are acknowledged by Kafka."""
+
+    day: date
+    offset: int
+
+
+class CheckpointStore:
+    """Reads and writes the per-site cursor in the seed's two-file format."""
+
+    def __init__(self, filterdate_prefix: str, offset_prefix: str) -> None:
+        self.filterdate_prefix = filterdate_prefix
+        self.offset_prefix = offset_prefix
+
+    def date_path(self, idsite: int) -> Path:
+        return Path(f"{self.filterdate_prefix}{idsite}.txt")
+
+    def offset_path(self, idsite: int) -> Path:
+        return Path(f"{self.offset_prefix}{idsite}.txt")
+
+    def load(self, idsite: int) -> Cursor | None:
+        """The site's cursor, or None when it has never run. Unreadable files raise."""
+        date_path = self.date_path(idsite)
+        day_text = _read(date_path)
+        if day_text is None:
+            return None
+        if not _DAY_RE.match(day_text):
+            raise CheckpointError(
+                f"checkpoint {date_path} holds {day_text[:40]!r}, not a YYYY-MM-DD day; "
+                "fix or delete it (deleting restarts the site from START_DATE)"
+            )
+        try:
+            day = date.fromisoformat(day_text)
+        except ValueError:
+            raise CheckpointError(f"checkpoint {date_path} holds an invalid day") from None
+        offset_path = self.offset_path(idsite)
+        offset_text = _read(offset_path)
+        if offset_text is None:
+            # Only the seed could leave a day without an offset: re-reading the day is safe.
+            return Cursor(day, 0)
+        if not offset_text.isdigit():
+            raise CheckpointError(
+                f"checkpoint {offset_path} holds {offset_text[:40]!r}, not a number of visits; "
+                "fix it (0 re-sends the whole day)"
+            )
+        return Cursor(day, int(offset_text))
+
+    def save(self, idsite: int, cursor: Cursor, previous: Cursor | None) -> None:
+        """Moves the site's cursor forward, in the crash-safe order described above."""
+        try:
+            if previous is None or previous.day != cursor.day:
+                if previous is not None or self.offset_path(idsite).exists():
+                    _write_atomic(self.offset_path(idsite), "0")
+                _write_atomic(self.date_path(idsite), cursor.day.isoformat())
+                if cursor.offset != 0 or previous is None:
+                    _write_atomic(self.offset_path(idsite), str(cursor.offset))
+            elif previous.offset != cursor.offset:
+                _write_atomic(self.offset_path(idsite), str(cursor.offset))
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot write the checkpoint of site {idsite}: {exc.strerror or exc}"
+            ) from None
+
+    def lock(self) -> CheckpointLock:
+        return CheckpointLock(Path(f"{self.filterdate_prefix}.lock"))
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {exc}") from None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """temp file in the same directory, fsync, rename over, fsync the directory."""
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class CheckpointLock:
+    """An exclusive flock beside the checkpoint files; the kernel frees it even on SIGKILL."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> CheckpointLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise CheckpointError(f"cannot create the lock file {self.path}: {exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise LockedError(
+                f"another matomo-kafka run (pid {holder}) holds {self.path}: "
+                "it is working on the same checkpoint files; this run does nothing"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,272 @@
+"""Matomo HTTP API client: one `call()` that posts, retries and types Matomo's errors.
+
+It knows nothing of Kafka or checkpoints. token_auth travels in the POST body only (Matomo 5
+tokens may be POST-only, and URLs end up in gateway logs). Transient failures (network,
+timeouts, 5xx, 429, truncated or invalid JSON) are retried with bounded exponential backoff and
+jitter; refusals (bad token, unknown site) are not, since retrying a bad login can get the
+caller's IP blocked.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import httpx
+import orjson
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from matomo_kafka import __version__
+from matomo_kafka.errors import (
+    MatomoAuthError,
+    MatomoError,
+    MatomoResponseError,
+    SiteAccessError,
+)
+
+log = logging.getLogger(__name__)
+
+Visit = dict[str, Any]
+
+
+class TransientMatomoError(MatomoError):
+    """A failure worth retrying; `retry_after` is the server's own hint, when it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries: attempts = max_retries + 1, waits grow from `backoff` up to `max_wait`."""
+
+    max_retries: int = 5
+    backoff: float = 1.0
+    max_wait: float = 60.0
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """What a run needs to know of a site before reading its visits."""
+
+    idsite: int
+    name: str
+    timezone: str
+
+
+class _WaitRetryAfterOrBackoff:
+    """Honours a 429's Retry-After (bounded), else exponential backoff with jitter."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.backoff = wait_exponential_jitter(
+            initial=policy.backoff, max=policy.max_wait, jitter=policy.backoff
+        )
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientMatomoError) and exc.retry_after is not None:
+            return min(max(exc.retry_after, 0.0), self.policy.max_wait)
+        return float(self.backoff(state))
+
+
+def _retry_after_seconds(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None  # an HTTP-date: fall back to our own backoff
+
+
+def _site_id(params: dict[str, Any]) -> str:
+    return f" for site {params['idSite']}" if "idSite" in params else ""
+
+
+class MatomoClient:
+    """A thin, typed client of Matomo's Reporting API over one pooled HTTP connection."""
+
+    def __init__(
+        self,
+        api_url: str,
+        token: str,
+        *,
+        gateway_auth: tuple[str, str] | None = None,
+        ca_bundle: str | None = None,
+        timeout: float = 120.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.api_url = api_url
+        self._token = token
+        self.retry = retry or RetryPolicy()
+        self.retries_done = 0
+        self._http = httpx.Client(
+            auth=httpx.BasicAuth(*gateway_auth) if gateway_auth else None,
+            verify=ca_bundle if ca_bundle else True,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+            headers={"User-Agent": f"matomo-kafka/{__version__}"},
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> MatomoClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the one entry point -------------------------------------------------------------
+
+    def call(self, method: str, **params: Any) -> Any:
+        """POSTs `module=API&method=...`, retrying transient failures; returns the parsed JSON."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retry.max_retries + 1),
+            wait=_WaitRetryAfterOrBackoff(self.retry),
+            retry=retry_if_exception_type(TransientMatomoError),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            return retrying(self._call_once, method, params)
+        except TransientMatomoError as exc:
+            raise MatomoError(
+                f"Matomo {method}{_site_id(params)} still failing after "
+                f"{self.retry.max_retries + 1} attempts: {exc}"
+            ) from None
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        self.retries_done += 1
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "Matomo: %s; retry %d/%d in %.1fs",
+            exc,
+            state.attempt_number,
+            self.retry.max_retries,
+            wait,
+        )
+
+    def _call_once(self, method: str, params: dict[str, Any]) -> Any:
+        data = {"module": "API", "method": method, "format": "json", **params}
+        data["token_auth"] = self._token
+        where = f"{method}{_site_id(params)}"
+        try:
+            response = self._http.post(self.api_url, data=data)
+        except httpx.TimeoutException as exc:
+            raise TransientMatomoError(f"{where}: timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise TransientMatomoError(f"{where}: {type(exc).__name__}: {exc}") from None
+        status = response.status_code
+        if status == 429:
+            raise TransientMatomoError(
+                f"{where}: HTTP 429 rate limited", retry_after=_retry_after_seconds(response)
+            )
+        if status >= 500:
+            raise TransientMatomoError(f"{where}: HTTP {status}")
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            if status in (401, 403):
+                raise MatomoAuthError(
+                    f"{where}: HTTP {status} from the gateway: check MATOMO_SPS_USER/MATOMO_SPS_MDP"
+                ) from None
+            if status >= 400:
+                raise MatomoError(f"{where}: HTTP {status} (not a Matomo answer)") from None
+            raise TransientMatomoError(f"{where}: truncated or invalid JSON") from None
+        if isinstance(body, dict) and body.get("result") == "error":
+            raise self._error_from_envelope(where, status, str(body.get("message", "")))
+        if status >= 400:
+            raise MatomoError(f"{where}: HTTP {status}")
+        return body
+
+    @staticmethod
+    def _error_from_envelope(where: str, status: int, message: str) -> MatomoError:
+        message = " ".join(message.split())[:300]
+        if "website id" in message or "Visits log is deactivated" in message:
+            return SiteAccessError(f"{where}: {message}")
+        if status in (401, 403):
+            return MatomoAuthError(f"{where}: token refused: {message}")
+        return MatomoError(f"{where}: Matomo error: {message}")
+
+    # -- typed helpers over call() ------------------------------------------------------
+
+    def version(self) -> str:
+        body = self.call("API.getMatomoVersion")
+        if not isinstance(body, dict) or not isinstance(body.get("value"), str):
+            raise MatomoResponseError("API.getMatomoVersion: unexpected answer shape")
+        return str(body["value"])
+
+    def site(self, idsite: int) -> SiteInfo:
+        body = self.call("SitesManager.getSiteFromId", idSite=idsite)
+        if not isinstance(body, dict) or not isinstance(body.get("timezone"), str):
+            raise MatomoResponseError(
+                f"SitesManager.getSiteFromId for site {idsite}: answer has no timezone"
+            )
+        if str(body.get("idsite", idsite)) != str(idsite):
+            raise MatomoResponseError(
+                f"SitesManager.getSiteFromId for site {idsite}: answered for another site"
+            )
+        return SiteInfo(idsite=idsite, name=str(body.get("name", "")), timezone=body["timezone"])
+
+    def custom_dimensions(self, idsite: int) -> list[dict[str, Any]]:
+        body = self.call("CustomDimensions.getConfiguredCustomDimensions", idSite=idsite)
+        return _list_of_objects(body, f"CustomDimensions for site {idsite}")
+
+    def goals(self, idsite: int) -> list[dict[str, Any]]:
+        body = self.call("Goals.getGoals", idSite=idsite)
+        if isinstance(body, dict):  # older Matomo versions key goals by id
+            body = list(body.values())
+        return _list_of_objects(body, f"Goals.getGoals for site {idsite}")
+
+    def visits_page(self, idsite: int, day: date, limit: int, offset: int) -> list[Visit]:
+        """One page of the day's visits, oldest last action first."""
+        where = f"Live.getLastVisitsDetails for site {idsite} on {day}"
+        body = self.call(
+            "Live.getLastVisitsDetails",
+            idSite=idsite,
+            period="day",
+            date=day.isoformat(),
+            filter_limit=limit,
+            filter_offset=offset,
+            filter_sort_order="asc",
+        )
+        visits = _list_of_objects(body, where)
+        if len(visits) > limit:
+            raise MatomoResponseError(
+                f"{where}: {len(visits)} visits for filter_limit={limit} (paging ignored?)"
+            )
+        for visit in visits:
+            if as_int(visit.get("idVisit")) is None:
+                raise MatomoResponseError(f"{where}: a visit has no valid idVisit")
+        return visits
+
+
+def as_int(value: Any) -> int | None:
+    """Matomo ids come as numbers (5.x) or digit strings (older versions)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _list_of_objects(body: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
+        raise MatomoResponseError(f"{where}: expected a JSON list of objects")
+    return body

@@ -1,0 +1,175 @@
+"""The Kafka sink: `deliver(page)` returns only once Kafka has acknowledged every message.
+
+Idempotent producer (acks=all, enable.idempotence) so librdkafka's own retries never
+duplicate; the Java client's murmur2 partitioner so a visit key lands on the partition a Java
+or Kafka Streams consumer expects. A failed or timed-out delivery raises, which keeps the page
+out of the checkpoint: the next run re-sends it (at-least-once; keys make re-sends idempotent
+for compacting or deduplicating consumers).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from matomo_kafka import __version__
+from matomo_kafka.config import Settings
+from matomo_kafka.errors import KafkaDeliveryError
+
+log = logging.getLogger(__name__)
+librdkafka_log = logging.getLogger("matomo_kafka.librdkafka")
+
+Headers = list[tuple[str, str | bytes | None]]
+
+#: librdkafka errors after which waiting for acks is pointless.
+_HOPELESS = {
+    KafkaError._AUTHENTICATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError._SSL,
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    key: bytes
+    value: bytes
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka settings for the run, secrets included (never log this dict)."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.KAFKA_SERVERS,
+        "client.id": f"matomo-kafka-{settings.CLUSTERID}",
+        "acks": "all",
+        "enable.idempotence": True,
+        "compression.type": settings.KAFKA_COMPRESSION,
+        "linger.ms": settings.KAFKA_LINGER_MS,
+        "message.timeout.ms": settings.KAFKA_DELIVERY_TIMEOUT_MS,
+        "partitioner": "murmur2_random",
+        "allow.auto.create.topics": False,
+        "security.protocol": settings.kafka_security_protocol,
+    }
+    if settings.KAFKA_USER is not None and settings.KAFKA_PASSWORD is not None:
+        config["sasl.mechanism"] = settings.KAFKA_SASL_MECHANISM
+        config["sasl.username"] = settings.KAFKA_USER
+        config["sasl.password"] = settings.KAFKA_PASSWORD.get_secret_value()
+    if settings.KAFKA_SSL_CA_LOCATION:
+        config["ssl.ca.location"] = settings.KAFKA_SSL_CA_LOCATION
+    return config
+
+
+class KafkaSink:
+    """Produces pages of keyed JSON messages to one topic and waits for their acks."""
+
+    def __init__(self, config: dict[str, Any], topic: str, connect_timeout: float = 15.0) -> None:
+        self.topic = topic
+        self.connect_timeout = connect_timeout
+        self.delivery_timeout = float(config.get("message.timeout.ms", 120_000)) / 1000
+        self._failed = 0
+        self._first_failure = ""
+        self._hopeless: str | None = None
+        self._pending = 0
+        self._producer = Producer({**config, "error_cb": self._on_error, "logger": librdkafka_log})
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KafkaSink:
+        return cls(producer_config(settings), settings.KAFKA_TOPIC, settings.KAFKA_CONNECT_TIMEOUT)
+
+    def _on_error(self, error: KafkaError) -> None:
+        log.warning("Kafka: %s", error.str())
+        if error.code() in _HOPELESS or error.fatal():
+            self._hopeless = error.str()
+
+    def _on_delivery(self, error: KafkaError | None, _message: Any) -> None:
+        self._pending -= 1
+        if error is not None:
+            self._failed += 1
+            self._first_failure = self._first_failure or error.str()
+
+    def check_topic(self) -> int:
+        """Fails fast, before reading Matomo, when Kafka or the topic is out of reach."""
+        try:
+            metadata = self._producer.list_topics(topic=self.topic, timeout=self.connect_timeout)
+        except KafkaException as exc:
+            detail = self._hopeless or str(exc.args[0].str() if exc.args else exc)
+            raise KafkaDeliveryError(
+                f"Kafka unreachable ({detail}) within {self.connect_timeout:.0f}s"
+            ) from None
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None:
+            reason = topic.error.str() if topic is not None and topic.error else "not found"
+            raise KafkaDeliveryError(f"Kafka topic {self.topic!r} is not usable: {reason}")
+        return len(topic.partitions)
+
+    def deliver(self, messages: Sequence[Message], headers: Headers) -> None:
+        """Produces the page and blocks until every message is acknowledged, or raises."""
+        self._failed, self._first_failure = 0, ""
+        for message in messages:
+            self._produce(message, headers)
+        self._await_acks()
+
+    def _produce(self, message: Message, headers: Headers) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic,
+                    value=message.value,
+                    key=message.key,
+                    headers=headers,
+                    on_delivery=self._on_delivery,
+                )
+                self._pending += 1
+                return
+            except BufferError:
+                self._producer.poll(0.1)  # local queue full: let acks drain it
+            except KafkaException as exc:
+                raise KafkaDeliveryError(
+                    f"Kafka refused message {message.key.decode(errors='replace')}: "
+                    f"{exc.args[0].str() if exc.args else exc}"
+                ) from None
+
+    def _await_acks(self) -> None:
+        deadline = time.monotonic() + self.delivery_timeout + 30
+        while self._pending > 0:
+            self._producer.flush(0.5)
+            if self._hopeless is not None:
+                self.abort()
+                raise KafkaDeliveryError(f"Kafka refused the connection: {self._hopeless}")
+            if time.monotonic() > deadline:
+                self.abort()
+                raise KafkaDeliveryError(
+                    f"Kafka did not acknowledge {self._pending} messages within "
+                    f"{self.delivery_timeout:.0f}s"
+                )
+        if self._failed:
+            raise KafkaDeliveryError(
+                f"Kafka failed to deliver {self._failed} messages: {self._first_failure}"
+            )
+
+    def abort(self) -> None:
+        """Drops whatever is still queued: it will be re-sent from the last checkpoint."""
+        try:
+            self._producer.purge()
+            self._producer.poll(0)
+        except KafkaException:
+            pass
+        self._pending = 0
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._producer.flush(timeout)
+
+
+def page_headers(idsite: int, day: str) -> Headers:
+    """The same small header set on every message of a page, built once per page."""
+    return [
+        ("matomo.idsite", str(idsite).encode()),
+        ("matomo.day", day.encode()),
+        ("producer", f"matomo-kafka/{__version__}".encode()),
+    ]
