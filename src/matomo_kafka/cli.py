@@ -108,7 +108,7 @@ def load(parm_dir: Path, verbose: bool = False, quiet: bool = False) -> Settings
     _redactor.add(settings.secret_values())
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     try:
-        setup_logging(parm_dir, _redactor, level)
+        setup_logging(parm_dir, _redactor, level, settings.CLUSTERID)
     except (OSError, ValueError, KeyError) as exc:
         fail(f"{parm_dir / 'logging.conf'} is invalid: {type(exc).__name__}: {exc}", EXIT_CONFIG)
     return settings
@@ -307,6 +307,9 @@ def simulate(
     ] = "1:UTC,2:Europe/Paris",
     visits_per_day: Annotated[int, typer.Option(help="Visits per site and day.")] = 50,
     latency_ms: Annotated[int, typer.Option(help="Added latency per Live page.")] = 0,
+    basic_auth: Annotated[
+        str | None, typer.Option("--basic-auth", help="user:password a gateway would require.")
+    ] = None,
 ) -> None:
     """Serves a deterministic Matomo API simulator (demos and tests)."""
     from matomo_kafka.simulator import SimConfig, SimSite, run_simulator
@@ -326,7 +329,13 @@ def simulate(
                 SimSite(idsite=int(idsite), name=f"Demo site {idsite}", timezone=tz or "UTC",
                         default_visits=visits_per_day, visits={})
             )  # fmt: skip
-        sim_config = SimConfig(token=token, sites=sim_sites, latency_s=latency_ms / 1000)
+        gateway = None
+        if basic_auth is not None:
+            user, _, password = basic_auth.partition(":")
+            gateway = (user, password)
+        sim_config = SimConfig(
+            token=token, sites=sim_sites, latency_s=latency_ms / 1000, basic_auth=gateway
+        )
     print(f"matomo simulator on http://{host}:{port}/index.php", flush=True)
     run_simulator(sim_config, host, port)
 

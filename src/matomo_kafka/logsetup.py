@@ -12,10 +12,13 @@ from pathlib import Path
 
 from matomo_kafka.errors import RedactingFilter, Redactor
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FORMAT = "%(asctime)s %(levelname)s [{label}] %(name)s: %(message)s"
 
 
-def setup_logging(parm_dir: Path, redactor: Redactor, level: int = logging.INFO) -> None:
+def setup_logging(
+    parm_dir: Path, redactor: Redactor, level: int = logging.INFO, label: str = "matomo-kafka"
+) -> None:
+    """`label` (the CLUSTERID) tags every default log line, so mixed job logs stay readable."""
     root = logging.getLogger()
     conf = parm_dir / "logging.conf"
     if conf.is_file():
@@ -24,7 +27,7 @@ def setup_logging(parm_dir: Path, redactor: Redactor, level: int = logging.INFO)
         for handler in list(root.handlers):
             root.removeHandler(handler)
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(logging.Formatter(FORMAT.format(label=label.replace("%", "%%"))))
         root.addHandler(handler)
         root.setLevel(level)
     if level != logging.INFO:

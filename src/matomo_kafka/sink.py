@@ -22,7 +22,25 @@ from matomo_kafka.config import Settings
 from matomo_kafka.errors import KafkaDeliveryError
 
 log = logging.getLogger(__name__)
+
+
+class _OncePerMessage(logging.Filter):
+    """librdkafka logs the same failure on every reconnect: keep the first of each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
+
+
 librdkafka_log = logging.getLogger("matomo_kafka.librdkafka")
+librdkafka_log.addFilter(_OncePerMessage())
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -70,6 +88,7 @@ class KafkaSink:
 
     def __init__(self, config: dict[str, Any], topic: str, connect_timeout: float = 15.0) -> None:
         self.topic = topic
+        self.bootstrap = str(config.get("bootstrap.servers", ""))
         self.connect_timeout = connect_timeout
         self.delivery_timeout = float(config.get("message.timeout.ms", 120_000)) / 1000
         self._failed = 0
@@ -83,9 +102,10 @@ class KafkaSink:
         return cls(producer_config(settings), settings.KAFKA_TOPIC, settings.KAFKA_CONNECT_TIMEOUT)
 
     def _on_error(self, error: KafkaError) -> None:
-        log.warning("Kafka: %s", error.str())
+        text = error.str()
+        log.debug("Kafka error callback: %s", text)  # librdkafka's own log line says it
         if error.code() in _HOPELESS or error.fatal():
-            self._hopeless = error.str()
+            self._hopeless = text
 
     def _on_delivery(self, error: KafkaError | None, _message: Any) -> None:
         self._pending -= 1
@@ -95,13 +115,23 @@ class KafkaSink:
 
     def check_topic(self) -> int:
         """Fails fast, before reading Matomo, when Kafka or the topic is out of reach."""
-        try:
-            metadata = self._producer.list_topics(topic=self.topic, timeout=self.connect_timeout)
-        except KafkaException as exc:
-            detail = self._hopeless or str(exc.args[0].str() if exc.args else exc)
-            raise KafkaDeliveryError(
-                f"Kafka unreachable ({detail}) within {self.connect_timeout:.0f}s"
-            ) from None
+        deadline = time.monotonic() + self.connect_timeout
+        while True:
+            try:
+                metadata = self._producer.list_topics(topic=self.topic, timeout=1.0)
+                break
+            except KafkaException as exc:
+                self._producer.poll(0)  # serves error_cb: an auth failure shows up here
+                if self._hopeless is not None:
+                    raise KafkaDeliveryError(
+                        f"Kafka refused the client: {self._hopeless}"
+                    ) from None
+                if time.monotonic() >= deadline:
+                    detail = exc.args[0].str() if exc.args else str(exc)
+                    raise KafkaDeliveryError(
+                        f"Kafka unreachable at {self.bootstrap} within "
+                        f"{self.connect_timeout:.0f}s ({detail})"
+                    ) from None
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None:
             reason = topic.error.str() if topic is not None and topic.error else "not found"

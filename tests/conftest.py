@@ -1,0 +1,205 @@
+"""Shared fixtures: the real local Kafka broker, the Matomo simulator, parm directories and
+a CLI runner. Nothing here mocks Kafka: delivery tests read the real topic back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from matomo_kafka.config import ALL_KEYS
+from matomo_kafka.simulator import MatomoSimulator, SimConfig, SimSite
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO.parent / "shared" / "matomo-samples"
+KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
+BOOTSTRAP = f"127.0.0.1:{KAFKA_PORT}"
+TOKEN = "sim-token-5f1e9c0b7a"
+SALT = "sel-de-guerande-3a9d"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """Starts the real broker (idempotent) with scripts/kafka-local.sh; fails if it cannot."""
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "kafka-local.sh"), "start"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"local Kafka broker did not start:\n{result.stdout}\n{result.stderr}")
+    return BOOTSTRAP
+
+
+@pytest.fixture
+def topic(kafka_bootstrap: str) -> str:
+    """A fresh 3-partition topic per test, so tests never see each other's messages."""
+    name = f"test.visits.{uuid.uuid4().hex[:10]}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    futures = admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
+    for future in futures.values():
+        future.result(timeout=30)
+    return name
+
+
+@dataclass
+class Record:
+    key: str
+    value: bytes
+    headers: dict[str, bytes]
+    partition: int
+
+
+def read_topic(topic: str, bootstrap: str = BOOTSTRAP, **extra: Any) -> list[Record]:
+    """Every message of the topic, read from the beginning up to the current high marks."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            **extra,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=30)
+        partitions = sorted(metadata.topics[topic].partitions)
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+                for p in partitions}  # fmt: skip
+        todo = {p for p in partitions if ends[p] > 0}
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        records: list[Record] = []
+        idle = 0
+        while todo and idle < 30:
+            message = consumer.poll(1.0)
+            if message is None:
+                idle += 1
+                continue
+            if message.error():
+                raise RuntimeError(message.error().str())
+            idle = 0
+            records.append(
+                Record(
+                    key=message.key().decode(),
+                    value=message.value(),
+                    headers={k: v for k, v in (message.headers() or [])},
+                    partition=message.partition(),
+                )
+            )
+            if message.offset() + 1 >= ends[message.partition()]:
+                todo.discard(message.partition())
+        if todo:
+            raise RuntimeError(f"could not read partitions {todo} of {topic} to the end")
+        return records
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def sim_factory() -> Iterator[Callable[..., MatomoSimulator]]:
+    started: list[MatomoSimulator] = []
+
+    def make(sites: list[SimSite], **kwargs: Any) -> MatomoSimulator:
+        simulator = MatomoSimulator(SimConfig(token=TOKEN, sites=sites, **kwargs)).start()
+        started.append(simulator)
+        return simulator
+
+    yield make
+    for simulator in started:
+        simulator.stop()
+
+
+def two_sites(limit: int) -> list[SimSite]:
+    """Site 1 in UTC, site 2 in Paris, with days of 0, L-1, L, L+1 and 2L visits."""
+    counts = [0, limit - 1, limit, limit + 1, 2 * limit]
+    days = [f"2024-03-{day:02d}" for day in range(1, 6)]
+    return [
+        SimSite(idsite=1, name="UTC site", timezone="UTC", default_visits=3,
+                visits=dict(zip(days, counts, strict=True))),
+        SimSite(idsite=2, name="Paris site", timezone="Europe/Paris", default_visits=3,
+                visits=dict(zip(days, reversed(counts), strict=True))),
+    ]  # fmt: skip
+
+
+def write_parm(directory: Path, **values: str) -> Path:
+    """A parm/ directory in the seed's format: conf keys in the ini, the rest in wa7.env."""
+    directory.mkdir(parents=True, exist_ok=True)
+    conf_keys = {"START_DATE", "MATOMO_FILTER_LIMIT", "FILE_PATH_LAST_OFFSET",
+                 "FILE_PATH_FILTERDATE", "COLONNE_ANNOMYSE", "SALAGE", "KAFKA_TOPIC"}  # fmt: skip
+    ini = [f"{key}: {value}" for key, value in values.items() if key in conf_keys]
+    env = [f'{key}="{value}"' for key, value in values.items() if key not in conf_keys]
+    (directory / "wa7_conf.ini").write_text("\n".join(ini) + "\n", encoding="utf-8")
+    (directory / "wa7.env").write_text("\n".join(env) + "\n", encoding="utf-8")
+    return directory
+
+
+def base_values(tmp_path: Path, simulator_url: str, topic: str, **overrides: str) -> dict[str, str]:
+    values = {
+        "START_DATE": "2024-03-01",
+        "MATOMO_FILTER_LIMIT": "10",
+        "FILE_PATH_LAST_OFFSET": str(tmp_path / "data" / "last_filter_offset"),
+        "FILE_PATH_FILTERDATE": str(tmp_path / "data" / "filterdate"),
+        "COLONNE_ANNOMYSE": "visitIp,visitorId,userId,actionDetails.url",
+        "SALAGE": SALT,
+        "KAFKA_TOPIC": topic,
+        "MATOMO_ID_SITE": "1,2",
+        "MATOMO_API_URL": simulator_url,
+        "MATOMO_API_TOKEN": TOKEN,
+        "KAFKA_SERVERS": BOOTSTRAP,
+        "CLUSTERID": "TEST01",
+        "MATOMO_RETRY_BACKOFF": "0.05",
+        "MATOMO_RETRY_MAX_WAIT": "2",
+        "MATOMO_TIMEOUT": "5",
+        "KAFKA_CONNECT_TIMEOUT": "5",
+    }
+    values.update(overrides)
+    return values
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without any config key, so only parm/ counts."""
+    env = {key: value for key, value in os.environ.items() if key not in ALL_KEYS}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+#: Every CLI output of the session, scanned for secrets by test_secrets_never_printed.
+CLI_OUTPUTS: list[str] = []
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> CliResult:
+    result = subprocess.run(
+        [sys.executable, "-m", "matomo_kafka.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else clean_env(),
+        timeout=timeout,
+    )
+    CLI_OUTPUTS.append(result.stdout + result.stderr)
+    return CliResult(result.returncode, result.stdout, result.stderr)
+
+
+def day(text: str) -> date:
+    return date.fromisoformat(text)

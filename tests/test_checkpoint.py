@@ -1,0 +1,115 @@
+"""Checkpoint files: the seed's format, atomic writes, crash-safe order, loud failures."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from matomo_kafka import checkpoint as checkpoint_module
+from matomo_kafka.checkpoint import CheckpointStore, Cursor
+from matomo_kafka.errors import CheckpointError, LockedError
+
+
+def store(tmp_path: Path) -> CheckpointStore:
+    return CheckpointStore(str(tmp_path / "filterdate"), str(tmp_path / "last_filter_offset"))
+
+
+def test_reads_seed_files_as_written_by_producerMatomo(tmp_path: Path) -> None:
+    (tmp_path / "filterdate6.txt").write_text("2024-03-10")  # no newline, as the seed wrote
+    (tmp_path / "last_filter_offset6.txt").write_text("3000\n")
+    assert store(tmp_path).load(6) == Cursor(date(2024, 3, 10), 3000)
+
+
+def test_never_run_site(tmp_path: Path) -> None:
+    assert store(tmp_path).load(15) is None
+
+
+def test_day_without_offset_file_rereads_the_day(tmp_path: Path) -> None:
+    (tmp_path / "filterdate6.txt").write_text("2024-03-10\n")
+    assert store(tmp_path).load(6) == Cursor(date(2024, 3, 10), 0)
+
+
+@pytest.mark.parametrize(
+    ("day_text", "offset_text"),
+    [("10/03/2024", "0"), ("2024-02-30", "0"), ("", "0"), ("2024-03-10", "-5"),
+     ("2024-03-10", "12abc"), ("2024-03-10", "")],
+)  # fmt: skip
+def test_unreadable_checkpoint_is_an_error(tmp_path: Path, day_text: str, offset_text: str) -> None:
+    (tmp_path / "filterdate6.txt").write_text(day_text)
+    (tmp_path / "last_filter_offset6.txt").write_text(offset_text)
+    with pytest.raises(CheckpointError, match="checkpoint"):
+        store(tmp_path).load(6)
+
+
+def test_save_round_trip_and_files(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    first = Cursor(date(2024, 3, 1), 0)
+    s.save(6, first, None)
+    s.save(6, Cursor(date(2024, 3, 1), 1000), first)
+    assert (tmp_path / "filterdate6.txt").read_text() == "2024-03-01\n"
+    assert (tmp_path / "last_filter_offset6.txt").read_text() == "1000\n"
+    s.save(6, Cursor(date(2024, 3, 2), 0), Cursor(date(2024, 3, 1), 1000))
+    assert s.load(6) == Cursor(date(2024, 3, 2), 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "filterdate6.txt", "last_filter_offset6.txt"]  # fmt: skip
+
+
+def test_crash_between_day_and_offset_can_only_resend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every prefix of the writes of a day change leaves a cursor <= the true position."""
+    s = store(tmp_path)
+    before = Cursor(date(2024, 3, 1), 1234)
+    s.save(6, before, None)
+    real_write = checkpoint_module._write_atomic
+    for crash_after in range(2):  # a day change writes the offset (0), then the day
+        s.save(6, before, s.load(6))
+        writes = 0
+
+        def crashing_write(path: Path, text: str, limit: int = crash_after) -> None:
+            nonlocal writes
+            if writes >= limit:
+                raise OSError(28, "No space left on device")
+            writes += 1
+            real_write(path, text)
+
+        monkeypatch.setattr(checkpoint_module, "_write_atomic", crashing_write)
+        with pytest.raises(CheckpointError, match="No space left"):
+            s.save(6, Cursor(date(2024, 3, 2), 0), before)
+        monkeypatch.setattr(checkpoint_module, "_write_atomic", real_write)
+        after = s.load(6)
+        assert after is not None
+        # Never (new day, old offset): that would skip 1234 visits of the new day.
+        assert after in (before, Cursor(date(2024, 3, 1), 0), Cursor(date(2024, 3, 2), 0))
+
+
+def test_atomic_write_leaves_no_temp_file_on_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = store(tmp_path)
+    s.save(6, Cursor(date(2024, 3, 1), 10), None)
+
+    def failing_replace(src: str, dst: str) -> None:
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(CheckpointError):
+        s.save(6, Cursor(date(2024, 3, 1), 20), Cursor(date(2024, 3, 1), 10))
+    monkeypatch.undo()
+    assert s.load(6) == Cursor(date(2024, 3, 1), 10)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_lock_is_exclusive(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    with (
+        s.lock(),
+        pytest.raises(LockedError, match="another matomo-kafka run"),
+        store(tmp_path).lock(),
+    ):
+        pass  # the second lock() raises before this line
+    with s.lock():  # released
+        pass

@@ -1,0 +1,15 @@
+"""Runs last (file order): every CLI output of the whole session, scanned for secrets."""
+
+from __future__ import annotations
+
+from conftest import CLI_OUTPUTS, SALT, TOKEN
+
+# Every secret the suite hands to the tool: token, salt, gateway and Kafka passwords.
+SECRETS = [TOKEN, SALT, "sps-secret-77", "kafka-pw-do-not-print", "matomo-local-secret"]
+
+
+def test_no_secret_in_any_cli_output() -> None:
+    assert CLI_OUTPUTS, "no CLI output was collected: run the whole suite"
+    for output in CLI_OUTPUTS:
+        for secret in SECRETS:
+            assert secret not in output
