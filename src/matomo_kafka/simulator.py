@@ -1,0 +1,1717 @@
+"""Matomo 5.0.2 HTTP API simulator.
+
+Tests and benchmarks need a Matomo that speaks the real HTTP API (same JSON shapes, types,
+error messages and status codes as the captured Matomo 5.0.2 samples) without a PHP/MariaDB
+stack. Visits are generated lazily and deterministically: visit i of a (site, day) is a pure
+function of (seed, idsite, day, i, n), so a page of a 1,000,000-visit day costs only that
+page and two simulators with the same config serve the same bytes. Faults (5xx, 429,
+delays, truncated bodies, dropped connections, error envelopes) exercise client retries.
+
+Real-Matomo details reproduced on purpose, because the exporter must cope with them:
+days are cut in the site's timezone on the last action time while ``serverDate`` is the UTC
+date; ``actionDetails[].timestamp`` is shifted by the site's UTC offset (site-local wall
+clock read as UTC), unlike ``lastActionTimestamp``; about 1 goal entry in 4 has no
+``goalName``; bodies are escaped like PHP's json_encode ("\\/", "\\u00e9", surrogate pairs).
+
+Only the standard library and orjson are used.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import copy
+import hashlib
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args
+from urllib.parse import parse_qsl, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+
+__all__ = [
+    "MATOMO_VERSION",
+    "Fault",
+    "FaultKind",
+    "MatomoSimulator",
+    "SimConfig",
+    "SimSite",
+    "run_simulator",
+]
+
+MATOMO_VERSION = "5.0.2"
+
+FaultKind = Literal["status", "rate_limit", "delay", "truncate", "envelope", "disconnect"]
+_FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
+
+JSON = dict[str, Any]
+T = TypeVar("T")
+
+# --------------------------------------------------------------------------------------
+# Real Matomo 5.0.2 messages (verbatim from the samples where one exists).
+# --------------------------------------------------------------------------------------
+MSG_BAD_TOKEN = (
+    "Unable to authenticate with the provided token. It is either invalid, expired or is "
+    "required to be sent as a POST parameter."
+)
+MSG_NO_VIEW = "You can't access this resource as it requires 'view' access for the website id = {}."
+MSG_UNKNOWN_SITE = "An unexpected website was found in the request: website id was set to '{}' ."
+MSG_BAD_DATE = (
+    "Date format must be: YYYY-MM-DD, or 'today' or 'yesterday' or any keyword supported by the "
+    "strtotime function (see http://php.net/strtotime for more information): false"
+)
+MSG_UNKNOWN_METHOD = (
+    "The method '{}' does not exist or is not available in the module '\\Piwik\\Plugins\\{}\\API'."
+)
+MSG_LIVE_DISABLED = (
+    "Visits log is deactivated for this website. This can be changed in the website settings."
+)
+MSG_MISSING_PARAM = "Please specify a value for '{}'."
+MSG_BAD_METHOD_NAME = "The method name is invalid. Expected 'module.methodName'"
+MSG_ONLY_API_JSON = "This Matomo simulator only answers module=API requests with format=json."
+MSG_ONLY_DAY = "This Matomo simulator only supports period=day for {} (got period '{}')."
+DEFAULT_ENVELOPE_MESSAGE = "SQLSTATE[HY000] [2002] Connection refused"
+
+_HTML_401 = (
+    b'<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n'
+    b"<title>401 Unauthorized</title>\n</head><body>\n<h1>Unauthorized</h1>\n"
+    b"<p>This server could not verify that you are authorized to access the document "
+    b"requested.</p>\n</body></html>\n"
+)
+
+# idVisit = days since 2000-01-01 << 35 | idsite << 24 | i: unique, < 2**50, and pageId =
+# idVisit * 8 + j stays below 2**53 so JavaScript consumers keep exact ids.
+_EPOCH_2000 = date(2000, 1, 1)
+_MAX_DAYS = 1 << 15
+_MAX_SITE = (1 << 11) - 1
+MAX_VISITS_PER_DAY = 1 << 24
+_STREAM_THRESHOLD = 20_000  # pages above this many visits are sent chunked, in batches
+_STREAM_BATCH = 1_000
+_SUMMARY_SAMPLE = 2_000  # VisitsSummary is exact up to this many visits a day
+REQUEST_LOG_LIMIT = 200_000  # oldest entries are dropped past this (long CLI runs)
+
+
+# --------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------
+@dataclass
+class SimSite:
+    """One simulated website; visits per day are ``visits[day]`` or ``default_visits``."""
+
+    idsite: int
+    name: str
+    timezone: str = "UTC"
+    default_visits: int = 0
+    visits: dict[str, int] = field(default_factory=dict)
+    live_disabled: bool = False
+    currency: str = "USD"
+    main_url: str | None = None  # default: https://<slug-of-name>.example.org
+    ts_created: str | None = None  # default: first configured day, else 2024-01-01
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SimSite:
+        _reject_unknown_keys(d, cls.__dataclass_fields__, "site")
+        site = cls(
+            idsite=int(d["idsite"]),
+            name=str(d["name"]),
+            timezone=str(d.get("timezone", "UTC")),
+            default_visits=int(d.get("default_visits", 0)),
+            visits={str(k): int(v) for k, v in dict(d.get("visits", {})).items()},
+            live_disabled=bool(d.get("live_disabled", False)),
+            currency=str(d.get("currency", "USD")),
+            main_url=None if d.get("main_url") is None else str(d["main_url"]),
+            ts_created=None if d.get("ts_created") is None else str(d["ts_created"]),
+        )
+        site.validate()
+        return site
+
+    def validate(self) -> None:
+        """Fail early on values the id scheme or the timezone code cannot represent."""
+        if not 1 <= self.idsite <= _MAX_SITE:
+            raise ValueError(f"idsite must be in 1..{_MAX_SITE}, got {self.idsite}")
+        _tzinfo(self.timezone)
+        _check_count(self.default_visits)
+        for day, n in self.visits.items():
+            date.fromisoformat(day)
+            _check_count(n)
+
+    def base_url(self) -> str:
+        if self.main_url:
+            return self.main_url.rstrip("/")
+        slug = re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or f"site{self.idsite}"
+        return f"https://{slug}.example.org"
+
+    def count_for(self, day: date) -> int:
+        return self.visits.get(day.isoformat(), self.default_visits)
+
+
+@dataclass
+class Fault:
+    """An injected failure, hitting the next ``times`` matching requests (-1 = forever).
+
+    ``None`` filters match anything; ``offset`` matches ``filter_offset`` (default 0).
+    """
+
+    kind: FaultKind
+    method: str | None = None
+    idsite: int | None = None
+    date: str | None = None
+    offset: int | None = None
+    times: int = 1
+    status: int = 500
+    retry_after: int = 1
+    delay_s: float = 0.0
+    message: str = DEFAULT_ENVELOPE_MESSAGE
+
+    def __post_init__(self) -> None:
+        if self.kind not in _FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {_FAULT_KINDS}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Fault:
+        _reject_unknown_keys(d, cls.__dataclass_fields__, "fault")
+        return cls(**d)
+
+    def matches(self, method: str | None, idsite: int | None, day: str | None, offset: int) -> bool:
+        return (
+            (self.method is None or self.method == method)
+            and (self.idsite is None or self.idsite == idsite)
+            and (self.date is None or self.date == day)
+            and (self.offset is None or self.offset == offset)
+        )
+
+
+@dataclass
+class SimConfig:
+    """Everything the simulator serves; JSON-friendly through from_dict/to_dict."""
+
+    token: str
+    sites: list[SimSite]
+    basic_auth: tuple[str, str] | None = None
+    post_only_token: bool = True
+    latency_s: float = 0.0
+    seed: int = 1
+    denied_sites: list[int] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        ids = [s.idsite for s in self.sites]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"duplicate idsite in {ids}")
+        for s in self.sites:
+            s.validate()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SimConfig:
+        _reject_unknown_keys(d, cls.__dataclass_fields__, "config")
+        ba = d.get("basic_auth")
+        return cls(
+            token=str(d["token"]),
+            sites=[SimSite.from_dict(s) for s in d.get("sites", [])],
+            basic_auth=None if ba is None else (str(ba[0]), str(ba[1])),
+            post_only_token=bool(d.get("post_only_token", True)),
+            latency_s=float(d.get("latency_s", 0.0)),
+            seed=int(d.get("seed", 1)),
+            denied_sites=[int(x) for x in d.get("denied_sites", [])],
+            faults=[Fault.from_dict(f) for f in d.get("faults", [])],
+        )
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> SimConfig:
+        return cls.from_dict(orjson.loads(Path(path).read_bytes()))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["basic_auth"] = None if self.basic_auth is None else list(self.basic_auth)
+        return d
+
+
+def _reject_unknown_keys(d: dict[str, Any], fields: dict[str, Any], what: str) -> None:
+    """A typo in a hand-written config ("time" for "times") must not be silently ignored."""
+    unknown = set(d) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown {what} key(s) {sorted(unknown)}; expected {sorted(fields)}")
+
+
+def _check_count(n: int) -> None:
+    if not 0 <= n <= MAX_VISITS_PER_DAY:
+        raise ValueError(f"visits per day must be in 0..{MAX_VISITS_PER_DAY}, got {n}")
+
+
+# --------------------------------------------------------------------------------------
+# Time helpers: Matomo cuts days in the site's timezone, pretty-prints in site-local time.
+# --------------------------------------------------------------------------------------
+_UTC_OFFSET_RE = re.compile(r"^UTC([+-])(\d{1,2}(?:\.\d+)?)$")
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+_DATE_CACHE: dict[int, tuple[str, str, str]] = {}
+_UNIX_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def _tzinfo(name: str) -> tzinfo:
+    """IANA names plus Matomo's manual offsets ("UTC", "UTC+5.5", "UTC-3")."""
+    if name == "UTC":
+        return UTC
+    m = _UTC_OFFSET_RE.match(name)
+    if m:
+        hours = float(m.group(2)) * (1 if m.group(1) == "+" else -1)
+        return timezone(timedelta(hours=hours))
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise ValueError(f"unknown timezone {name!r}") from e
+
+
+def _dates(day_number: int) -> tuple[str, str, str]:
+    """(ISO date, "Sunday, March 10, 2024", "Mar 10, 2024") for days since 1970, cached."""
+    got = _DATE_CACHE.get(day_number)
+    if got is None:
+        d = date.fromordinal(day_number + _UNIX_EPOCH_ORDINAL)
+        month = _MONTHS[d.month - 1]
+        got = (
+            d.isoformat(),
+            f"{_WEEKDAYS[d.weekday()]}, {month} {d.day}, {d.year}",
+            f"{month[:3]} {d.day}, {d.year}",
+        )
+        _DATE_CACHE[day_number] = got
+    return got
+
+
+_HHMM = tuple(f"{m // 60:02d}:{m % 60:02d}" for m in range(1440))
+_SS = tuple(f":{s:02d}" for s in range(60))
+
+
+def _hms(ts: int) -> str:
+    """HH:MM:SS of a (shifted) timestamp; table lookups beat f-strings in the hot path."""
+    s = ts % 86400
+    return _HHMM[s // 60] + _SS[s % 60]
+
+
+def _pretty_duration(sec: int) -> str:
+    """Matomo's getPrettyTimeFromSeconds ("1 min 35s", "0s", "1 hours 5 min")."""
+    if sec >= 3600:
+        return f"{sec // 3600} hours {sec // 60 % 60} min"
+    if sec >= 60:
+        return f"{sec // 60} min {sec % 60}s"
+    return f"{sec}s"
+
+
+def _day_bounds(tz: tzinfo, day: date) -> tuple[int, int]:
+    """UTC [start, end) of a site-local day; 23 or 25 hours long on DST days."""
+    nxt = day + timedelta(days=1)
+    start = datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
+    end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).timestamp()
+    return int(start), int(end)
+
+
+# --------------------------------------------------------------------------------------
+# PHP json_encode look-alike: "\/" for slashes and \uXXXX for non-ASCII, as in the samples.
+# --------------------------------------------------------------------------------------
+_UTF8_CHAR_RE = re.compile(rb"[\xc0-\xf7][\x80-\xbf]+")
+
+
+def _u_escape(m: re.Match[bytes]) -> bytes:
+    cp = ord(m.group().decode("utf-8"))
+    if cp < 0x10000:
+        return b"\\u%04x" % cp
+    cp -= 0x10000
+    return b"\\u%04x\\u%04x" % (0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF))
+
+
+class _PStr(str):
+    """A non-ASCII str marked for the fast escaping path of php_json.
+
+    orjson hands str subclasses to ``default`` (OPT_PASSTHROUGH_SUBCLASS), which returns the
+    precomputed \\uXXXX form; scanning 3 KB per visit with a regex would cost more than
+    generating the visit. It compares equal to the plain str.
+    """
+
+
+_FRAGMENTS: dict[str, orjson.Fragment] = {}
+
+
+def _p(s: str) -> str:
+    """Mark s for php_json's fast path if it is not ASCII (call outside hot loops)."""
+    if s.isascii():
+        return s
+    if s not in _FRAGMENTS:
+        _FRAGMENTS[s] = orjson.Fragment(json.dumps(s).encode("ascii"))
+    return _PStr(s)
+
+
+def _default(obj: Any) -> orjson.Fragment:
+    if isinstance(obj, str):
+        frag = _FRAGMENTS.get(obj)
+        if frag is None:
+            frag = _FRAGMENTS[obj] = orjson.Fragment(json.dumps(str(obj)).encode("ascii"))
+        return frag
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def php_json(obj: Any) -> bytes:
+    """Serialise like PHP's json_encode ("\\/" and \\uXXXX) so clients meet real escaping."""
+    raw = orjson.dumps(obj, default=_default, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+    raw = raw.replace(b"/", b"\\/")
+    if raw.isascii():
+        return raw
+    return _UTF8_CHAR_RE.sub(_u_escape, raw)  # unmarked non-ASCII strings: slow but right
+
+
+# --------------------------------------------------------------------------------------
+# Static reference data, shaped like the samples.
+# --------------------------------------------------------------------------------------
+_CURRENCIES: dict[str, tuple[str, str]] = {
+    "USD": ("$", "US Dollar"),
+    "EUR": ("€", "Euro"),
+    "GBP": ("£", "British Pound Sterling"),
+    "JPY": ("¥", "Japanese Yen"),
+    "CHF": ("CHF", "Swiss Franc"),
+    "CAD": ("$", "Canadian Dollar"),
+}
+_TZ_NAMES: dict[str, str] = {
+    "UTC": "UTC",
+    "Europe/Paris": "France",
+    "Europe/Berlin": "Germany - Berlin",
+    "Europe/London": "United Kingdom",
+    "Europe/Madrid": "Spain - Madrid",
+    "Europe/Rome": "Italy",
+    "America/New_York": "United States - New York",
+    "America/Los_Angeles": "United States - Los Angeles",
+    "Asia/Tokyo": "Japan",
+}
+
+
+def _weighted(items: Sequence[tuple[T, int]]) -> tuple[T, ...]:
+    """A 256-entry table so one random byte picks an item with the given weights."""
+    flat: list[T] = []
+    for item, w in items:
+        flat.extend([item] * w)
+    return tuple(flat[(j * len(flat)) // 256] for j in range(256))
+
+
+_ICON_ACTION_SVG = "plugins/Morpheus/images/action.svg"
+_GOAL_ICON = "plugins/Morpheus/images/goal.png"
+_GOAL_SVG = "plugins/Morpheus/images/goal.svg"
+_GOALS: dict[int, str] = {1: "Thank-you page", 2: "Newsletter signup"}
+
+# (path, title, dimension2). Non-ASCII titles exercise unicode end to end.
+_PAGES_RAW: tuple[tuple[str, str, str], ...] = (
+    ("/", "Home", "home"),
+    ("/products", "Products", "listing"),
+    ("/products/espresso-pro-x", "Espresso Pro X", "product"),
+    ("/products/moulin-a-cafe", "Moulin à café — édition limitée", "product"),
+    ("/pricing", "Pricing", "pricing"),
+    ("/blog/hello", "Hello blog", "article"),
+    ("/blog/cafe-creme", "Café crème : nos secrets", "article"),
+    ("/fr/evenements", "Événements à Paris", "listing"),
+    ("/fr/nouveautes", "Nouveautés 🚀", "article"),
+    ("/fr/a-propos", "À propos", "about"),
+    ("/docs/getting-started", "Getting started", "docs"),
+    ("/docs/faq", "FAQ – questions fréquentes", "docs"),
+    ("/contact", "Contact", "contact"),
+    ("/account", "Account", "account"),
+    ("/checkout/cart", "Cart", "checkout"),
+    ("/?mtm_source=newsletter&mtm_campaign=spring", "Home", "home"),
+)
+_PAGES = tuple((path, _p(title), dim2) for path, title, dim2 in _PAGES_RAW)
+_THANK_YOU = ("/checkout/thank-you", "Thank you", "confirmation")
+_EVENTS_RAW: tuple[tuple[str, str, str, int], ...] = (
+    ("Video", "Play", "intro.mp4", 12),
+    ("Video", "Pause", "intro.mp4", 37),
+    ("Form", "Submit", "contact-form", 1),
+    ("Scroll", "Depth", "75%", 75),
+    ("Téléchargement", "Clic", "brochure.pdf", 1),
+)
+# (category, action, name, value, subtitle); Matomo's own quote mismatch kept as served.
+_EVENTS = tuple(
+    (_p(c), _p(a), _p(n), v, _p(f'Category: "{c}\', Action: "{a}"')) for c, a, n, v in _EVENTS_RAW
+)
+_SEARCHES_RAW: tuple[tuple[str, int], ...] = (
+    ("pricing", 3),
+    ("crème brûlée", 0),
+    ("tarifs", 5),
+    ("api", 12),
+    ("café ☕", 1),
+)
+_SEARCHES = tuple(
+    (_p(kw), count, _p(f"{kw} - Search Results Count: {count}")) for kw, count in _SEARCHES_RAW
+)
+_OUTLINKS = (
+    "https://external.example.net/",
+    "https://github.com/matomo-org/matomo",
+    "https://fr.wikipedia.org/wiki/Caf%C3%A9",
+)
+_DOWNLOADS = ("/files/brochure.pdf", "/files/tarifs-2024.pdf")
+
+_ENTRY_COUNTS = _weighted([(1, 40), (2, 25), (3, 15), (4, 10), (5, 6), (6, 4)])
+_ENTRY_KINDS = _weighted(
+    [("action", 55), ("event", 13), ("search", 8), ("outlink", 7), ("download", 5), ("goal", 12)]
+)
+
+
+def _referrer(
+    rtype: str, type_name: str, name: str, keyword: str, url: str | None,
+    se_url: str | None = None, se_icon: str | None = None,
+    social_url: str | None = None, social_icon: str | None = None,
+) -> tuple[JSON, tuple[str, str | None, str | None]]:  # fmt: skip
+    visit_fields: JSON = {
+        "referrerType": rtype,
+        "referrerTypeName": type_name,
+        "referrerName": name,
+        "referrerKeyword": keyword,
+        "referrerKeywordPosition": None,
+        "referrerUrl": url,
+        "referrerSearchEngineUrl": se_url,
+        "referrerSearchEngineIcon": se_icon,
+        "referrerSocialNetworkUrl": social_url,
+        "referrerSocialNetworkIcon": social_icon,
+    }
+    name, keyword = _p(name), _p(keyword)
+    visit_fields["referrerName"], visit_fields["referrerKeyword"] = name, keyword
+    goal_fields = (rtype, name or None, keyword or None)
+    return visit_fields, goal_fields
+
+
+_SE_ICONS = "plugins/Morpheus/icons/dist/searchEngines/"
+_REFERRERS = _weighted(
+    [
+        (_referrer("direct", "Direct Entry", "", "", None), 40),
+        (
+            _referrer(
+                "search", "Search Engines", "Google", "Keyword not defined",
+                "https://www.google.com/", "http://google.com", _SE_ICONS + "google.com.png",
+            ),
+            25,
+        ),
+        (
+            _referrer(
+                "search", "Search Engines", "Google", "peer",
+                "https://www.google.com/search?q=peer", "http://google.com",
+                _SE_ICONS + "google.com.png",
+            ),
+            5,
+        ),
+        (
+            _referrer(
+                "search", "Search Engines", "DuckDuckGo", "Keyword not defined",
+                "https://duckduckgo.com/", "http://duckduckgo.com",
+                _SE_ICONS + "duckduckgo.com.png",
+            ),
+            5,
+        ),
+        (
+            _referrer(
+                "search", "Search Engines", "Qwant", "café paris", "https://www.qwant.com/",
+                "http://qwant.com", _SE_ICONS + "qwant.com.png",
+            ),
+            4,
+        ),
+        (
+            _referrer(
+                "campaign", "Campaigns", "spring", "news.example.com",
+                "https://news.example.com/article",
+            ),
+            8,
+        ),
+        (_referrer("website", "Websites", "news.example.com", "", "https://news.example.com/"), 8),
+        (
+            _referrer(
+                "social", "Social Networks", "LinkedIn", "", "https://www.linkedin.com/",
+                social_url="https://linkedin.com",
+                social_icon="plugins/Morpheus/icons/dist/socials/linkedin.com.png",
+            ),
+            5,
+        ),
+    ]
+)  # fmt: skip
+
+_DEV = "plugins/Morpheus/icons/dist/"
+
+
+def _device(
+    dtype: str, brand: str, model: str, os_full: str, os_name: str, os_code: str,
+    os_ver: str, family: str, family_desc: str, bname: str, bcode: str, bver: str,
+    resolutions: tuple[str, ...],
+) -> tuple[JSON, tuple[str, ...]]:  # fmt: skip
+    fields: JSON = {
+        "deviceType": dtype,
+        "deviceTypeIcon": f"{_DEV}devices/{dtype.lower()}.png",
+        "deviceBrand": brand,
+        "deviceModel": model,
+        "operatingSystem": os_full,
+        "operatingSystemName": os_name,
+        "operatingSystemIcon": f"{_DEV}os/{os_code}.png",
+        "operatingSystemCode": os_code,
+        "operatingSystemVersion": os_ver,
+        "browserFamily": family,
+        "browserFamilyDescription": family_desc,
+        "browser": f"{bname} {bver}",
+        "browserName": bname,
+        "browserIcon": f"{_DEV}browsers/{bcode}.png",
+        "browserCode": bcode,
+        "browserVersion": bver,
+    }
+    return fields, resolutions
+
+
+_DESKTOP_RES = ("1920x1080", "1366x768", "2560x1440", "1440x900", "1280x800")
+_DEVICES = _weighted(
+    [
+        (_device("Desktop", "Unknown", "Generic Desktop", "GNU/Linux", "GNU/Linux", "LIN", "",
+                 "Blink", "Blink (Chrome, Opera)", "Chrome", "CH", "120.0", _DESKTOP_RES), 20),
+        (_device("Desktop", "Unknown", "Generic Desktop", "Windows 10", "Windows", "WIN", "10",
+                 "Gecko", "Gecko (Firefox)", "Firefox", "FF", "123.0", _DESKTOP_RES), 18),
+        (_device("Desktop", "Unknown", "Generic Desktop", "Windows 10", "Windows", "WIN", "10",
+                 "Blink", "Blink (Chrome, Opera)", "Microsoft Edge", "PS", "122.0",
+                 _DESKTOP_RES), 14),
+        (_device("Desktop", "Apple", "", "Mac 14.3", "Mac", "MAC", "14.3", "WebKit",
+                 "WebKit (Safari)", "Safari", "SF", "17.3", ("2560x1600", "1440x900")), 10),
+        (_device("Smartphone", "Apple", "iPhone", "iOS 17.3", "iOS", "IOS", "17.3", "WebKit",
+                 "WebKit (Safari)", "Mobile Safari", "MF", "17.3", ("390x844", "430x932")), 20),
+        (_device("Smartphone", "Samsung", "Galaxy S23", "Android 14", "Android", "AND", "14",
+                 "Blink", "Blink (Chrome, Opera)", "Chrome Mobile", "CM", "121.0",
+                 ("360x780", "412x915")), 13),
+        (_device("Tablet", "Apple", "iPad", "iPadOS 17.3", "iPadOS", "IPA", "17.3", "WebKit",
+                 "WebKit (Safari)", "Mobile Safari", "MF", "17.3", ("820x1180",)), 5),
+    ]
+)  # fmt: skip
+
+
+def _geo(continent: str, ccode: str, country: str, code: str) -> JSON:
+    return {
+        "continent": continent,
+        "continentCode": ccode,
+        "country": country,
+        "countryCode": code,
+        "countryFlag": f"{_DEV}flags/{code}.png",
+        "region": None,
+        "regionCode": None,
+        "city": None,
+        "location": country,
+        "latitude": None,
+        "longitude": None,
+    }
+
+
+_GEO_UNKNOWN = _geo("Unknown", "unk", "Unknown", "xx")
+_LANGUAGES = _weighted(
+    [
+        (("en", "English", _geo("North America", "amn", "United States", "us")), 30),
+        (("en", "English", _GEO_UNKNOWN), 10),
+        (("fr", "French", _geo("Europe", "eur", "France", "fr")), 25),
+        (("de", "German", _geo("Europe", "eur", "Germany", "de")), 10),
+        (("es", "Spanish", _geo("Europe", "eur", "Spain", "es")), 8),
+        (("it", "Italian", _GEO_UNKNOWN), 6),
+        (("nl", "Dutch", _geo("Europe", "eur", "Netherlands", "nl")), 5),
+        (("pt", "Portuguese", _geo("South America", "ams", "Brazil", "br")), 4),
+        (("ja", "Japanese", _geo("Asia", "asi", "Japan", "jp")), 2),
+    ]
+)
+_PLANS = _weighted([("free", 45), ("pro", 25), ("enterprise", 8), (None, 22)])
+_FIRST_NAMES = (
+    "alice", "bob", "chloé", "dave", "élodie", "françois", "marie", "paul", "jürgen", "søren",
+)  # fmt: skip
+_REVENUES = {1: (10, 10, 10, 25, 49), 2: (5, 0, 0, 0)}
+
+
+# --------------------------------------------------------------------------------------
+# Deterministic lazy visit generation
+# --------------------------------------------------------------------------------------
+@dataclass
+class _SiteCtx:
+    """Per-site constants reused by every visit, built once."""
+
+    site: SimSite
+    tz: tzinfo
+    base: str
+    name: str
+    symbol: str
+    goal_subtitles: dict[tuple[int, int], str]
+    pages: tuple[tuple[str, str, int, str], ...]  # url, title, pageIdAction, dimension2
+    thank_you: tuple[str, str, int, str]
+    outlinks: tuple[tuple[str, int], ...]
+    downloads: tuple[tuple[str, int], ...]
+    event_ids: tuple[int, ...]
+
+
+def _site_ctx(site: SimSite) -> _SiteCtx:
+    base = site.base_url()
+    pages = tuple(
+        (base + path, title, 2 * k + 2, dim2) for k, (path, title, dim2) in enumerate(_PAGES)
+    )
+    ty = _THANK_YOU
+    symbol = _CURRENCIES.get(site.currency, (site.currency, site.currency))[0]
+    goal_subtitles = {
+        (gid, rev): _p(f"{_GOALS[gid]} ({symbol}{rev} revenue)" if rev else _GOALS[gid])
+        for gid, revs in _REVENUES.items()
+        for rev in revs
+    }
+    return _SiteCtx(
+        site=site,
+        tz=_tzinfo(site.timezone),
+        base=base,
+        name=_p(site.name),
+        symbol=_p(symbol),
+        goal_subtitles=goal_subtitles,
+        pages=pages,
+        thank_you=(base + ty[0], ty[1], 2 * len(_PAGES) + 2, ty[2]),
+        outlinks=tuple((u, 101 + 2 * k) for k, u in enumerate(_OUTLINKS)),
+        downloads=tuple((base + p, 121 + 2 * k) for k, p in enumerate(_DOWNLOADS)),
+        event_ids=tuple(141 + 2 * k for k in range(len(_EVENTS))),
+    )
+
+
+@dataclass
+class _DayPlan:
+    """What every visit of one (site, day, n) shares: bounds, hash key, id base."""
+
+    ctx: _SiteCtx
+    day: date
+    n: int
+    start: int
+    end: int
+    span: int
+    width: int
+    key: bytes
+    id_base: int
+    offsets: dict[int, int]
+
+    def offset(self, ts: int) -> int:
+        """Site UTC offset at ts; cached per 15 minutes (tz transitions sit on those)."""
+        b = ts // 900
+        off = self.offsets.get(b)
+        if off is None:
+            delta = datetime.fromtimestamp(ts, self.ctx.tz).utcoffset()
+            off = int(delta.total_seconds()) if delta is not None else 0
+            self.offsets[b] = off
+        return off
+
+    def digest(self, i: int) -> bytes:
+        return hashlib.blake2b(self.key + i.to_bytes(4, "little"), digest_size=64).digest()
+
+    def last_ts(self, i: int, h: bytes | None = None) -> int:
+        """Nondecreasing in i, inside [start, end); ties only when n > span."""
+        if h is None:
+            h = self.digest(i)
+        jitter = int.from_bytes(h[0:4], "little") % self.width if self.width else 0
+        return self.start + (i * self.span) // self.n + jitter
+
+    def first_index_after(self, min_ts: int) -> int:
+        """Smallest i whose last action is strictly after min_ts (binary search)."""
+        lo, hi = 0, self.n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.last_ts(mid) > min_ts:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+
+def _make_plan(ctx: _SiteCtx, day: date, n: int, seed: int) -> _DayPlan:
+    start, end = _day_bounds(ctx.tz, day)
+    span = end - start
+    days = (day - _EPOCH_2000).days
+    key = (
+        b"matomo-sim\x00"
+        + seed.to_bytes(8, "little", signed=True)
+        + ctx.site.idsite.to_bytes(4, "little")
+        + day.toordinal().to_bytes(4, "little")
+    )
+    return _DayPlan(
+        ctx=ctx,
+        day=day,
+        n=n,
+        start=start,
+        end=end,
+        span=span,
+        width=span // n if n else 0,
+        key=key,
+        id_base=(days << 35) | (ctx.site.idsite << 24),
+        offsets={},
+    )
+
+
+def _make_visit(p: _DayPlan, i: int, seed: int) -> JSON:
+    """Visit i (asc order) of a day: a pure function of (seed, idsite, day, i, n)."""
+    h = p.digest(i)
+    h2 = hashlib.blake2b(h, digest_size=64).digest()
+    ctx = p.ctx
+    site = ctx.site
+    last = p.last_ts(i, h)
+    id_visit = p.id_base | i
+    page_id0 = id_visit * 8
+
+    # Entry kinds; the first entry is always a page view.
+    k = _ENTRY_COUNTS[h[4]]
+    kinds = ["action"]
+    for j in range(1, k):
+        kinds.append(_ENTRY_KINDS[h2[j]])
+
+    # Gaps between entries, then timestamps ending exactly at `last`.
+    gaps = [0] * k
+    for j in range(1, k):
+        g = h2[12 + j]
+        kind = kinds[j]
+        if kind == "goal":
+            gaps[j] = 0 if kinds[j - 1] == "action" else 5 + g % 90
+        elif kind == "action":
+            gaps[j] = 8 + (g * 7) % 420
+        else:
+            gaps[j] = 3 + g % 120
+    first = last - sum(gaps)
+    stamps = [first] * k
+    for j in range(1, k):
+        stamps[j] = stamps[j - 1] + gaps[j]
+
+    # Goal 1 ("Thank-you page") converts on the page view just before it.
+    forced_thank_you = [False] * k
+    goal_ids = [0] * k
+    had_goal1 = False
+    for j in range(1, k):
+        if kinds[j] == "goal":
+            if kinds[j - 1] == "action" and not had_goal1:
+                goal_ids[j] = 1
+                forced_thank_you[j - 1] = True
+                had_goal1 = True
+            else:
+                goal_ids[j] = 2
+
+    rtype_fields, (g_rtype, g_rname, g_rkw) = _REFERRERS[h[5]]
+    entries: list[JSON] = []
+    pv_pos = 0
+    cur_url = ""
+    cur_idpv = ""
+    cur_page_id = 0
+    n_actions = n_searches = n_events = n_goals = n_interactions = 0
+    for j in range(k):
+        t = stamps[j]
+        lt = t + p.offset(t)
+        pretty = f"{_dates(lt // 86400)[2]} {_hms(lt)}"
+        kind = kinds[j]
+        page_id = page_id0 + j
+        e: JSON
+        if kind == "action":
+            pv_pos += 1
+            n_actions += 1
+            n_interactions += 1
+            if forced_thank_you[j]:
+                url, title, pid, dim2 = ctx.thank_you
+                if h2[6 + j] & 1:
+                    url = f"{url}?order={id_visit % 100000}"
+            else:
+                url, title, pid, dim2 = ctx.pages[h2[6 + j] % len(ctx.pages)]
+            cur_url, cur_page_id = url, page_id
+            cur_idpv = h2[24 + 3 * j : 27 + 3 * j].hex()
+            e = {
+                "type": "action",
+                "url": url,
+                "pageTitle": title,
+                "pageIdAction": pid,
+                "idpageview": cur_idpv,
+                "serverTimePretty": pretty,
+                "pageId": page_id,
+                "timeSpent": 0,
+                "timeSpentPretty": "0s",
+                "pageviewPosition": pv_pos,
+                "title": title,
+                "subtitle": url,
+                "icon": "",
+                "iconSVG": _ICON_ACTION_SVG,
+                "timestamp": lt,
+                "dimension2": dim2,
+            }
+        elif kind == "event":
+            n_actions += 1
+            n_events += 1
+            cat, act, name, value, ev_subtitle = _EVENTS[h2[42 + j] % len(_EVENTS)]
+            e = {
+                "type": "event",
+                "url": cur_url,
+                "pageIdAction": ctx.event_ids[h2[42 + j] % len(_EVENTS)],
+                "idpageview": "",
+                "serverTimePretty": pretty,
+                "pageId": page_id,
+                "eventCategory": cat,
+                "eventAction": act,
+                "pageviewPosition": pv_pos,
+                "timestamp": lt,
+                "icon": "plugins/Morpheus/images/event.png",
+                "iconSVG": "plugins/Morpheus/images/event.svg",
+                "title": "Event",
+                "subtitle": ev_subtitle,
+                "eventName": name,
+                "eventValue": value,
+                "dimension2": None,
+            }
+        elif kind == "search":
+            pv_pos += 1
+            n_actions += 1
+            n_searches += 1
+            n_interactions += 1
+            kw, count, search_subtitle = _SEARCHES[h2[54 + j] % len(_SEARCHES)]
+            e = {
+                "type": "search",
+                "url": None,
+                "pageIdAction": None,
+                "idpageview": "",
+                "serverTimePretty": pretty,
+                "pageId": page_id,
+                "siteSearchKeyword": kw,
+                "siteSearchCategory": "",
+                "siteSearchCount": count,
+                "pageviewPosition": pv_pos,
+                "icon": "plugins/Morpheus/images/search.png",
+                "iconSVG": "plugins/Morpheus/images/search.svg",
+                "title": "Site Search",
+                "subtitle": search_subtitle,
+                "timestamp": lt,
+                "dimension2": None,
+            }
+        elif kind in ("outlink", "download"):
+            n_actions += 1
+            if kind == "outlink":
+                url, pid = ctx.outlinks[h2[54 + j] % len(ctx.outlinks)]
+                icon, title = "link", "Outlink"
+            else:
+                url, pid = ctx.downloads[h2[54 + j] % len(ctx.downloads)]
+                icon, title = "download", "Download"
+            e = {
+                "type": kind,
+                "url": url,
+                "pageTitle": None,
+                "pageIdAction": pid,
+                "idpageview": "",
+                "serverTimePretty": pretty,
+                "pageId": page_id,
+                "pageviewPosition": pv_pos,
+                "icon": f"plugins/Morpheus/images/{icon}.png",
+                "iconSVG": f"plugins/Morpheus/images/{icon}.svg",
+                "title": title,
+                "subtitle": url,
+                "timestamp": lt,
+                "dimension2": None,
+            }
+        else:  # goal
+            n_goals += 1
+            gid = goal_ids[j]
+            gname = _GOALS[gid]
+            rb = h2[48 + j]
+            revs = _REVENUES[gid]
+            revenue = revs[rb % len(revs)]
+            if gid == 1:
+                idpv: str | None = cur_idpv
+                goal_page: int | None = cur_page_id
+            else:
+                idpv = None
+                goal_page = None
+            subtitle = ctx.goal_subtitles[(gid, revenue)]
+            e = {"type": "goal"}
+            # About 1 in 4 goal entries lack goalName in the wild; consumers must fill it.
+            if rb >= 64:
+                e["goalName"] = gname
+            e.update(
+                {
+                    "goalId": gid,
+                    "idpageview": idpv,
+                    "revenue": revenue,
+                    "goalPageId": goal_page,
+                    "serverTimePretty": pretty,
+                    "url": cur_url,
+                    "referrerType": g_rtype,
+                    "referrerName": g_rname,
+                    "referrerKeyword": g_rkw,
+                    "icon": _GOAL_ICON,
+                    "iconSVG": _GOAL_SVG,
+                    "title": "Goal conversion",
+                    "subtitle": subtitle,
+                    "timestamp": lt,
+                    "dimension2": None,
+                }
+            )
+        entries.append(e)
+
+    # timeSpent: until the next page view, else until the visit's last action.
+    next_pv = last
+    for j in range(k - 1, -1, -1):
+        if kinds[j] == "action":
+            spent = next_pv - stamps[j]
+            entries[j]["timeSpent"] = spent
+            entries[j]["timeSpentPretty"] = _pretty_duration(spent)
+            next_pv = stamps[j]
+
+    span = last - first
+    duration = span + (h[46] % 3) if span else 0
+    dev_fields, resolutions = _DEVICES[h[6]]
+    lang_code, lang_name, geo = _LANGUAGES[h[7]]
+
+    # Visitor identity: ~35% returning visitors from a per-site pool, with stable ids.
+    returning = h[10] < 90
+    if returning:
+        v = int.from_bytes(h[11:14], "little") % 5000
+        vh = hashlib.blake2b(
+            b"visitor" + seed.to_bytes(8, "little", signed=True) + site.idsite.to_bytes(4, "little")
+            + v.to_bytes(4, "little"),
+            digest_size=8,
+        ).digest()  # fmt: skip
+        visitor_id = vh.hex()
+        has_user = vh[0] < 100
+        style = vh[1] % 3
+        who = _FIRST_NAMES[vh[2] % len(_FIRST_NAMES)]
+        visit_count = 2 + h[38] % 25
+        days_first = 1 + (h[39] | h[40] << 8) % 400
+        days_last = min(days_first, h[41] % 30 + 1)
+        sec_first = days_first * 86400 + h[42] * 97
+        sec_last = days_last * 86400 + h[43] * 89
+    else:
+        v = int.from_bytes(h[28:31], "little")
+        visitor_id = h[28:36].hex()
+        has_user = h[14] < 40
+        style = h[15] % 3
+        who = _FIRST_NAMES[h[13] % len(_FIRST_NAMES)]
+        visit_count, days_first, days_last, sec_first, sec_last = 1, 0, 0, 0, 0
+    user_id: str | None = None
+    if has_user:
+        user_id = _p((f"user-{v}", f"{who}.{v % 1000}@example.com", who)[style])
+
+    ipb = h[24]
+    if ipb < 25:
+        visit_ip = f"2001:db8::{h[25]:x}{h[26]:02x}"
+    else:
+        net = ("192.0.2", "198.51.100", "203.0.113")[ipb % 3]
+        visit_ip = f"{net}.{h[25]}"
+
+    first_local = first + p.offset(first)
+    last_local = last + p.offset(last)
+    utc_iso = _dates(last // 86400)[0]
+    utc_hms = _hms(last)
+    converted = 1 if n_goals else 0
+    return {
+        "idSite": site.idsite,
+        "idVisit": id_visit,
+        "visitIp": visit_ip,
+        "visitorId": visitor_id,
+        "fingerprint": h[16:24].hex(),
+        "actionDetails": entries,
+        "goalConversions": n_goals,
+        "siteCurrency": site.currency,
+        "siteCurrencySymbol": ctx.symbol,
+        "serverDate": utc_iso,
+        "visitServerHour": str(last % 86400 // 3600),
+        "lastActionTimestamp": last,
+        "lastActionDateTime": f"{utc_iso} {utc_hms}",
+        "siteName": ctx.name,
+        "serverTimestamp": last,
+        "firstActionTimestamp": first,
+        "serverTimePretty": _hms(last_local),
+        "serverDatePretty": _dates(last_local // 86400)[1],
+        "serverDatePrettyFirstAction": _dates(first_local // 86400)[1],
+        "serverTimePrettyFirstAction": _hms(first_local),
+        "userId": user_id,
+        "visitorType": "returning" if returning else "new",
+        "visitorTypeIcon": "plugins/Live/images/returningVisitor.png" if returning else None,
+        "visitConverted": converted,
+        "visitConvertedIcon": _GOAL_SVG if converted else None,
+        "visitCount": visit_count,
+        "visitEcommerceStatus": "none",
+        "visitEcommerceStatusIcon": None,
+        "daysSinceFirstVisit": days_first,
+        "secondsSinceFirstVisit": sec_first,
+        "daysSinceLastEcommerceOrder": 0,
+        "secondsSinceLastEcommerceOrder": None,
+        "visitDuration": duration,
+        "visitDurationPretty": _pretty_duration(duration),
+        "searches": n_searches,
+        "actions": n_actions,
+        "interactions": n_interactions,
+        **rtype_fields,
+        "languageCode": lang_code,
+        "language": lang_name,
+        **dev_fields,
+        "events": n_events,
+        **geo,
+        "visitLocalTime": _hms(first_local),
+        "visitLocalHour": str(first_local % 86400 // 3600),
+        "daysSinceLastVisit": days_last,
+        "secondsSinceLastVisit": sec_last,
+        "resolution": resolutions[h[8] % len(resolutions)],
+        "plugins": "",
+        "pluginsIcons": None,
+        "dimension1": _PLANS[h[9]],
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Request handling
+# --------------------------------------------------------------------------------------
+@dataclass
+class _Reply:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json; charset=utf-8"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    stream: Iterator[bytes] | None = None
+    action: Literal["send", "truncate", "disconnect"] = "send"
+
+
+@dataclass
+class _ActiveFault:
+    fault: Fault
+    remaining: int
+
+
+def _json_reply(obj: Any, status: int = 200) -> _Reply:
+    return _Reply(status=status, body=php_json(obj))
+
+
+def _error(message: str, status: int = 200) -> _Reply:
+    return _json_reply({"result": "error", "message": message}, status)
+
+
+def _html_reply(status: int, reason: str, headers: list[tuple[str, str]] | None = None) -> _Reply:
+    body = (
+        f"<html><head><title>{status} {reason}</title></head>"
+        f"<body><h1>{reason}</h1></body></html>\n"
+    )
+    return _Reply(
+        status=status,
+        body=body.encode(),
+        content_type="text/html; charset=iso-8859-1",
+        headers=headers or [],
+    )
+
+
+def _int_param(params: dict[str, str], name: str, default: int) -> int:
+    try:
+        return int(params.get(name, default))
+    except (TypeError, ValueError):
+        return default
+
+
+class MatomoSimulator:
+    """A Matomo 5.0.2 index.php on a background thread; see the module docstring."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = copy.deepcopy(config)
+        self._lock = threading.Lock()
+        self._sites: dict[int, SimSite] = {s.idsite: s for s in self.config.sites}
+        self._ctx: dict[int, _SiteCtx] = {i: _site_ctx(s) for i, s in self._sites.items()}
+        self._plans: dict[tuple[int, date, int], _DayPlan] = {}
+        self._summaries: dict[tuple[int, date, int], JSON] = {}
+        self._faults: list[_ActiveFault] = [
+            _ActiveFault(f, f.times) for f in self.config.faults if f.times != 0
+        ]
+        self.requests: list[dict[str, Any]] = []
+        self._server: _Server | None = None
+        self._address: tuple[str, int] | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> MatomoSimulator:
+        """Serve on a daemon thread; port 0 picks a free port (see ``url``)."""
+        if self._server is not None:
+            raise RuntimeError("simulator already started")
+        self._server = _Server((host, port), self)
+        self._address = (str(self._server.server_address[0]), int(self._server.server_address[1]))
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="matomo-simulator",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and cut open keep-alive connections so clients see a dead server."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        server.close_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> MatomoSimulator:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port (still known after stop(), so tests can hit a dead server)."""
+        if self._address is None:
+            raise RuntimeError("simulator not started")
+        return self._address[1]
+
+    @property
+    def url(self) -> str:
+        if self._address is None:
+            raise RuntimeError("simulator not started")
+        host = self._address[0]
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}/index.php"
+
+    # ---- runtime control ---------------------------------------------------------------
+    def add_fault(self, fault: Fault) -> None:
+        with self._lock:
+            if fault.times != 0:
+                self._faults.append(_ActiveFault(fault, fault.times))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def set_visits(self, idsite: int, day: date | str, n: int) -> None:
+        """Change a day's visit count; its visits are regenerated for the new n."""
+        _check_count(n)
+        d = day if isinstance(day, date) else date.fromisoformat(day)
+        with self._lock:
+            self._sites[idsite].visits[d.isoformat()] = n
+            self._plans = {key: p for key, p in self._plans.items() if key[:2] != (idsite, d)}
+
+    # ---- visit access ------------------------------------------------------------------
+    def visit_count(self, idsite: int, day: date | str) -> int:
+        d = day if isinstance(day, date) else date.fromisoformat(day)
+        return self._plan(idsite, d).n
+
+    def visit(self, idsite: int, day: date | str, i: int) -> JSON:
+        """Visit i (0-based, ascending last action time) of a day."""
+        d = day if isinstance(day, date) else date.fromisoformat(day)
+        p = self._plan(idsite, d)
+        if not 0 <= i < p.n:
+            raise IndexError(i)
+        visit: JSON = orjson.loads(php_json(_make_visit(p, i, self.config.seed)))
+        return visit
+
+    def expected_visits(self, idsite: int, day: date | str) -> list[JSON]:
+        """All visits of the day in ascending order, exactly as Live serves them."""
+        d = day if isinstance(day, date) else date.fromisoformat(day)
+        p = self._plan(idsite, d)
+        seed = self.config.seed
+        # Through JSON, so callers get plain str/int exactly as a client decodes them.
+        visits: list[JSON] = orjson.loads(php_json([_make_visit(p, i, seed) for i in range(p.n)]))
+        return visits
+
+    def _plan(self, idsite: int, day: date) -> _DayPlan:
+        site = self._sites[idsite]
+        days = (day - _EPOCH_2000).days
+        n = site.count_for(day) if 0 <= days < _MAX_DAYS else 0
+        key = (idsite, day, n)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = _make_plan(self._ctx[idsite], day, n, self.config.seed)
+            with self._lock:
+                if len(self._plans) > 4096:
+                    self._plans.clear()
+                self._plans[key] = plan
+        return plan
+
+    # ---- HTTP-independent request processing -------------------------------------------
+    def _take_fault(self, params: dict[str, str]) -> Fault | None:
+        method = params.get("method")
+        idsite: int | None
+        try:
+            idsite = int(params["idSite"])
+        except (KeyError, ValueError):
+            idsite = None
+        day = params.get("date")
+        offset = _int_param(params, "filter_offset", 0)
+        with self._lock:
+            for af in self._faults:
+                if af.remaining != 0 and af.fault.matches(method, idsite, day, offset):
+                    if af.remaining > 0:
+                        af.remaining -= 1
+                    return af.fault
+        return None
+
+    def _handle(
+        self, params: dict[str, str], token_in_query: bool, authorization: str | None
+    ) -> _Reply:
+        cfg = self.config
+        if cfg.basic_auth is not None and not _basic_ok(authorization, cfg.basic_auth):
+            return _Reply(
+                status=401,
+                body=_HTML_401,
+                content_type="text/html; charset=iso-8859-1",
+                headers=[("WWW-Authenticate", 'Basic realm="Matomo"')],
+            )
+        fault = self._take_fault(params)
+        if fault is not None:
+            if fault.kind == "delay":
+                time.sleep(fault.delay_s)
+            elif fault.kind == "status":
+                return _html_reply(fault.status, "Simulated failure")
+            elif fault.kind == "rate_limit":
+                return _html_reply(
+                    429, "Too Many Requests", [("Retry-After", str(fault.retry_after))]
+                )
+            elif fault.kind == "envelope":
+                return _error(fault.message)
+            elif fault.kind == "disconnect":
+                return _Reply(status=0, action="disconnect")
+        reply = self._api(params, token_in_query)
+        if fault is not None and fault.kind == "truncate":
+            if reply.stream is not None:
+                reply.body = b"".join(reply.stream)
+                reply.stream = None
+            reply.action = "truncate"
+        return reply
+
+    def _api(self, params: dict[str, str], token_in_query: bool) -> _Reply:
+        cfg = self.config
+        if params.get("module", "").lower() != "api" or params.get("format", "").lower() != "json":
+            return _error(MSG_ONLY_API_JSON)
+        token = params.get("token_auth")
+        if not token:
+            return _error(MSG_NO_VIEW.format(params.get("idSite") or 1), 401)
+        if token != cfg.token or (cfg.post_only_token and token_in_query):
+            return _error(MSG_BAD_TOKEN, 401)
+        method = params.get("method")
+        if not method:
+            return _error(MSG_MISSING_PARAM.format("method"))
+        if "." not in method:
+            return _error(MSG_BAD_METHOD_NAME)
+        module, _, name = method.partition(".")
+        handler = self._methods().get(method)
+        if handler is None:
+            return _error(MSG_UNKNOWN_METHOD.format(name, module))
+        return handler(params)
+
+    def _methods(self) -> dict[str, Callable[[dict[str, str]], _Reply]]:
+        return {
+            "API.getMatomoVersion": lambda _p: _json_reply({"value": MATOMO_VERSION}),
+            "SitesManager.getSiteFromId": self._get_site,
+            "SitesManager.getSitesIdWithAtLeastViewAccess": lambda _p: _json_reply(
+                sorted(i for i in self._sites if i not in self.config.denied_sites)
+            ),
+            "CustomDimensions.getConfiguredCustomDimensions": self._custom_dimensions,
+            "Goals.getGoals": self._goals,
+            "VisitsSummary.get": self._visits_summary,
+            "Live.getLastVisitsDetails": self._live,
+        }
+
+    def _site_param(
+        self, params: dict[str, str], unknown_is_empty: bool = False
+    ) -> tuple[SimSite | None, _Reply | None]:
+        """Resolve idSite like Matomo: missing, denied (401) or unknown (envelope or [])."""
+        raw = params.get("idSite")
+        if raw is None or raw == "":
+            return None, _error(MSG_MISSING_PARAM.format("idSite"))
+        try:
+            idsite = int(raw)
+        except ValueError:
+            return None, _error(MSG_UNKNOWN_SITE.format(raw))
+        if idsite in self.config.denied_sites:
+            return None, _error(MSG_NO_VIEW.format(idsite), 401)
+        site = self._sites.get(idsite)
+        if site is None:
+            if unknown_is_empty:
+                return None, _json_reply([])
+            return None, _error(MSG_UNKNOWN_SITE.format(raw))
+        return site, None
+
+    def _get_site(self, params: dict[str, str]) -> _Reply:
+        site, err = self._site_param(params)
+        if site is None:
+            assert err is not None
+            return err
+        currency_name = _CURRENCIES.get(site.currency, (site.currency, site.currency))[1]
+        created = site.ts_created
+        if created is None:
+            created = f"{min(site.visits)} 00:00:00" if site.visits else "2024-01-01 00:00:00"
+        return _json_reply(
+            {
+                "idsite": site.idsite,
+                "name": site.name,
+                "main_url": site.base_url(),
+                "ts_created": created,
+                "ecommerce": 0,
+                "sitesearch": 1,
+                "sitesearch_keyword_parameters": "",
+                "sitesearch_category_parameters": "",
+                "timezone": site.timezone,
+                "currency": site.currency,
+                "exclude_unknown_urls": 0,
+                "excluded_ips": "",
+                "excluded_parameters": "",
+                "excluded_user_agents": "",
+                "excluded_referrers": "",
+                "group": "",
+                "type": "website",
+                "keep_url_fragment": 0,
+                "creator_login": "anonymous",
+                "timezone_name": _TZ_NAMES.get(site.timezone, site.timezone),
+                "currency_name": currency_name,
+            }
+        )
+
+    def _custom_dimensions(self, params: dict[str, str]) -> _Reply:
+        site, err = self._site_param(params, unknown_is_empty=True)
+        if site is None:
+            assert err is not None
+            return err
+        sid = str(site.idsite)
+        dims = [("2", "Page Type", "action"), ("1", "Plan", "visit")]
+        return _json_reply(
+            [
+                {
+                    "idcustomdimension": dim_id,
+                    "idsite": sid,
+                    "name": name,
+                    "index": "1",
+                    "scope": scope,
+                    "active": True,
+                    "extractions": [],
+                    "case_sensitive": True,
+                }
+                for dim_id, name, scope in dims
+            ]
+        )
+
+    def _goals(self, params: dict[str, str]) -> _Reply:
+        site, err = self._site_param(params, unknown_is_empty=True)
+        if site is None:
+            assert err is not None
+            return err
+        sid = site.idsite
+        return _json_reply(
+            [
+                {
+                    "idsite": sid,
+                    "idgoal": 1,
+                    "name": _GOALS[1],
+                    "description": "URL contains thank-you",
+                    "match_attribute": "url",
+                    "pattern": "thank-you",
+                    "pattern_type": "contains",
+                    "case_sensitive": 0,
+                    "allow_multiple": 0,
+                    "revenue": 10,
+                    "deleted": 0,
+                    "event_value_as_revenue": 0,
+                },
+                {
+                    "idsite": sid,
+                    "idgoal": 2,
+                    "name": _GOALS[2],
+                    "description": "triggered manually with idgoal",
+                    "match_attribute": "manually",
+                    "allow_multiple": 1,
+                    "revenue": 0,
+                    "deleted": 0,
+                    "event_value_as_revenue": 0,
+                },
+            ]
+        )
+
+    def _day_param(self, site: SimSite, params: dict[str, str], method: str) -> date | _Reply:
+        period = params.get("period", "")
+        if period != "day":
+            return _error(MSG_ONLY_DAY.format(method, period))
+        raw = params.get("date", "")
+        if raw in ("today", "yesterday"):
+            today = datetime.now(_tzinfo(site.timezone)).date()
+            return today if raw == "today" else today - timedelta(days=1)
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+            return _error(MSG_BAD_DATE)
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            return _error(MSG_BAD_DATE)
+
+    def _visits_summary(self, params: dict[str, str]) -> _Reply:
+        site, err = self._site_param(params)
+        if site is None:
+            assert err is not None
+            return err
+        day = self._day_param(site, params, "VisitsSummary.get")
+        if isinstance(day, _Reply):
+            return day
+        n = self._plan(site.idsite, day).n
+        if n == 0:
+            return _json_reply(
+                {
+                    "nb_uniq_visitors": 0,
+                    "nb_users": 0,
+                    "nb_visits": 0,
+                    "nb_actions": 0,
+                    "nb_visits_converted": 0,
+                    "bounce_count": 0,
+                    "sum_visit_length": 0,
+                    "max_actions": 0,
+                    "bounce_rate": "0%",
+                    "nb_actions_per_visit": 0,
+                    "avg_time_on_site": 0,
+                }
+            )
+        return _json_reply(self._summary(site.idsite, day, n))
+
+    def _summary(self, idsite: int, day: date, n: int) -> JSON:
+        """Aggregates computed from the visits themselves (exact up to _SUMMARY_SAMPLE
+        visits, extrapolated from an even sample above), so they agree with Live."""
+        key = (idsite, day, n)
+        cached = self._summaries.get(key)
+        if cached is not None:
+            return cached
+        plan = self._plan(idsite, day)
+        m = min(n, _SUMMARY_SAMPLE)
+        sample = [_make_visit(plan, (j * n) // m, self.config.seed) for j in range(m)]
+        scale = n / m
+        actions = sum(v["actions"] for v in sample)
+        bounces = sum(1 for v in sample if v["actions"] <= 1)
+        length = sum(v["visitDuration"] for v in sample)
+        summary: JSON = {
+            "nb_uniq_visitors": round(len({v["visitorId"] for v in sample}) * scale),
+            "nb_users": round(len({v["userId"] for v in sample} - {None}) * scale),
+            "nb_visits": n,
+            "nb_actions": round(actions * scale),
+            "nb_visits_converted": round(sum(v["visitConverted"] for v in sample) * scale),
+            "bounce_count": round(bounces * scale),
+            "sum_visit_length": round(length * scale),
+            "max_actions": max(v["actions"] for v in sample),
+            "bounce_rate": f"{round(100 * bounces / m)}%",
+            "nb_actions_per_visit": round(actions / m, 1),
+            "avg_time_on_site": round(length / m),
+        }
+        with self._lock:
+            if len(self._summaries) > 4096:
+                self._summaries.clear()
+            self._summaries[key] = summary
+        return summary
+
+    def _live(self, params: dict[str, str]) -> _Reply:
+        if self.config.latency_s > 0:
+            time.sleep(self.config.latency_s)
+        site, err = self._site_param(params)
+        if site is None:
+            assert err is not None
+            return err
+        if site.live_disabled:
+            return _error(MSG_LIVE_DISABLED)
+        day = self._day_param(site, params, "Live.getLastVisitsDetails")
+        if isinstance(day, _Reply):
+            return day
+        plan = self._plan(site.idsite, day)
+        limit = _int_param(params, "filter_limit", 100)
+        offset = max(0, _int_param(params, "filter_offset", 0))
+        asc = params.get("filter_sort_order", "desc").lower() == "asc"
+        lo = 0
+        raw_min = params.get("minTimestamp")
+        if raw_min and plan.n:
+            try:
+                lo = plan.first_index_after(int(raw_min))
+            except ValueError:
+                lo = 0
+        total = plan.n - lo
+        stop = total if limit < 0 else min(total, offset + limit)
+        if offset >= stop:
+            return _Reply(status=200, body=b"[]")
+        if asc:
+            indices = range(lo + offset, lo + stop)
+        else:
+            indices = range(plan.n - 1 - offset, plan.n - 1 - stop, -1)
+        seed = self.config.seed
+        if len(indices) <= _STREAM_THRESHOLD:
+            return _json_reply([_make_visit(plan, i, seed) for i in indices])
+        return _Reply(status=200, stream=_live_chunks(plan, indices, seed))
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self.requests.append(entry)
+            if len(self.requests) > REQUEST_LOG_LIMIT:
+                del self.requests[: REQUEST_LOG_LIMIT // 10]
+
+
+def _live_chunks(plan: _DayPlan, indices: range, seed: int) -> Iterator[bytes]:
+    """A huge page as JSON pieces so memory stays bounded by one batch."""
+    yield b"["
+    for b0 in range(0, len(indices), _STREAM_BATCH):
+        batch = [_make_visit(plan, i, seed) for i in indices[b0 : b0 + _STREAM_BATCH]]
+        body = php_json(batch)[1:-1]
+        yield body if b0 == 0 else b"," + body
+    yield b"]"
+
+
+def _basic_ok(header: str | None, creds: tuple[str, str]) -> bool:
+    if not header or not header.lower().startswith("basic "):
+        return False
+    try:
+        user, _, pwd = base64.b64decode(header[6:].strip()).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return (user, pwd) == creds
+
+
+# --------------------------------------------------------------------------------------
+# HTTP plumbing
+# --------------------------------------------------------------------------------------
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], sim: MatomoSimulator) -> None:
+        self.sim = sim
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def track(self, conn: socket.socket, add: bool) -> None:
+        with self._conns_lock:
+            if add:
+                self._conns.add(conn)
+            else:
+                self._conns.discard(conn)
+
+    def close_connections(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = list(self._conns), set()
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay silent: clients dropping connections mid-answer are expected here."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so client connection pools get reused
+    server_version = "Apache"
+    sys_version = ""
+    timeout = 300
+    disable_nagle_algorithm = True  # headers and body are separate writes: avoid 40 ms stalls
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, False)
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the CLI and tests own the output."""
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _serve(self, verb: str) -> None:
+        sim = self.server.sim
+        split = urlsplit(self.path)
+        query = dict(parse_qsl(split.query, keep_blank_values=True))
+        body = self._read_body()
+        form: dict[str, str] = {}
+        ctype = self.headers.get("Content-Type", "application/x-www-form-urlencoded").lower()
+        if body and ctype.startswith("application/x-www-form-urlencoded"):
+            form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        params = {**query, **form}
+        in_query, in_body = "token_auth" in query, "token_auth" in form
+        entry: dict[str, Any] = {
+            "time": time.time(),
+            "verb": verb,
+            "path": split.path,
+            "method": params.get("method"),
+            "params": {k: v for k, v in params.items() if k != "token_auth"},
+            "token_in": "both" if in_query and in_body else
+                        "query" if in_query else "body" if in_body else None,
+            "client_port": self.client_address[1],
+            "status": None,
+        }  # fmt: skip
+        sim._log(entry)
+        try:
+            reply = sim._handle(params, in_query, self.headers.get("Authorization"))
+        except Exception as e:  # answer like Matomo's error envelope instead of hanging
+            reply = _error(f"Simulator internal error: {type(e).__name__}: {e}", 500)
+        if reply.action == "disconnect":
+            self.close_connection = True
+            self._hard_close()
+            return
+        entry["status"] = reply.status
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        for k, v in reply.headers:
+            self.send_header(k, v)
+        if reply.stream is not None:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for chunk in reply.stream:
+                if chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        self.send_header("Content-Length", str(len(reply.body)))
+        if reply.action == "truncate":
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(reply.body[: len(reply.body) // 2])
+            self.close_connection = True
+            self._hard_close()
+            return
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    def _hard_close(self) -> None:
+        """Drop the TCP connection now, without any (further) response bytes."""
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def run_simulator(config: SimConfig, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve in the foreground until KeyboardInterrupt (used by the CLI)."""
+    sim = MatomoSimulator(config)
+    server = _Server((host, port), sim)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        return
+    finally:
+        server.server_close()
+        server.close_connections()
