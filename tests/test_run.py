@@ -157,7 +157,7 @@ def test_lock_refuses_a_second_run(tmp_path: Path, topic: str, sim_factory: Any)
     store = CheckpointStore(
         str(tmp_path / "data" / "filterdate"), str(tmp_path / "data" / "last_filter_offset")
     )
-    with store.lock():
+    with store.lock([2]):
         result = run_cli("run", "--parm-dir", str(parm), "--run-date", RUN_DATE)
     assert result.code == 3
     assert "another matomo-kafka run" in result.stderr

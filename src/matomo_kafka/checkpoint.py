@@ -14,6 +14,7 @@ import fcntl
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -88,8 +89,13 @@ class CheckpointStore:
                 f"cannot write the checkpoint of site {idsite}: {exc.strerror or exc}"
             ) from None
 
-    def lock(self) -> CheckpointLock:
-        return CheckpointLock(Path(f"{self.filterdate_prefix}.lock"))
+    def lock_path(self, idsite: int) -> Path:
+        return Path(f"{self.filterdate_prefix}{idsite}.lock")
+
+    def lock(self, sites: Iterable[int]) -> CheckpointLock:
+        """Locks every given site's checkpoint up front: all of them, or none (LockedError).
+        Per-site locks let shards of one site list run at once on shared checkpoint files."""
+        return CheckpointLock([self.lock_path(idsite) for idsite in sorted(set(sites))])
 
 
 def _read(path: Path) -> str | None:
@@ -123,30 +129,19 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 class CheckpointLock:
-    """An exclusive flock beside the checkpoint files; the kernel frees it even on SIGKILL."""
+    """Exclusive flocks beside the checkpoint files; the kernel frees them even on SIGKILL."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self._fds: list[int] = []
 
     def __enter__(self) -> CheckpointLock:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise CheckpointError(f"cannot create the lock file {self.path}: {exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise LockedError(
-                f"another matomo-kafka run (pid {holder}) holds {self.path}: "
-                "it is working on the same checkpoint files; this run does nothing"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fd = fd
+            for path in self.paths:
+                self._fds.append(_lock_one(path))
+        except BaseException:
+            self.release()
+            raise
         return self
 
     def __exit__(
@@ -155,6 +150,29 @@ class CheckpointLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.release()
+
+    def release(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+
+def _lock_one(path: Path) -> int:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CheckpointError(f"cannot create the lock file {path}: {exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise LockedError(
+            f"another matomo-kafka run (pid {holder}) holds {path}: it is working on the "
+            "same checkpoint files; this run does nothing"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd

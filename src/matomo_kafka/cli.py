@@ -169,7 +169,7 @@ def run(
         __version__, ",".join(map(str, site_ids)), settings.KAFKA_TOPIC, settings.CLUSTERID,
     )  # fmt: skip
     try:
-        with store.lock():
+        with store.lock(site_ids):
             sink = KafkaSink.from_settings(settings)
             try:
                 sink.check_topic()

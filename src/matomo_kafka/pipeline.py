@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Protocol
 
 import orjson
 
@@ -55,6 +56,36 @@ class SiteReport:
     cursor: Cursor | None = None
     last_closed: date | None = None
     error: str | None = None
+    error_kind: str | None = None  # the exception class, e.g. SiteAccessError
+
+
+class RunObserver(Protocol):
+    """Hooks for progress displays and metrics. Calls may come from several threads (one per
+    site being extracted), so implementations must be thread-safe and cheap (once per page)."""
+
+    def site_started(self, site: SiteReport, first_day: date) -> None: ...
+
+    def page_done(self, site: SiteReport, day: date, visits: int) -> None: ...
+
+    def day_done(self, site: SiteReport, day: date, visits: int, seconds: float) -> None: ...
+
+    def site_finished(self, site: SiteReport) -> None: ...
+
+
+class NullObserver:
+    """The default observer: does nothing."""
+
+    def site_started(self, site: SiteReport, first_day: date) -> None:
+        pass
+
+    def page_done(self, site: SiteReport, day: date, visits: int) -> None:
+        pass
+
+    def day_done(self, site: SiteReport, day: date, visits: int, seconds: float) -> None:
+        pass
+
+    def site_finished(self, site: SiteReport) -> None:
+        pass
 
 
 @dataclass
@@ -94,6 +125,7 @@ class Pipeline:
         store: CheckpointStore,
         run_date: date | None = None,
         stop: threading.Event | None = None,
+        observer: RunObserver | None = None,
     ) -> None:
         self.settings = settings
         self.matomo = matomo
@@ -101,6 +133,7 @@ class Pipeline:
         self.store = store
         self.run_date = run_date
         self.stop = stop or threading.Event()
+        self.observer: RunObserver = observer or NullObserver()
 
     def run(self, sites: tuple[int, ...]) -> RunReport:
         report = RunReport(sites=[SiteReport(idsite) for idsite in sites])
@@ -113,15 +146,19 @@ class Pipeline:
                 self.run_site(site)
                 site.status = "done"
             except Interrupted as exc:
-                site.status, site.error, report.fatal = "interrupted", str(exc), exc
+                site.status, report.fatal = "interrupted", exc
+                site.error, site.error_kind = str(exc), type(exc).__name__
             except (MatomoAuthError, KafkaDeliveryError, CheckpointError) as exc:
-                site.status, site.error, report.fatal = "failed", str(exc), exc
+                site.status, report.fatal = "failed", exc
+                site.error, site.error_kind = str(exc), type(exc).__name__
                 log.error("site %d: %s", site.idsite, exc)
             except (MatomoError, TransformError) as exc:
-                site.status, site.error = "failed", str(exc)
+                site.status = "failed"
+                site.error, site.error_kind = str(exc), type(exc).__name__
                 log.error("site %d: %s", site.idsite, exc)
             finally:
                 site.seconds = time.monotonic() - started
+                self.observer.site_finished(site)
         return report
 
     def prepare_site(self, idsite: int) -> tuple[SiteTransform, date]:
@@ -150,6 +187,7 @@ class Pipeline:
             "site %d: from %s (offset %d) to %s, %d day(s) to read",
             idsite, cursor.day, cursor.offset, last_day, days_behind(cursor.day, last_day),
         )  # fmt: skip
+        self.observer.site_started(site, cursor.day)
         limit = self.settings.MATOMO_FILTER_LIMIT
         for day in day_range(cursor.day, last_day):
             day_started, day_visits = time.monotonic(), 0
@@ -165,16 +203,18 @@ class Pipeline:
                 site.visits += len(visits)
                 saved = self._save(idsite, Cursor(day, offset), saved)
                 site.cursor = saved
+                self.observer.page_done(site, day, len(visits))
                 if len(visits) < limit:
                     break
                 self._check_stop(idsite)
             saved = self._save(idsite, Cursor(day + timedelta(days=1), 0), saved)
             site.cursor = saved
             site.days_done += 1
+            day_seconds = time.monotonic() - day_started
             log.info(
-                "site %d: %s done, %d visits sent (%.1fs)",
-                idsite, day, day_visits, time.monotonic() - day_started,
-            )  # fmt: skip
+                "site %d: %s done, %d visits sent (%.1fs)", idsite, day, day_visits, day_seconds
+            )
+            self.observer.day_done(site, day, day_visits, day_seconds)
             self._check_stop(idsite)
 
     def _save(self, idsite: int, cursor: Cursor, previous: Cursor | None) -> Cursor:
