@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from datetime import date
 from pathlib import Path
@@ -103,13 +104,25 @@ def test_atomic_write_leaves_no_temp_file_on_failure(
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_lock_is_exclusive(tmp_path: Path) -> None:
+def test_lock_is_exclusive_per_site(tmp_path: Path) -> None:
     s = store(tmp_path)
     with (
-        s.lock(),
+        s.lock([6, 15]),
         pytest.raises(LockedError, match="another matomo-kafka run"),
-        store(tmp_path).lock(),
+        store(tmp_path).lock([1, 15]),
     ):
         pass  # the second lock() raises before this line
-    with s.lock():  # released
-        pass
+    # All or nothing: the failed attempt released site 1 again.
+    assert not _locked(tmp_path / "filterdate1.lock")
+    with s.lock([6]), store(tmp_path).lock([1, 15]):  # other sites: shards run side by side
+        assert _locked(tmp_path / "filterdate6.lock")
+    assert not _locked(tmp_path / "filterdate6.lock")
+
+
+def _locked(path: Path) -> bool:
+    with path.open("rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
