@@ -1,4 +1,4 @@
-"""The `matomo-kafka` command: run, check, status, simulate.
+"""The `matomo-kafka` command: run, check, status, reset, audit, simulate.
 
 Every failure ends as one redacted line on stderr and a documented exit code (see errors.py):
 0 ok, 1 run failed, 2 bad configuration or arguments, 3 another run holds the lock,
@@ -8,35 +8,50 @@ Every failure ends as one redacted line on stderr and a documented exit code (se
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import sys
 import threading
 import traceback
-from datetime import UTC, date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, NoReturn
+from typing import Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from matomo_kafka import __version__
+from matomo_kafka.audit import audit_site
 from matomo_kafka.checkpoint import CheckpointStore
-from matomo_kafka.config import ConfigError, Settings, load_settings
+from matomo_kafka.config import ConfigError, Settings, load_settings, parse_site_selection
 from matomo_kafka.days import days_behind, last_closed_day, site_timezone
 from matomo_kafka.errors import (
     EXIT_CONFIG,
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     MatomoKafkaError,
     Redactor,
 )
 from matomo_kafka.logsetup import setup_logging
-from matomo_kafka.matomo import MatomoClient, RetryPolicy
-from matomo_kafka.pipeline import Pipeline, RunReport
+from matomo_kafka.matomo import MatomoClient, RequestGate, RetryPolicy
+from matomo_kafka.metrics import SuccessTimes, publish
+from matomo_kafka.pipeline import Pipeline, RunReport, SiteReport
+from matomo_kafka.progress import progress_observer
+from matomo_kafka.reset import apply_reset, describe, plan_reset
 from matomo_kafka.sink import KafkaSink
+from matomo_kafka.sites import (
+    DISABLED,
+    LOG_DISABLED_MESSAGE,
+    parse_shard,
+    resolve_all_sites,
+    sites_with_checkpoints,
+    skip_disabled_sites,
+)
+from matomo_kafka.summary import RunRecord, site_outcomes, write_json_atomic
 
 app = typer.Typer(
     name="matomo-kafka",
@@ -62,7 +77,7 @@ RunDate = Annotated[
 ]
 Sites = Annotated[
     str | None,
-    typer.Option("--sites", help="Comma-separated site ids overriding MATOMO_ID_SITE."),
+    typer.Option("--sites", help="Comma-separated site ids (or all) overriding MATOMO_ID_SITE."),
 ]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")]
@@ -70,10 +85,19 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors 
 log = logging.getLogger("matomo_kafka")
 
 
+class Failure(typer.Exit):
+    """typer.Exit that keeps its (redacted) one-line message, for the run summary."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code)
+        self.message = message
+
+
 def fail(message: str, code: int) -> NoReturn:
     """One redacted line on stderr, then the exit code."""
-    print(f"matomo-kafka: error: {_redactor(message)}", file=sys.stderr, flush=True)
-    raise typer.Exit(code)
+    text = _redactor(message)
+    print(f"matomo-kafka: error: {text}", file=sys.stderr, flush=True)
+    raise Failure(code, text)
 
 
 def parse_run_date(value: str | None) -> date | None:
@@ -88,13 +112,15 @@ def parse_run_date(value: str | None) -> date | None:
         fail(f"--run-date {value!r} is not a date (YYYY-MM-DD or YYYYMMDD)", EXIT_CONFIG)
 
 
-def parse_sites(value: str | None, settings: Settings) -> tuple[int, ...]:
+def parse_sites(value: str | None, settings: Settings) -> tuple[int, ...] | Literal["all"]:
+    """--sites (ids or `all`), else MATOMO_ID_SITE; repeated ids are kept once."""
     if value is None:
         return settings.MATOMO_ID_SITE
     parts = [part.strip() for part in value.split(",") if part.strip()]
-    if not parts or not all(part.isdigit() and int(part) > 0 for part in parts):
-        fail(f"--sites {value!r} must be comma-separated site ids, e.g. 6,15", EXIT_CONFIG)
-    return tuple(dict.fromkeys(int(part) for part in parts))
+    try:
+        return parse_site_selection(",".join(dict.fromkeys(parts)))
+    except ValueError as exc:
+        fail(f"--sites {value!r} {exc}", EXIT_CONFIG)
 
 
 def load(parm_dir: Path, verbose: bool = False, quiet: bool = False) -> Settings:
@@ -108,7 +134,7 @@ def load(parm_dir: Path, verbose: bool = False, quiet: bool = False) -> Settings
     _redactor.add(settings.secret_values())
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     try:
-        setup_logging(parm_dir, _redactor, level, settings.CLUSTERID)
+        setup_logging(parm_dir, _redactor, level, settings.CLUSTERID, settings.LOG_FORMAT == "json")
     except (OSError, ValueError, KeyError) as exc:
         fail(f"{parm_dir / 'logging.conf'} is invalid: {type(exc).__name__}: {exc}", EXIT_CONFIG)
     return settings
@@ -129,6 +155,7 @@ def matomo_client(settings: Settings) -> MatomoClient:
             settings.MATOMO_RETRY_BACKOFF,
             settings.MATOMO_RETRY_MAX_WAIT,
         ),
+        gate=RequestGate(settings.MATOMO_MAX_CONCURRENCY, settings.MATOMO_MAX_REQUESTS_PER_MINUTE),
     )
 
 
@@ -141,7 +168,8 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         if stop.is_set():
-            raise KeyboardInterrupt
+            print("matomo-kafka: second signal, exiting now (rerun resumes)", file=sys.stderr)
+            os._exit(130)
         log.warning("signal %d: stopping after the page in flight", signum)
         stop.set()
 
@@ -149,45 +177,207 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+Shard = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        envvar="MATOMO_SHARD",
+        help="INDEX/COUNT: only the sites with crc32(idsite) % COUNT == INDEX, so COUNT "
+        "instances share the sites (e.g. $(JOB_COMPLETION_INDEX)/4).",
+    ),
+]
+SummaryFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--summary-file",
+        envvar="MATOMO_SUMMARY_FILE",
+        help="Writes a JSON summary of the run there, even when it fails.",
+    ),
+]
+
+
 @app.command()
 def run(
     parm_dir: ParmDir = Path("parm"),
     run_date: RunDate = None,
     sites: Sites = None,
+    shard: Shard = None,
+    summary_file: SummaryFile = None,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
     """Extracts every closed day of each site, from its checkpoint, into Kafka."""
-    day = parse_run_date(run_date)
+    if summary_file is not None and not summary_file.parent.is_dir():
+        fail(f"--summary-file {summary_file}: directory {summary_file.parent} does not exist",
+             EXIT_CONFIG)  # fmt: skip
+    record = RunRecord(version=__version__)
+    try:
+        _run(record, parm_dir, run_date, sites, shard, verbose, quiet)
+    except Failure as exc:
+        record.fail(exc.exit_code, exc.message)
+        _write_summary(summary_file, record)
+        raise
+    except KeyboardInterrupt:
+        record.fail(EXIT_INTERRUPTED, "interrupted")
+        _write_summary(summary_file, record)
+        raise
+    problem = _write_summary(summary_file, record)
+    if problem is not None:
+        fail(problem, EXIT_FAILED)
+
+
+def _write_summary(path: Path | None, record: RunRecord) -> str | None:
+    """Writes the summary file when asked; returns the problem, if any (already printed)."""
+    if record.finished is None:
+        record.finished = datetime.now(UTC)
+    if path is None:
+        return None
+    try:
+        write_json_atomic(path, record.as_dict())
+    except OSError as exc:
+        problem = f"cannot write the summary file {path}: {exc.strerror or exc}"
+        print(f"matomo-kafka: error: {_redactor(problem)}", file=sys.stderr, flush=True)
+        return problem
+    return None
+
+
+def _run(
+    record: RunRecord,
+    parm_dir: Path,
+    run_date: str | None,
+    sites: str | None,
+    shard: str | None,
+    verbose: bool,
+    quiet: bool,
+) -> None:
+    day = record.run_date = parse_run_date(run_date)
+    shard_spec = None
+    if shard is not None and shard.strip():
+        try:
+            shard_spec = parse_shard(shard)
+        except ValueError as exc:
+            fail(str(exc), EXIT_CONFIG)
+        record.shard = str(shard_spec)
     settings = load(parm_dir, verbose, quiet)
-    site_ids = parse_sites(sites, settings)
+    record.clusterid, record.topic = settings.CLUSTERID, settings.KAFKA_TOPIC
+    selection = parse_sites(sites, settings)
+    record.site_selection = selection if selection == "all" else ",".join(map(str, selection))
     stop = threading.Event()
     _stop_on_signals(stop)
     store = checkpoint_store(settings)
-    log.info(
-        "matomo-kafka %s: sites %s, topic %s, cluster %s",
-        __version__, ",".join(map(str, site_ids)), settings.KAFKA_TOPIC, settings.CLUSTERID,
-    )  # fmt: skip
-    try:
-        with store.lock(site_ids):
-            sink = KafkaSink.from_settings(settings)
-            try:
-                sink.check_topic()
-                with matomo_client(settings) as matomo:
-                    report = Pipeline(settings, matomo, sink, store, day, stop).run(site_ids)
-            finally:
-                sink.close()
-    except MatomoKafkaError as exc:
-        fail(str(exc), exc.exit_code)
+    with matomo_client(settings) as matomo:
+        try:
+            site_ids = resolve_sites(selection, matomo)
+        except MatomoKafkaError as exc:
+            fail(str(exc), exc.exit_code)
+        if shard_spec is not None:
+            site_ids = shard_spec.select(site_ids)
+        log.info(
+            "matomo-kafka %s: sites %s%s, topic %s, cluster %s",
+            __version__, ",".join(map(str, site_ids)) or "none",
+            f" (shard {shard_spec})" if shard_spec else "", settings.KAFKA_TOPIC,
+            settings.CLUSTERID,
+        )  # fmt: skip
+        if not site_ids:
+            log.warning("shard %s has no site of %s: nothing to do", shard_spec, selection)
+        try:
+            with store.lock(site_ids):
+                report, startup = _extract(settings, matomo, store, day, stop, site_ids, quiet)
+                _conclude(record, report, startup, settings, store, matomo.retries_done)
+        except MatomoKafkaError as exc:  # the lock (exit 3) or its file
+            fail(str(exc), exc.exit_code)
+    if startup is not None:
+        fail(str(startup), startup.exit_code)
     print_summary(report, store)
     if report.fatal is not None:
         fail(str(report.fatal), report.fatal.exit_code)
-    failed = [site for site in report.sites if site.status != "done"]
+    failed = [site for site in report.sites if site.status not in ("done", DISABLED)]
     if failed:
         for site in failed:
             print(f"matomo-kafka: site {site.idsite}: {_redactor(site.error or '')}",
                   file=sys.stderr)  # fmt: skip
         fail(f"{len(failed)} of {len(report.sites)} site(s) failed", EXIT_FAILED)
+
+
+def resolve_sites(
+    selection: tuple[int, ...] | Literal["all"], matomo: MatomoClient
+) -> tuple[int, ...]:
+    """The configured ids, or with `all` every site the token can view (one Matomo call)."""
+    if selection != "all":
+        return selection
+    site_ids = resolve_all_sites(matomo)
+    log.info("MATOMO_ID_SITE=all: the token can view %d site(s)", len(site_ids))
+    return site_ids
+
+
+def _extract(
+    settings: Settings,
+    matomo: MatomoClient,
+    store: CheckpointStore,
+    day: date | None,
+    stop: threading.Event,
+    site_ids: tuple[int, ...],
+    quiet: bool,
+) -> tuple[RunReport, MatomoKafkaError | None]:
+    """Runs the pipeline; a failure before it starts (Kafka, topic) comes back as `startup`."""
+    try:
+        sink = KafkaSink.from_settings(settings)
+        try:
+            sink.check_topic()
+            json_logs = settings.LOG_FORMAT == "json"
+            with progress_observer(quiet=quiet, json_logs=json_logs) as observer:
+                pipeline = Pipeline(settings, matomo, sink, store, day, stop, observer=observer)
+                return pipeline.run(site_ids), None
+        finally:
+            sink.close()
+    except MatomoKafkaError as exc:
+        skipped = [SiteReport(idsite, status="skipped") for idsite in site_ids]
+        return RunReport(sites=skipped, fatal=exc), exc
+
+
+def _conclude(
+    record: RunRecord,
+    report: RunReport,
+    startup: MatomoKafkaError | None,
+    settings: Settings,
+    store: CheckpointStore,
+    retries: int,
+) -> None:
+    """Under the sites' locks: applies the disabled-log policy, records the outcome, keeps
+    each clean site's success time and publishes the metrics."""
+    for site in skip_disabled_sites(report.sites, settings.MATOMO_STRICT_SITES):
+        log.warning(
+            "site %d: visitor log disabled in Matomo, skipped (MATOMO_STRICT_SITES=true makes "
+            "it an error): %s", site.idsite, site.error,
+        )  # fmt: skip
+    record.sites = site_outcomes(report.sites, store, settings.START_DATE, record.run_date)
+    record.matomo_retries = retries
+    fatal = startup or report.fatal
+    failed = [site for site in report.sites if site.status not in ("done", DISABLED)]
+    if fatal is not None:
+        record.fail(fatal.exit_code, _redactor(str(fatal)), type(fatal).__name__)
+    elif failed:
+        record.fail(EXIT_FAILED, f"{len(failed)} of {len(report.sites)} site(s) failed",
+                    failed[0].error_kind)  # fmt: skip
+    record.finished = datetime.now(UTC)
+    successes = SuccessTimes(store)
+    for site in report.sites:
+        if site.status == "done":
+            successes.write(site.idsite, record.finished)
+    for outcome in record.sites:
+        outcome.error = _redactor(outcome.error) if outcome.error else None
+    if settings.METRICS_TEXTFILE or settings.METRICS_PUSHGATEWAY:
+        last_success = {
+            site.idsite: moment
+            for site in record.sites
+            if (moment := successes.read(site.idsite)) is not None
+        }
+        publish(
+            record,
+            last_success,
+            textfile=settings.METRICS_TEXTFILE,
+            pushgateway=settings.METRICS_PUSHGATEWAY,
+        )
 
 
 def print_summary(report: RunReport, store: CheckpointStore) -> None:
@@ -226,7 +416,11 @@ def status(
     for column in ("site", "day", "offset", "behind", "files"):
         table.add_column(column)
     broken = 0
-    for idsite in settings.MATOMO_ID_SITE:
+    site_ids = settings.MATOMO_ID_SITE
+    if site_ids == "all":  # no network call here: the sites that have a checkpoint
+        site_ids = sites_with_checkpoints(store)
+        table.caption = f"MATOMO_ID_SITE=all: the {len(site_ids)} site(s) with a checkpoint file"
+    for idsite in site_ids:
         try:
             cursor = store.load(idsite)
         except MatomoKafkaError as exc:
@@ -253,27 +447,32 @@ def check(
 ) -> None:
     """Validates the config, reaches Matomo (version, sites, rights) and Kafka (topic)."""
     settings = load(parm_dir, quiet=True)
-    site_ids = parse_sites(sites, settings)
+    selection = parse_sites(sites, settings)
     table = Table(title="matomo-kafka check", title_justify="left")
     table.add_column("check")
     table.add_column("result")
     table.add_column("detail")
     failures = 0
 
-    def record(name: str, ok: bool, detail: str) -> None:
+    def record(name: str, ok: bool, detail: str, result: str | None = None) -> None:
         nonlocal failures
         failures += 0 if ok else 1
-        table.add_row(name, "ok" if ok else "FAIL", _redactor(detail))
+        table.add_row(name, result or ("ok" if ok else "FAIL"), _redactor(detail))
 
-    record("config", True, f"{len(site_ids)} site(s), topic {settings.KAFKA_TOPIC}")
+    count = "all sites" if selection == "all" else f"{len(selection)} site(s)"
+    record("config", True, f"{count}, topic {settings.KAFKA_TOPIC}")
+    site_ids: tuple[int, ...] = ()
     with matomo_client(settings) as matomo:
+        step = "matomo"
         try:
-            record("matomo", True, f"Matomo {matomo.version()} at {settings.MATOMO_API_URL}")
-            reachable = True
+            record(step, True, f"Matomo {matomo.version()} at {settings.MATOMO_API_URL}")
+            step = "sites"
+            site_ids = resolve_sites(selection, matomo)
+            if selection == "all":
+                record(step, True, f"all: {','.join(map(str, site_ids))}")
         except MatomoKafkaError as exc:
-            record("matomo", False, str(exc))
-            reachable = False
-        for idsite in site_ids if reachable else ():
+            record(step, False, str(exc))
+        for idsite in site_ids:
             try:
                 info = matomo.site(idsite)
                 tz = site_timezone(info.timezone)
@@ -282,7 +481,10 @@ def check(
                 detail = f"{info.name!r}, {info.timezone}, visits log readable"
                 record(f"site {idsite}", True, detail)
             except (MatomoKafkaError, ValueError) as exc:
-                record(f"site {idsite}", False, str(exc))
+                if LOG_DISABLED_MESSAGE in str(exc) and not settings.MATOMO_STRICT_SITES:
+                    record(f"site {idsite}", True, f"run skips it: {exc}", "disabled")
+                else:
+                    record(f"site {idsite}", False, str(exc))
     sink = KafkaSink.from_settings(settings)
     try:
         partitions = sink.check_topic()
@@ -292,6 +494,150 @@ def check(
     stdout.print(table)
     if failures:
         fail(f"{failures} check(s) failed", EXIT_FAILED)
+
+
+SiteId = Annotated[int, typer.Option("--site", min=1, help="The Matomo idSite.")]
+
+
+def parse_day(option: str, value: str) -> date:
+    """A YYYY-MM-DD (or YYYYMMDD) day option; exit 2 otherwise."""
+    text = value.strip()
+    if re.fullmatch(r"\d{8}", text):
+        text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} {value!r} is not a date (YYYY-MM-DD)", EXIT_CONFIG)
+
+
+def say(text: str) -> None:
+    """A plain stdout line (no wrapping, no markup): what scripts and operators read."""
+    print(text, flush=True)
+
+
+def _known_site(settings: Settings, idsite: int) -> None:
+    """With an explicit MATOMO_ID_SITE, a site outside it is most likely a typo."""
+    if settings.MATOMO_ID_SITE != "all" and idsite not in settings.MATOMO_ID_SITE:
+        listed = ",".join(map(str, settings.MATOMO_ID_SITE))
+        fail(f"--site {idsite} is not in MATOMO_ID_SITE ({listed})", EXIT_CONFIG)
+
+
+@app.command()
+def reset(
+    site: SiteId,
+    day_text: Annotated[
+        str, typer.Option("--date", help="New checkpoint day (YYYY-MM-DD), offset 0.")
+    ],
+    parm_dir: ParmDir = Path("parm"),
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Moves a site's checkpoint on purpose to (DATE, offset 0): the next run reads from DATE.
+
+    Refused (exit 3) while a run holds the site's lock; asks for confirmation unless --yes
+    (without a terminal and without --yes it refuses, exit 2)."""
+    new_day = parse_day("--date", day_text)
+    settings = load(parm_dir, quiet=True)
+    _known_site(settings, site)
+    if new_day > date.today() + timedelta(days=1):
+        fail(f"--date {new_day} is in the future", EXIT_CONFIG)
+    store = checkpoint_store(settings)
+    try:
+        with store.lock([site]):
+            plan = plan_reset(store, site, new_day)
+            old = plan.describe_old(settings.START_DATE)
+            new = describe(plan.new)
+            if not plan.changes:
+                say(f"site {site}: checkpoint already at {new}: nothing to change")
+                return
+            say(f"site {site}: checkpoint {old} -> {new}")
+            if plan.unreadable:
+                say(f"  (current checkpoint: {_redactor(plan.unreadable)})")
+            if plan.old is not None and new_day <= plan.old.day:
+                say(
+                    f"  the next run re-sends site {site}'s visits from {new_day} on "
+                    "(consumers see them again, same keys)"
+                )
+            elif plan.old is not None:
+                skipped = f"{plan.old.day} to {new_day - timedelta(days=1)}"
+                say(f"  the visits of site {site} from {skipped} will NOT be sent")
+            if not yes:
+                if not sys.stdin.isatty():
+                    fail("no terminal to confirm the reset: pass --yes", EXIT_CONFIG)
+                if not typer.confirm("Move the checkpoint?", default=False):
+                    fail("reset cancelled, checkpoint unchanged", EXIT_CONFIG)
+            apply_reset(store, plan)
+            log.warning("site %d: checkpoint reset from %s to %s", site, old, new)
+            say(f"site {site}: checkpoint moved ({store.date_path(site)}, "
+                f"{store.offset_path(site)})")  # fmt: skip
+    except MatomoKafkaError as exc:
+        fail(str(exc), exc.exit_code)
+
+
+@app.command()
+def audit(
+    site: SiteId,
+    first_text: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD).")],
+    last_text: Annotated[str, typer.Option("--to", help="Last day (YYYY-MM-DD).")],
+    parm_dir: ParmDir = Path("parm"),
+) -> None:
+    """Compares, per day, the visits in the topic with Matomo's; exit 1 if any differ.
+
+    Sent (read back from the topic) against VisitsSummary.get nb_visits and a fresh Live
+    listing; a visit missing from the topic, or one in it that Live does not list, is a
+    mismatch."""
+    first, last = parse_day("--from", first_text), parse_day("--to", last_text)
+    if first > last:
+        fail(f"--from {first} is after --to {last}", EXIT_CONFIG)
+    if (last - first).days >= 366:
+        fail("audit at most 366 days at once", EXIT_CONFIG)
+    settings = load(parm_dir, quiet=True)
+    store = checkpoint_store(settings)
+    try:
+        cursor = store.load(site)
+    except MatomoKafkaError:
+        cursor = None
+    try:
+        with matomo_client(settings) as matomo:
+            rows = audit_site(settings, matomo, site, first, last)
+    except MatomoKafkaError as exc:
+        fail(str(exc), exc.exit_code)
+    table = Table(title=f"matomo-kafka audit: site {site}, topic {settings.KAFKA_TOPIC}",
+                  title_justify="left")  # fmt: skip
+    columns = ("day", "sent", "distinct sent", "duplicates", "VisitsSummary", "Live", "missing",
+               "extra", "ok")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("day", "ok") else "right")
+    for row in rows:
+        pending = cursor is None or row.day >= cursor.day
+        verdict = "ok" if row.ok else "NOT SENT" if pending and row.sent == 0 else "MISMATCH"
+        summary = "-" if row.summary is None else str(row.summary)
+        table.add_row(
+            str(row.day), str(row.sent), str(row.distinct), str(row.duplicates), summary,
+            str(row.live), str(row.missing), str(row.extra), verdict,
+        )  # fmt: skip
+    where = f"{cursor.day} offset {cursor.offset}" if cursor else "none"
+    table.caption = (
+        f"checkpoint: {where}. missing = in Live, not in the topic; extra = in the topic, "
+        "not in Live; duplicates are re-sends (at-least-once), not errors."
+    )
+    # Never truncated, even in a scheduler's log (no terminal: rich would assume 80 columns).
+    wide = stdout if stdout.is_terminal else Console(highlight=False, width=200)
+    wide.print(table)
+    for row in rows:
+        if row.summary_differs:
+            say(
+                f"note: {row.day}: VisitsSummary says {row.summary} visits, Live lists "
+                f"{row.live} (Matomo's archive may be stale; Live is what the tool reads)"
+            )
+    bad = [row for row in rows if not row.ok]
+    if bad:
+        missing = sum(row.missing for row in bad)
+        extra = sum(row.extra for row in bad)
+        fail(
+            f"site {site}: {len(bad)} of {len(rows)} day(s) differ: {missing} visit(s) "
+            f"missing from the topic, {extra} extra",
+            EXIT_FAILED,
+        )
 
 
 @app.command()

@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -59,6 +60,8 @@ EXTRA_KEYS = (
     "MATOMO_MAX_RETRIES",
     "MATOMO_RETRY_BACKOFF",
     "MATOMO_RETRY_MAX_WAIT",
+    "MATOMO_MAX_CONCURRENCY",
+    "MATOMO_MAX_REQUESTS_PER_MINUTE",
     "KAFKA_SECURITY_PROTOCOL",
     "KAFKA_SASL_MECHANISM",
     "KAFKA_SSL_CA_LOCATION",
@@ -66,6 +69,10 @@ EXTRA_KEYS = (
     "KAFKA_LINGER_MS",
     "KAFKA_DELIVERY_TIMEOUT_MS",
     "KAFKA_CONNECT_TIMEOUT",
+    "MATOMO_STRICT_SITES",
+    "LOG_FORMAT",
+    "METRICS_TEXTFILE",
+    "METRICS_PUSHGATEWAY",
 )
 
 ALL_KEYS = SEED_KEYS + EXTRA_KEYS
@@ -107,7 +114,7 @@ class Settings(BaseModel):
     COLONNE_ANNOMYSE: tuple[str, ...] = ()
     SALAGE: SecretStr | None = None
     KAFKA_TOPIC: str
-    MATOMO_ID_SITE: tuple[PositiveInt, ...]
+    MATOMO_ID_SITE: tuple[PositiveInt, ...] | Literal["all"]
     MATOMO_API_URL: str
     MATOMO_SPS_USER: str | None = None
     MATOMO_SPS_MDP: SecretStr | None = None
@@ -122,6 +129,8 @@ class Settings(BaseModel):
     MATOMO_MAX_RETRIES: int = Field(default=5, ge=0, le=50)
     MATOMO_RETRY_BACKOFF: float = Field(default=1.0, ge=0)
     MATOMO_RETRY_MAX_WAIT: float = Field(default=60.0, ge=0)
+    MATOMO_MAX_CONCURRENCY: int = Field(default=2, ge=1, le=32)
+    MATOMO_MAX_REQUESTS_PER_MINUTE: float | None = Field(default=None, gt=0)
     KAFKA_SECURITY_PROTOCOL: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
     KAFKA_SASL_MECHANISM: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     KAFKA_SSL_CA_LOCATION: str | None = None
@@ -129,24 +138,55 @@ class Settings(BaseModel):
     KAFKA_LINGER_MS: int = Field(default=20, ge=0, le=60_000)
     KAFKA_DELIVERY_TIMEOUT_MS: int = Field(default=120_000, ge=1_000)
     KAFKA_CONNECT_TIMEOUT: float = Field(default=15.0, gt=0)
+    MATOMO_STRICT_SITES: bool = False
+    LOG_FORMAT: Literal["text", "json"] = "text"
+    METRICS_TEXTFILE: str | None = None
+    METRICS_PUSHGATEWAY: str | None = None
 
     @field_validator("*", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return _blank_to_none(value)
 
-    @field_validator("COLONNE_ANNOMYSE", "MATOMO_ID_SITE", mode="before")
+    @field_validator("COLONNE_ANNOMYSE", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return () if value is None else _split_list(value)
 
-    @field_validator("MATOMO_ID_SITE")
+    @field_validator("MATOMO_ID_SITE", mode="wrap")
     @classmethod
-    def _sites_given_once(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value:
-            raise ValueError("must list at least one site id, e.g. 6,15")
-        if len(set(value)) != len(value):
-            raise ValueError("lists a site id twice")
+    def _site_selection(
+        cls, value: Any, _handler: ValidatorFunctionWrapHandler
+    ) -> tuple[int, ...] | Literal["all"]:
+        """`all` (every site the token can view, resolved at run time) or distinct ids.
+        Validated here in full, so an error is one line about the key, not about a union."""
+        return parse_site_selection(value)
+
+    @field_validator("LOG_FORMAT", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("METRICS_TEXTFILE")
+    @classmethod
+    def _textfile(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.endswith(".prom"):
+            raise ValueError("must end in .prom (node-exporter's textfile collector reads *.prom)")
+        if not Path(value).parent.is_dir():
+            raise ValueError("names a file in a directory that does not exist")
+        return value
+
+    @field_validator("METRICS_PUSHGATEWAY")
+    @classmethod
+    def _pushgateway(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL, e.g. http://pushgateway:9091")
+        if re.match(r"^https?://[^/]*@", value):
+            raise ValueError("must not embed credentials")
         return value
 
     @field_validator("KAFKA_TOPIC")
@@ -199,6 +239,11 @@ class Settings(BaseModel):
         return self
 
     @property
+    def all_sites(self) -> bool:
+        """MATOMO_ID_SITE=all: the sites are listed by Matomo at run time."""
+        return self.MATOMO_ID_SITE == "all"
+
+    @property
     def kafka_security_protocol(self) -> str:
         """SASL_SSL when a Kafka user is set (the corporate cluster), PLAINTEXT otherwise."""
         if self.KAFKA_SECURITY_PROTOCOL is not None:
@@ -213,6 +258,29 @@ class Settings(BaseModel):
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())
         return values
+
+
+def parse_site_selection(value: Any) -> tuple[int, ...] | Literal["all"]:
+    """MATOMO_ID_SITE (or --sites): `all`, or comma-separated distinct positive site ids."""
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return "all"
+    items = _split_list(value) if value is not None else []
+    bad = "must be comma-separated site ids (positive integers), e.g. 6,15, or all"
+    if not isinstance(items, list | tuple):
+        raise ValueError(bad)
+    ids: list[int] = []
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool) and item > 0:
+            ids.append(item)
+        elif isinstance(item, str) and item.strip().isdigit() and int(item) > 0:
+            ids.append(int(item))
+        else:
+            raise ValueError(bad)
+    if not ids:
+        raise ValueError("must list at least one site id, e.g. 6,15, or all")
+    if len(set(ids)) != len(ids):
+        raise ValueError("lists a site id twice")
+    return tuple(ids)
 
 
 @dataclass(frozen=True)

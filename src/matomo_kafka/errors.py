@@ -56,6 +56,10 @@ class KafkaDeliveryError(MatomoKafkaError):
     """Kafka did not acknowledge a page (or cannot be reached): the page is not checkpointed."""
 
 
+class KafkaReadError(MatomoKafkaError):
+    """The topic could not be read back to its end (`audit`)."""
+
+
 class Redactor:
     """Replaces every known secret by *** in any text that leaves the process."""
 

@@ -10,6 +10,10 @@ caller's IP blocked.
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -63,6 +67,33 @@ class SiteInfo:
     timezone: str
 
 
+class RequestGate:
+    """Caps Matomo requests in flight (all sites together) and, optionally, their start rate.
+
+    Operators allow so many concurrent raw-data queries and so many Live calls a minute
+    (Matomo Cloud: 200/min); the rate cap spaces request starts evenly, which is all a
+    single process needs, so no rate-limiting dependency is pulled in for it.
+    """
+
+    def __init__(self, max_in_flight: int = 2, per_minute: float | None = None) -> None:
+        self._slots = threading.BoundedSemaphore(max(1, max_in_flight))
+        self._interval = 60.0 / per_minute if per_minute else 0.0
+        self._next_start = 0.0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._slots:
+            if self._interval:
+                with self._lock:
+                    now = time.monotonic()
+                    start = max(now, self._next_start)
+                    self._next_start = start + self._interval
+                if start > now:
+                    time.sleep(start - now)
+            yield
+
+
 class _WaitRetryAfterOrBackoff:
     """Honours a 429's Retry-After (bounded), else exponential backoff with jitter."""
 
@@ -105,12 +136,15 @@ class MatomoClient:
         ca_bundle: str | None = None,
         timeout: float = 120.0,
         retry: RetryPolicy | None = None,
+        gate: RequestGate | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.api_url = api_url
         self._token = token
         self.retry = retry or RetryPolicy()
+        self.gate = gate or RequestGate()
         self.retries_done = 0
+        self._stats_lock = threading.Lock()
         self._http = httpx.Client(
             auth=httpx.BasicAuth(*gateway_auth) if gateway_auth else None,
             verify=ca_bundle if ca_bundle else True,
@@ -118,6 +152,7 @@ class MatomoClient:
             headers={"User-Agent": f"matomo-kafka/{__version__}"},
             transport=transport,
             follow_redirects=False,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
         )
 
     def close(self) -> None:
@@ -149,7 +184,8 @@ class MatomoClient:
             ) from None
 
     def _log_retry(self, state: RetryCallState) -> None:
-        self.retries_done += 1
+        with self._stats_lock:
+            self.retries_done += 1
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
         log.warning(
@@ -165,7 +201,9 @@ class MatomoClient:
         data["token_auth"] = self._token
         where = f"{method}{_site_id(params)}"
         try:
-            response = self._http.post(self.api_url, data=data)
+            with self.gate.slot():
+                response = self._http.post(self.api_url, data=data)
+                content = response.content
         except httpx.TimeoutException as exc:
             raise TransientMatomoError(f"{where}: timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
@@ -178,7 +216,7 @@ class MatomoClient:
         if status >= 500:
             raise TransientMatomoError(f"{where}: HTTP {status}")
         try:
-            body = orjson.loads(response.content)
+            body = orjson.loads(content)
         except orjson.JSONDecodeError:
             if status in (401, 403):
                 raise MatomoAuthError(
@@ -253,6 +291,30 @@ class MatomoClient:
             if as_int(visit.get("idVisit")) is None:
                 raise MatomoResponseError(f"{where}: a visit has no valid idVisit")
         return visits
+
+    # -- operability (issue #5): MATOMO_ID_SITE=all, audit -----------------------------
+
+    def sites_with_view_access(self) -> list[int]:
+        """Every site id the token can view (SitesManager.getSitesIdWithAtLeastViewAccess)."""
+        where = "SitesManager.getSitesIdWithAtLeastViewAccess"
+        body = self.call(where)
+        if not isinstance(body, list):
+            raise MatomoResponseError(f"{where}: expected a JSON list of site ids")
+        ids = [as_int(item) for item in body]
+        if any(idsite is None or idsite <= 0 for idsite in ids):
+            raise MatomoResponseError(f"{where}: an entry is not a site id")
+        return sorted({idsite for idsite in ids if idsite is not None})
+
+    def visits_summary_count(self, idsite: int, day: date) -> int:
+        """VisitsSummary.get nb_visits of one day (Matomo's archived aggregate)."""
+        where = f"VisitsSummary.get for site {idsite} on {day}"
+        body = self.call("VisitsSummary.get", idSite=idsite, period="day", date=day.isoformat())
+        if isinstance(body, list) and not body:
+            return 0  # a day without any archive
+        value = as_int(body.get("nb_visits")) if isinstance(body, dict) else None
+        if value is None:
+            raise MatomoResponseError(f"{where}: answer has no nb_visits")
+        return value
 
 
 def as_int(value: Any) -> int | None:

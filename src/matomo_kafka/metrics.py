@@ -1,0 +1,182 @@
+"""Prometheus metrics of a run: a node-exporter textfile (METRICS_TEXTFILE, written
+atomically) and/or a Pushgateway push (METRICS_PUSHGATEWAY, job `matomo-kafka`, grouped by
+CLUSTERID, and by shard when the run has `--shard`).
+
+A run is a batch job, so every metric is a gauge describing the last run (the textfile and
+the Pushgateway group are replaced as a whole by each run), except the last success time of
+each site, which must survive a failed run: it is kept beside the checkpoints, in
+`<FILE_PATH_FILTERDATE><idsite>.success` (the UTC time of the site's last successful run).
+
+Metrics never decide the exit code: a textfile or push failure is logged as an error, the
+extraction's outcome stands (alert on the metrics' age: `time() - push_time_seconds`, or the
+node exporter's `node_textfile_mtime_seconds`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
+
+from matomo_kafka.checkpoint import CheckpointStore
+from matomo_kafka.summary import RunRecord
+
+log = logging.getLogger(__name__)
+
+JOB = "matomo-kafka"
+OUTCOMES = ("done", "failed", "disabled", "skipped", "interrupted", "pending")
+
+
+class SuccessTimes:
+    """Per-site `<FILE_PATH_FILTERDATE><idsite>.success`: when the site last ran cleanly."""
+
+    def __init__(self, store: CheckpointStore) -> None:
+        self.prefix = store.filterdate_prefix
+
+    def path(self, idsite: int) -> Path:
+        return Path(f"{self.prefix}{idsite}.success")
+
+    def read(self, idsite: int) -> float | None:
+        try:
+            text = self.path(idsite).read_text(encoding="utf-8").strip()
+            return datetime.fromisoformat(text).timestamp()
+        except (OSError, ValueError):
+            return None
+
+    def write(self, idsite: int, moment: datetime) -> None:
+        path = self.path(idsite)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(moment.astimezone(UTC).isoformat(timespec="seconds") + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            log.error("cannot record the last success of site %d in %s: %s", idsite, path, exc)
+
+
+def build_registry(
+    record: RunRecord, success: dict[int, float], labels: dict[str, str] | None = None
+) -> CollectorRegistry:
+    """Every metric of the run in a fresh registry; `labels` are added to every sample."""
+    const = dict(labels or {})
+    names = list(const)
+    registry = CollectorRegistry()
+
+    def gauge(name: str, doc: str, *extra: str) -> Gauge:
+        return Gauge(name, doc, [*names, *extra], registry=registry)
+
+    def values(*extra: str) -> list[str]:
+        return [*const.values(), *extra]
+
+    sent = gauge("matomo_kafka_run_visits_sent", "Visits sent to Kafka by the last run.", "site")
+    pages = gauge("matomo_kafka_run_pages", "Live pages read by the last run.", "site")
+    days = gauge("matomo_kafka_run_days_completed", "Days completed by the last run.", "site")
+    outcome = gauge(
+        "matomo_kafka_run_site_outcome",
+        "1 for the outcome of each site in the last run (done, failed, disabled, skipped, "
+        "interrupted).",
+        "site",
+        "outcome",
+    )
+    behind = gauge(
+        "matomo_kafka_days_behind",
+        "Closed days not yet sent, per site, after the last run.",
+        "site",
+    )
+    last_success = gauge(
+        "matomo_kafka_last_success_timestamp_seconds",
+        "Unix time of the last run that brought the site up to date without error.",
+        "site",
+    )
+    errors = gauge(
+        "matomo_kafka_run_errors",
+        "Errors of the last run by kind (the exception class, e.g. SiteAccessError).",
+        "kind",
+    )
+    retries = gauge("matomo_kafka_run_matomo_retries", "Matomo requests retried by the last run.")
+    duration = gauge("matomo_kafka_run_duration_seconds", "Duration of the last run.")
+    finished = gauge("matomo_kafka_run_timestamp_seconds", "Unix time the last run ended.")
+    exit_code = gauge("matomo_kafka_run_exit_code", "Exit code of the last run.")
+    succeeded = gauge("matomo_kafka_run_success", "1 if the last run exited 0, else 0.")
+
+    kinds: dict[str, int] = {}
+    for site in record.sites:
+        label = str(site.idsite)
+        sent.labels(*values(label)).set(site.visits_sent)
+        pages.labels(*values(label)).set(site.pages)
+        days.labels(*values(label)).set(site.days_completed)
+        outcome.labels(*values(label, site.outcome)).set(1)
+        if site.days_behind is not None:
+            behind.labels(*values(label)).set(site.days_behind)
+        if site.error_kind and site.outcome not in ("done", "skipped"):
+            kinds[site.error_kind] = kinds.get(site.error_kind, 0) + 1
+    if record.error_kind and not any(site.error_kind == record.error_kind for site in record.sites):
+        kinds[record.error_kind] = kinds.get(record.error_kind, 0) + 1
+    for kind, count in sorted(kinds.items()):
+        errors.labels(*values(kind)).set(count)
+    for idsite, moment in sorted(success.items()):
+        last_success.labels(*values(str(idsite))).set(moment)
+    end = record.finished or datetime.now(UTC)
+    for metric, number in (
+        (retries, record.matomo_retries),
+        (duration, record.seconds),
+        (finished, end.timestamp()),
+        (exit_code, record.exit_code),
+        (succeeded, 1 if record.exit_code == 0 else 0),
+    ):
+        (metric.labels(*values()) if names else metric).set(number)
+    return registry
+
+
+def textfile_path(base: str, shard: str | None) -> str:
+    """One file per shard (`x.prom` -> `x.shard-0-of-4.prom`), so shards on one node never
+    overwrite each other's file."""
+    if shard is None:
+        return base
+    index, _, count = shard.partition("/")
+    return f"{base.removesuffix('.prom')}.shard-{index}-of-{count}.prom"
+
+
+def publish(
+    record: RunRecord,
+    success: dict[int, float],
+    *,
+    textfile: str | None,
+    pushgateway: str | None,
+    timeout: float = 10.0,
+) -> list[str]:
+    """Writes the textfile and/or pushes; returns the problems (already logged)."""
+    problems: list[str] = []
+    clusterid = record.clusterid or "local"
+    if textfile is not None:
+        labels = {"clusterid": clusterid}
+        if record.shard is not None:
+            labels["shard"] = record.shard
+        path = textfile_path(textfile, record.shard)
+        try:
+            write_to_textfile(path, build_registry(record, success, labels))
+            log.info("metrics written to %s", path)
+        except OSError as exc:
+            problems.append(f"cannot write the metrics textfile {path}: {exc}")
+    if pushgateway is not None:
+        grouping = {"clusterid": clusterid}
+        if record.shard is not None:
+            grouping["shard"] = record.shard
+        try:
+            push_to_gateway(
+                pushgateway.rstrip("/"),
+                job=JOB,
+                registry=build_registry(record, success),
+                grouping_key=grouping,
+                timeout=timeout,
+            )
+            log.info("metrics pushed to %s", pushgateway)
+        except Exception as exc:  # urllib raises many kinds; metrics never fail the run
+            problems.append(f"cannot push the metrics to {pushgateway}: {type(exc).__name__}: "
+                            f"{exc}")  # fmt: skip
+    for problem in problems:
+        log.error("metrics: %s", problem)
+    return problems

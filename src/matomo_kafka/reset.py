@@ -1,0 +1,51 @@
+"""`matomo-kafka reset`: moves a site's checkpoint on purpose, to (day, offset 0).
+
+Used to re-send days (a consumer lost data, a backfill after a Matomo log import) or to skip
+days. It takes the site's checkpoint lock, so it is refused while a run works on the site,
+and writes the seed's two files in the same crash-safe order as a run does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from matomo_kafka.checkpoint import CheckpointStore, Cursor
+from matomo_kafka.errors import MatomoKafkaError
+
+
+@dataclass(frozen=True)
+class ResetPlan:
+    idsite: int
+    old: Cursor | None
+    unreadable: str | None  # why the current checkpoint could not be read
+    new: Cursor
+
+    @property
+    def changes(self) -> bool:
+        return self.unreadable is not None or self.old != self.new
+
+    def describe_old(self, start_date: date) -> str:
+        if self.unreadable is not None:
+            return "unreadable"
+        if self.old is None:
+            return f"none (would start at START_DATE {start_date})"
+        return describe(self.old)
+
+
+def describe(cursor: Cursor) -> str:
+    return f"{cursor.day} offset {cursor.offset}"
+
+
+def plan_reset(store: CheckpointStore, idsite: int, day: date) -> ResetPlan:
+    """What the reset would change; an unreadable checkpoint can be reset (that is a fix)."""
+    try:
+        old, unreadable = store.load(idsite), None
+    except MatomoKafkaError as exc:
+        old, unreadable = None, str(exc)
+    return ResetPlan(idsite, old, unreadable, Cursor(day, 0))
+
+
+def apply_reset(store: CheckpointStore, plan: ResetPlan) -> None:
+    """Writes (day, 0): offset first when the day changes, as the run does."""
+    store.save(plan.idsite, plan.new, plan.old)
