@@ -306,3 +306,44 @@ def test_sigterm_stops_cleanly_after_the_page_in_flight(
     assert run_cli("run", "--parm-dir", str(parm), "--run-date", "2024-03-03").code == 0
     counts = Counter(record.key for record in read_topic(topic))
     assert len(counts) == 95 + 37 and max(counts.values()) == 1  # a clean stop re-sends nothing
+
+
+def test_concurrent_sites_then_sigkill_and_rerun(
+    tmp_path: Path, topic: str, sim_factory: Any
+) -> None:
+    """Five sites, three at a time: killed mid-run, then rerun; every visit arrives, and at
+    most one page per site is sent twice."""
+    zones = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "UTC+5.5"]
+    sites = [
+        SimSite(idsite=i + 1, name=f"s{i + 1}", timezone=zone, default_visits=0,
+                visits={"2024-03-01": 23 + i, "2024-03-02": 10 * i})
+        for i, zone in enumerate(zones)
+    ]  # fmt: skip
+    simulator = sim_factory(sites, latency_s=0.05)
+    values = base_values(tmp_path, simulator.url, topic, MATOMO_ID_SITE="1,2,3,4,5",
+                         MATOMO_MAX_CONCURRENCY="3")  # fmt: skip
+    parm = write_parm(tmp_path / "parm", **values)
+    args = [sys.executable, "-m", "matomo_kafka.cli", "run", "--parm-dir", str(parm),
+            "--run-date", "2024-03-03"]  # fmt: skip
+    process = subprocess.Popen(args, env=clean_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if sum(c.offset for s in (1, 2) if (c := checkpoint(tmp_path, s))) > 20:
+            break
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    done = Cursor(date(2024, 3, 3), 0)
+    assert any(checkpoint(tmp_path, s) != done for s in range(1, 6)), "killed too late"
+    result = run_cli("run", "--parm-dir", str(parm), "--run-date", "2024-03-03")
+    assert result.code == 0, result.output
+    counts = Counter(record.key for record in read_topic(topic))
+    want = {f"{s}:{int(v['idVisit'])}" for s in range(1, 6) for d in (1, 2)
+            for v in simulator.expected_visits(s, date(2024, 3, d))}  # fmt: skip
+    assert set(counts) == want
+    for idsite in range(1, 6):
+        dup = sum(n - 1 for key, n in counts.items() if key.startswith(f"{idsite}:"))
+        assert dup <= LIMIT, f"site {idsite}: {dup} duplicates"
+    for idsite in range(1, 6):
+        assert checkpoint(tmp_path, idsite) == Cursor(date(2024, 3, 3), 0)

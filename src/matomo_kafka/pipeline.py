@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Protocol
@@ -20,7 +21,7 @@ import orjson
 
 from matomo_kafka.checkpoint import CheckpointStore, Cursor
 from matomo_kafka.config import Settings
-from matomo_kafka.days import day_range, days_behind, last_closed_day, site_timezone
+from matomo_kafka.days import days_behind, last_closed_day, site_timezone
 from matomo_kafka.errors import (
     CheckpointError,
     KafkaDeliveryError,
@@ -31,7 +32,8 @@ from matomo_kafka.errors import (
     TransformError,
 )
 from matomo_kafka.matomo import MatomoClient, Visit
-from matomo_kafka.sink import KafkaSink, Message, page_headers
+from matomo_kafka.paging import OffsetPager, Page
+from matomo_kafka.sink import KafkaSink, Message, PageAck, page_headers
 from matomo_kafka.transform import SiteTransform, parse_dimensions, parse_goals
 
 log = logging.getLogger(__name__)
@@ -103,19 +105,34 @@ class RunReport:
 
 
 def visit_messages(idsite: int, visits: list[Visit], transform: SiteTransform) -> list[Message]:
-    """One compact JSON message per visit, keyed `<idSite>:<idVisit>` (ids as integers)."""
+    """One compact JSON message per visit, keyed `<idSite>:<idVisit>` (ids as integers).
+
+    Consumes `visits`: each parsed visit is dropped once serialised, so a page's Python
+    objects (ten times its JSON size) are freed as it goes rather than all at the end.
+    """
     prefix = f"{idsite}:"
-    return [
-        Message(
-            key=(prefix + str(int(visit["idVisit"]))).encode(),
-            value=orjson.dumps(transform.apply(visit)),
-        )
-        for visit in visits
-    ]
+    apply, dumps = transform.apply, orjson.dumps
+    messages: list[Message] = []
+    visits.reverse()
+    while visits:
+        visit = visits.pop()
+        key = (prefix + str(int(visit["idVisit"]))).encode()
+        messages.append(Message(key, dumps(apply(visit))))
+    return messages
+
+
+class Stopped(MatomoKafkaError):
+    """Another site hit a run-wide failure: this one stopped after its last acknowledged page."""
 
 
 class Pipeline:
-    """Moves every closed day of every configured site from Matomo to Kafka."""
+    """Moves every closed day of every configured site from Matomo to Kafka.
+
+    Up to MATOMO_MAX_CONCURRENCY sites run at once, each in its own thread with its pages
+    fetched ahead (see paging.py); all Matomo requests share one RequestGate. Per site, page
+    k+1 is transformed while page k's acks arrive, and is sent only once page k is
+    acknowledged and checkpointed: at most one page per site is ever unacknowledged.
+    """
 
     def __init__(
         self,
@@ -134,32 +151,72 @@ class Pipeline:
         self.run_date = run_date
         self.stop = stop or threading.Event()
         self.observer: RunObserver = observer or NullObserver()
+        self._abort = threading.Event()
+        self._fatal_lock = threading.Lock()
+        self.lookahead = 1
 
     def run(self, sites: tuple[int, ...]) -> RunReport:
         report = RunReport(sites=[SiteReport(idsite) for idsite in sites])
-        for site in report.sites:
-            if report.fatal is not None:
-                site.status = "skipped"
-                continue
-            started = time.monotonic()
-            try:
-                self.run_site(site)
-                site.status = "done"
-            except Interrupted as exc:
-                site.status, report.fatal = "interrupted", exc
-                site.error, site.error_kind = str(exc), type(exc).__name__
-            except (MatomoAuthError, KafkaDeliveryError, CheckpointError) as exc:
-                site.status, report.fatal = "failed", exc
-                site.error, site.error_kind = str(exc), type(exc).__name__
-                log.error("site %d: %s", site.idsite, exc)
-            except (MatomoError, TransformError) as exc:
-                site.status = "failed"
-                site.error, site.error_kind = str(exc), type(exc).__name__
-                log.error("site %d: %s", site.idsite, exc)
-            finally:
-                site.seconds = time.monotonic() - started
-                self.observer.site_finished(site)
+        try:
+            # One request before the sites start together: a refused token is tried once,
+            # not once per site (repeated bad logins can get the caller's IP blocked).
+            log.info("Matomo %s at %s", self.matomo.version(), self.matomo.api_url)
+        except (MatomoAuthError, MatomoError) as exc:
+            report.fatal = exc
+            for site in report.sites:
+                site.status, site.error, site.error_kind = "skipped", str(exc), type(exc).__name__
+            return report
+        concurrency = self.settings.MATOMO_MAX_CONCURRENCY
+        workers = max(1, min(concurrency, len(sites)))
+        # Few sites: spend the spare request slots on reading ahead inside each site.
+        self.lookahead = max(1, -(-concurrency // workers))
+        fetch_pool = ThreadPoolExecutor(workers * self.lookahead + 1, "matomo-fetch")
+        try:
+            with ThreadPoolExecutor(workers, "site") as site_pool:
+                futures = [
+                    site_pool.submit(self._run_one, report, site, fetch_pool)
+                    for site in report.sites
+                ]
+                for future in futures:
+                    future.result()
+        finally:
+            fetch_pool.shutdown(wait=True, cancel_futures=True)
         return report
+
+    def _run_one(self, report: RunReport, site: SiteReport, fetch_pool: Executor) -> None:
+        if self._abort.is_set():
+            site.status = "skipped"
+            return
+        started = time.monotonic()
+        try:
+            self.run_site(site, fetch_pool)
+            site.status = "done"
+        except Interrupted as exc:
+            site.status = "interrupted"
+            site.error, site.error_kind = str(exc), type(exc).__name__
+            self._set_fatal(report, exc)
+        except Stopped as exc:
+            site.status = "stopped"
+            site.error, site.error_kind = str(exc), type(exc).__name__
+        except (MatomoAuthError, KafkaDeliveryError, CheckpointError) as exc:
+            site.status = "failed"
+            site.error, site.error_kind = str(exc), type(exc).__name__
+            log.error("site %d: %s", site.idsite, exc)
+            self._set_fatal(report, exc)
+        except (MatomoError, TransformError) as exc:
+            site.status = "failed"
+            site.error, site.error_kind = str(exc), type(exc).__name__
+            log.error("site %d: %s", site.idsite, exc)
+        finally:
+            site.seconds = time.monotonic() - started
+            self.observer.site_finished(site)
+
+    def _set_fatal(self, report: RunReport, exc: MatomoKafkaError) -> None:
+        """The first run-wide failure wins; the other sites stop after their current page."""
+        with self._fatal_lock:
+            if report.fatal is None:
+                report.fatal = exc
+        self._abort.set()
 
     def prepare_site(self, idsite: int) -> tuple[SiteTransform, date]:
         """Reads what transforming a site's visits needs, and its last closed day."""
@@ -177,7 +234,7 @@ class Pipeline:
         )
         return transform, last_closed_day(tz, self.run_date)
 
-    def run_site(self, site: SiteReport) -> None:
+    def run_site(self, site: SiteReport, fetch_pool: Executor) -> None:
         idsite = site.idsite
         transform, last_day = self.prepare_site(idsite)
         saved = self.store.load(idsite)
@@ -189,33 +246,65 @@ class Pipeline:
         )  # fmt: skip
         self.observer.site_started(site, cursor.day)
         limit = self.settings.MATOMO_FILTER_LIMIT
-        for day in day_range(cursor.day, last_day):
-            day_started, day_visits = time.monotonic(), 0
-            headers = page_headers(idsite, day.isoformat())
-            offset = cursor.offset if day == cursor.day else 0
-            while True:
-                visits = self.matomo.visits_page(idsite, day, limit, offset)
-                if visits:
-                    self.sink.deliver(visit_messages(idsite, visits, transform), headers)
-                offset += len(visits)
-                day_visits += len(visits)
-                site.pages += 1
-                site.visits += len(visits)
-                saved = self._save(idsite, Cursor(day, offset), saved)
-                site.cursor = saved
-                self.observer.page_done(site, day, len(visits))
-                if len(visits) < limit:
-                    break
+
+        def fetch(day: date, offset: int) -> list[Message]:
+            # Runs on the fetch pool: the page leaves it already transformed and serialised,
+            # so only compact bytes wait in the read-ahead, never parsed objects.
+            return visit_messages(idsite, self.matomo.visits_page(idsite, day, limit, offset),
+                                  transform)  # fmt: skip
+
+        pager = OffsetPager(
+            fetch,
+            fetch_pool,
+            cursor,
+            last_day,
+            limit,
+            self.lookahead,
+        )
+        progress = _DayProgress()
+        in_flight: tuple[Page[Message], PageAck] | None = None
+        try:
+            for page in pager:
+                if in_flight is not None:
+                    saved = self._commit(site, *in_flight, saved, progress)
+                    in_flight = None
                 self._check_stop(idsite)
-            saved = self._save(idsite, Cursor(day + timedelta(days=1), 0), saved)
+                headers = page_headers(idsite, page.day.isoformat())
+                in_flight = (page, self.sink.send(page.items, headers))
+        except (MatomoError, TransformError, Interrupted, Stopped):
+            # The next page failed: the page already sent still deserves its checkpoint.
+            if in_flight is not None:
+                self._commit(site, *in_flight, saved, progress)
+            raise
+        if in_flight is not None:
+            self._commit(site, *in_flight, saved, progress)
+
+    def _commit(
+        self,
+        site: SiteReport,
+        page: Page[Message],
+        ack: PageAck,
+        saved: Cursor | None,
+        progress: _DayProgress,
+    ) -> Cursor:
+        """Once Kafka acknowledged the page: checkpoint it, and the day's end if it is last."""
+        self.sink.wait(ack)
+        saved = self._save(site.idsite, page.next_cursor, saved)
+        count = len(page.items)
+        site.cursor = saved
+        site.pages += 1
+        site.visits += count
+        progress.add(page.day, count)
+        self.observer.page_done(site, page.day, count)
+        if page.last:
+            saved = self._save(site.idsite, Cursor(page.day + timedelta(days=1), 0), saved)
             site.cursor = saved
             site.days_done += 1
-            day_seconds = time.monotonic() - day_started
-            log.info(
-                "site %d: %s done, %d visits sent (%.1fs)", idsite, day, day_visits, day_seconds
-            )
-            self.observer.day_done(site, day, day_visits, day_seconds)
-            self._check_stop(idsite)
+            visits, seconds = progress.finish()
+            log.info("site %d: %s done, %d visits sent (%.1fs)", site.idsite, page.day, visits,
+                     seconds)  # fmt: skip
+            self.observer.day_done(site, page.day, visits, seconds)
+        return saved
 
     def _save(self, idsite: int, cursor: Cursor, previous: Cursor | None) -> Cursor:
         self.store.save(idsite, cursor, previous)
@@ -224,3 +313,24 @@ class Pipeline:
     def _check_stop(self, idsite: int) -> None:
         if self.stop.is_set():
             raise Interrupted(f"interrupted; site {idsite} checkpointed after its last page")
+        if self._abort.is_set():
+            raise Stopped("stopped by another site's failure after its last acknowledged page")
+
+
+class _DayProgress:
+    """Visits and time of the day being read, for the per-day log line."""
+
+    def __init__(self) -> None:
+        self.day: date | None = None
+        self.visits = 0
+        self.started = time.monotonic()
+
+    def add(self, day: date, count: int) -> None:
+        if day != self.day:
+            self.day, self.visits = day, 0
+        self.visits += count
+
+    def finish(self) -> tuple[int, float]:
+        result = (self.visits, time.monotonic() - self.started)
+        self.day, self.visits, self.started = None, 0, time.monotonic()
+        return result

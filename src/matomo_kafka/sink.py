@@ -9,11 +9,12 @@ for compacting or deduplicating consumers).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -54,8 +55,9 @@ _HOPELESS = {
 }
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
+    """One Kafka record: a tuple, as it is built once per visit on the hot path."""
+
     key: bytes
     value: bytes
 
@@ -83,35 +85,59 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
+class PageAck:
+    """Delivery reports of one page: `done` once every message is acknowledged or failed."""
+
+    def __init__(self, expected: int) -> None:
+        self.remaining = expected
+        self.failed = 0
+        self.first_error = ""
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        if expected == 0:
+            self.done.set()
+
+    def on_delivery(self, error: KafkaError | None, _message: Any) -> None:
+        with self._lock:
+            self.remaining -= 1
+            if error is not None:
+                self.failed += 1
+                self.first_error = self.first_error or error.str()
+            if self.remaining <= 0:
+                self.done.set()
+
+
 class KafkaSink:
-    """Produces pages of keyed JSON messages to one topic and waits for their acks."""
+    """Produces pages of keyed JSON messages to one topic and reports their acks per page.
+
+    A background thread serves librdkafka's callbacks, so a page's acks are awaited on the
+    page alone (no producer-wide flush) while the caller already prepares the next page.
+    """
 
     def __init__(self, config: dict[str, Any], topic: str, connect_timeout: float = 15.0) -> None:
         self.topic = topic
         self.bootstrap = str(config.get("bootstrap.servers", ""))
         self.connect_timeout = connect_timeout
         self.delivery_timeout = float(config.get("message.timeout.ms", 120_000)) / 1000
-        self._failed = 0
-        self._first_failure = ""
         self._hopeless: str | None = None
-        self._pending = 0
         self._producer = Producer({**config, "error_cb": self._on_error, "logger": librdkafka_log})
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
+        self._poller.start()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KafkaSink:
         return cls(producer_config(settings), settings.KAFKA_TOPIC, settings.KAFKA_CONNECT_TIMEOUT)
+
+    def _poll_loop(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
 
     def _on_error(self, error: KafkaError) -> None:
         text = error.str()
         log.debug("Kafka error callback: %s", text)  # librdkafka's own log line says it
         if error.code() in _HOPELESS or error.fatal():
             self._hopeless = text
-
-    def _on_delivery(self, error: KafkaError | None, _message: Any) -> None:
-        self._pending -= 1
-        if error is not None:
-            self._failed += 1
-            self._first_failure = self._first_failure or error.str()
 
     def check_topic(self) -> int:
         """Fails fast, before reading Matomo, when Kafka or the topic is out of reach."""
@@ -121,7 +147,7 @@ class KafkaSink:
                 metadata = self._producer.list_topics(topic=self.topic, timeout=1.0)
                 break
             except KafkaException as exc:
-                self._producer.poll(0)  # serves error_cb: an auth failure shows up here
+                time.sleep(0.1)  # lets the poller serve error_cb: an auth failure shows there
                 if self._hopeless is not None:
                     raise KafkaDeliveryError(
                         f"Kafka refused the client: {self._hopeless}"
@@ -138,62 +164,64 @@ class KafkaSink:
             raise KafkaDeliveryError(f"Kafka topic {self.topic!r} is not usable: {reason}")
         return len(topic.partitions)
 
-    def deliver(self, messages: Sequence[Message], headers: Headers) -> None:
-        """Produces the page and blocks until every message is acknowledged, or raises."""
-        self._failed, self._first_failure = 0, ""
+    def send(self, messages: Sequence[Message], headers: Headers) -> PageAck:
+        """Queues a page for delivery and returns at once; `wait()` on the result."""
+        ack = PageAck(len(messages))
+        produce = self._producer.produce
         for message in messages:
-            self._produce(message, headers)
-        self._await_acks()
+            while True:
+                try:
+                    produce(
+                        self.topic,
+                        value=message.value,
+                        key=message.key,
+                        headers=headers,
+                        on_delivery=ack.on_delivery,
+                    )
+                    break
+                except BufferError:
+                    time.sleep(0.01)  # local queue full: the poller drains it as acks come
+                except KafkaException as exc:
+                    raise KafkaDeliveryError(
+                        f"Kafka refused message {message.key.decode(errors='replace')}: "
+                        f"{exc.args[0].str() if exc.args else exc}"
+                    ) from None
+        return ack
 
-    def _produce(self, message: Message, headers: Headers) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    self.topic,
-                    value=message.value,
-                    key=message.key,
-                    headers=headers,
-                    on_delivery=self._on_delivery,
-                )
-                self._pending += 1
-                return
-            except BufferError:
-                self._producer.poll(0.1)  # local queue full: let acks drain it
-            except KafkaException as exc:
-                raise KafkaDeliveryError(
-                    f"Kafka refused message {message.key.decode(errors='replace')}: "
-                    f"{exc.args[0].str() if exc.args else exc}"
-                ) from None
-
-    def _await_acks(self) -> None:
+    def wait(self, ack: PageAck) -> None:
+        """Blocks until every message of the page is acknowledged; raises if any is not."""
         deadline = time.monotonic() + self.delivery_timeout + 30
-        while self._pending > 0:
-            self._producer.flush(0.5)
+        while not ack.done.wait(0.25):
             if self._hopeless is not None:
                 self.abort()
-                raise KafkaDeliveryError(f"Kafka refused the connection: {self._hopeless}")
+                raise KafkaDeliveryError(f"Kafka refused the client: {self._hopeless}")
             if time.monotonic() > deadline:
                 self.abort()
                 raise KafkaDeliveryError(
-                    f"Kafka did not acknowledge {self._pending} messages within "
+                    f"Kafka did not acknowledge {ack.remaining} messages within "
                     f"{self.delivery_timeout:.0f}s"
                 )
-        if self._failed:
+        if ack.failed:
+            self.abort()
             raise KafkaDeliveryError(
-                f"Kafka failed to deliver {self._failed} messages: {self._first_failure}"
+                f"Kafka failed to deliver {ack.failed} messages: {ack.first_error}"
             )
+
+    def deliver(self, messages: Sequence[Message], headers: Headers) -> None:
+        """send() then wait(): the page is acknowledged when this returns."""
+        self.wait(self.send(messages, headers))
 
     def abort(self) -> None:
         """Drops whatever is still queued: it will be re-sent from the last checkpoint."""
-        try:
+        with contextlib.suppress(KafkaException):
             self._producer.purge()
-            self._producer.poll(0)
-        except KafkaException:
-            pass
-        self._pending = 0
 
     def close(self, timeout: float = 10.0) -> None:
-        self._producer.flush(timeout)
+        try:
+            self._producer.flush(timeout)
+        finally:
+            self._closed.set()
+            self._poller.join(timeout=2)
 
 
 def page_headers(idsite: int, day: str) -> Headers:

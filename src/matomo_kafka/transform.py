@@ -12,7 +12,6 @@ objects. null stays null; a missing column stays missing.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ def pseudonymise(key: bytes, value: Any) -> Any:
     """Keyed hash of one value; None stays None so absent data is not made to look present."""
     if value is None:
         return None
-    return hmac.new(key, value_text(value).encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, value_text(value).encode("utf-8"), "sha256").hex()  # C fast path
 
 
 @dataclass(frozen=True)
