@@ -134,7 +134,7 @@ class Settings(BaseModel):
     KAFKA_SECURITY_PROTOCOL: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
     KAFKA_SASL_MECHANISM: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     KAFKA_SSL_CA_LOCATION: str | None = None
-    KAFKA_COMPRESSION: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
+    KAFKA_COMPRESSION: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     KAFKA_LINGER_MS: int = Field(default=20, ge=0, le=60_000)
     KAFKA_DELIVERY_TIMEOUT_MS: int = Field(default=120_000, ge=1_000)
     KAFKA_CONNECT_TIMEOUT: float = Field(default=15.0, gt=0)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -39,6 +39,7 @@ from matomo_kafka.errors import (
 log = logging.getLogger(__name__)
 
 Visit = dict[str, Any]
+T = TypeVar("T")
 
 
 class TransientMatomoError(MatomoError):
@@ -168,6 +169,15 @@ class MatomoClient:
 
     def call(self, method: str, **params: Any) -> Any:
         """POSTs `module=API&method=...`, retrying transient failures; returns the parsed JSON."""
+        return self._retrying(self._call_once, method, params)
+
+    def call_raw_list(self, method: str, **params: Any) -> bytes:
+        """Like call() for a method answering a JSON list, but returns the body unparsed, so
+        the (CPU-bound) parse can happen later, one page at a time."""
+        return self._retrying(self._call_once_raw_list, method, params)
+
+    def _retrying(self, attempt: Callable[[str, dict[str, Any]], T], method: str,
+                  params: dict[str, Any]) -> T:  # fmt: skip
         retrying = Retrying(
             stop=stop_after_attempt(self.retry.max_retries + 1),
             wait=_WaitRetryAfterOrBackoff(self.retry),
@@ -176,7 +186,7 @@ class MatomoClient:
             reraise=True,
         )
         try:
-            return retrying(self._call_once, method, params)
+            return retrying(attempt, method, params)
         except TransientMatomoError as exc:
             raise MatomoError(
                 f"Matomo {method}{_site_id(params)} still failing after "
@@ -196,7 +206,8 @@ class MatomoClient:
             wait,
         )
 
-    def _call_once(self, method: str, params: dict[str, Any]) -> Any:
+    def _post(self, method: str, params: dict[str, Any]) -> tuple[str, int, bytes]:
+        """One attempt: (where, status, body), transient HTTP failures raised as such."""
         data = {"module": "API", "method": method, "format": "json", **params}
         data["token_auth"] = self._token
         where = f"{method}{_site_id(params)}"
@@ -215,6 +226,24 @@ class MatomoClient:
             )
         if status >= 500:
             raise TransientMatomoError(f"{where}: HTTP {status}")
+        return where, status, content
+
+    def _call_once_raw_list(self, method: str, params: dict[str, Any]) -> bytes:
+        where, status, content = self._post(method, params)
+        body = content.strip()
+        if status == 200 and body.startswith(b"["):
+            if not body.endswith(b"]"):
+                raise TransientMatomoError(f"{where}: truncated JSON")
+            return body
+        self._check_body(where, status, content)  # raises the error it carries
+        raise MatomoResponseError(f"{where}: expected a JSON list")
+
+    def _call_once(self, method: str, params: dict[str, Any]) -> Any:
+        where, status, content = self._post(method, params)
+        return self._check_body(where, status, content)
+
+    def _check_body(self, where: str, status: int, content: bytes) -> Any:
+        """Parses a body and turns Matomo's ways of saying no into typed errors."""
         try:
             body = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -272,8 +301,12 @@ class MatomoClient:
 
     def visits_page(self, idsite: int, day: date, limit: int, offset: int) -> list[Visit]:
         """One page of the day's visits, oldest last action first."""
-        where = f"Live.getLastVisitsDetails for site {idsite} on {day}"
-        body = self.call(
+        raw = self.visits_page_raw(idsite, day, limit, offset)
+        return parse_visits(raw, idsite, day, limit)
+
+    def visits_page_raw(self, idsite: int, day: date, limit: int, offset: int) -> bytes:
+        """The page's JSON body, unparsed (see parse_visits)."""
+        return self.call_raw_list(
             "Live.getLastVisitsDetails",
             idSite=idsite,
             period="day",
@@ -282,15 +315,6 @@ class MatomoClient:
             filter_offset=offset,
             filter_sort_order="asc",
         )
-        visits = _list_of_objects(body, where)
-        if len(visits) > limit:
-            raise MatomoResponseError(
-                f"{where}: {len(visits)} visits for filter_limit={limit} (paging ignored?)"
-            )
-        for visit in visits:
-            if as_int(visit.get("idVisit")) is None:
-                raise MatomoResponseError(f"{where}: a visit has no valid idVisit")
-        return visits
 
     # -- operability (issue #5): MATOMO_ID_SITE=all, audit -----------------------------
 
@@ -326,6 +350,24 @@ def as_int(value: Any) -> int | None:
     if isinstance(value, str) and value.isdigit():
         return int(value)
     return None
+
+
+def parse_visits(raw: bytes, idsite: int, day: date, limit: int) -> list[Visit]:
+    """Parses and checks one Live page: a list of visit objects, each with an idVisit."""
+    where = f"Live.getLastVisitsDetails for site {idsite} on {day}"
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MatomoResponseError(f"{where}: invalid JSON") from None
+    visits = _list_of_objects(body, where)
+    if len(visits) > limit:
+        raise MatomoResponseError(
+            f"{where}: {len(visits)} visits for filter_limit={limit} (paging ignored?)"
+        )
+    for visit in visits:
+        if as_int(visit.get("idVisit")) is None:
+            raise MatomoResponseError(f"{where}: a visit has no valid idVisit")
+    return visits
 
 
 def _list_of_objects(body: Any, where: str) -> list[dict[str, Any]]:

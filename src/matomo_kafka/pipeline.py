@@ -31,7 +31,7 @@ from matomo_kafka.errors import (
     MatomoResponseError,
     TransformError,
 )
-from matomo_kafka.matomo import MatomoClient, Visit
+from matomo_kafka.matomo import MatomoClient, Visit, parse_visits
 from matomo_kafka.paging import OffsetPager, Page
 from matomo_kafka.sink import KafkaSink, Message, PageAck, page_headers
 from matomo_kafka.transform import SiteTransform, parse_dimensions, parse_goals
@@ -117,7 +117,9 @@ def visit_messages(idsite: int, visits: list[Visit], transform: SiteTransform) -
     while visits:
         visit = visits.pop()
         key = (prefix + str(int(visit["idVisit"]))).encode()
-        messages.append(Message(key, dumps(apply(visit))))
+        # orjson's bytes keep its 32 KiB write buffer; a right-sized copy (0.4 us) keeps a
+        # page of 1000 messages at 3.5 MB instead of 32 MB while it waits to be sent.
+        messages.append(Message(key, memoryview(dumps(apply(visit))).tobytes()))
     return messages
 
 
@@ -152,6 +154,7 @@ class Pipeline:
         self.stop = stop or threading.Event()
         self.observer: RunObserver = observer or NullObserver()
         self._abort = threading.Event()
+        self._parse_lock = threading.Lock()
         self._fatal_lock = threading.Lock()
         self.lookahead = 1
 
@@ -248,10 +251,12 @@ class Pipeline:
         limit = self.settings.MATOMO_FILTER_LIMIT
 
         def fetch(day: date, offset: int) -> list[Message]:
-            # Runs on the fetch pool: the page leaves it already transformed and serialised,
-            # so only compact bytes wait in the read-ahead, never parsed objects.
-            return visit_messages(idsite, self.matomo.visits_page(idsite, day, limit, offset),
-                                  transform)  # fmt: skip
+            # Runs on the fetch pool. Requests overlap; parsing does not: a parsed page is
+            # ten times its JSON, and threads parsing at once only fight over the GIL. The
+            # page leaves already serialised, so only compact bytes wait in the read-ahead.
+            raw = self.matomo.visits_page_raw(idsite, day, limit, offset)
+            with self._parse_lock:
+                return visit_messages(idsite, parse_visits(raw, idsite, day, limit), transform)
 
         pager = OffsetPager(
             fetch,
