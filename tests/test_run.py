@@ -240,7 +240,8 @@ def test_yesterday_in_site_timezone_without_run_date(
     sites = [SimSite(idsite=1, name="u", timezone="UTC", default_visits=2, visits={})]
     simulator = sim_factory(sites)
     start = (today - timedelta(days=3)).isoformat()
-    values = base_values(tmp_path, simulator.url, topic, MATOMO_ID_SITE="1", START_DATE=start)
+    values = base_values(tmp_path, simulator.url, topic, MATOMO_ID_SITE="1", START_DATE=start,
+                         MATOMO_SETTLE_MINUTES="0")  # fmt: skip
     result = run_cli("run", "--parm-dir", str(write_parm(tmp_path / "parm", **values)))
     assert result.code == 0, result.output
     cursor = checkpoint(tmp_path, 1)

@@ -51,6 +51,7 @@ from matomo_kafka.sites import (
     sites_with_checkpoints,
     skip_disabled_sites,
 )
+from matomo_kafka.state import write_checkpoint
 from matomo_kafka.summary import RunRecord, site_outcomes, write_json_atomic
 
 app = typer.Typer(
@@ -103,13 +104,7 @@ def fail(message: str, code: int) -> NoReturn:
 def parse_run_date(value: str | None) -> date | None:
     if value is None or value.strip() == "":
         return None
-    text = value.strip()
-    if re.fullmatch(r"\d{8}", text):
-        text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        fail(f"--run-date {value!r} is not a date (YYYY-MM-DD or YYYYMMDD)", EXIT_CONFIG)
+    return parse_day("--run-date", value)
 
 
 def parse_sites(value: str | None, settings: Settings) -> tuple[int, ...] | Literal["all"]:
@@ -505,9 +500,12 @@ def parse_day(option: str, value: str) -> date:
     if re.fullmatch(r"\d{8}", text):
         text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
-        fail(f"{option} {value!r} is not a date (YYYY-MM-DD)", EXIT_CONFIG)
+        fail(f"{option} {value!r} is not a date (YYYY-MM-DD or YYYYMMDD)", EXIT_CONFIG)
+    if not 1990 <= day.year <= 2999:
+        fail(f"{option} {value!r} is out of range (years 1990 to 2999)", EXIT_CONFIG)
+    return day
 
 
 def say(text: str) -> None:
@@ -546,7 +544,7 @@ def reset(
             plan = plan_reset(store, site, new_day)
             old = plan.describe_old(settings.START_DATE)
             new = describe(plan.new)
-            if not plan.changes:
+            if not plan.changes and not settings.exactly_once:  # (the state topic may differ)
                 say(f"site {site}: checkpoint already at {new}: nothing to change")
                 return
             say(f"site {site}: checkpoint {old} -> {new}")
@@ -565,6 +563,9 @@ def reset(
                     fail("no terminal to confirm the reset: pass --yes", EXIT_CONFIG)
                 if not typer.confirm("Move the checkpoint?", default=False):
                     fail("reset cancelled, checkpoint unchanged", EXIT_CONFIG)
+            if settings.exactly_once:  # the state topic is what runs start from
+                write_checkpoint(settings, site, plan.new)
+                say(f"site {site}: checkpoint written to the state topic {settings.state_topic}")
             apply_reset(store, plan)
             log.warning("site %d: checkpoint reset from %s to %s", site, old, new)
             say(f"site {site}: checkpoint moved ({store.date_path(site)}, "

@@ -73,6 +73,9 @@ EXTRA_KEYS = (
     "LOG_FORMAT",
     "METRICS_TEXTFILE",
     "METRICS_PUSHGATEWAY",
+    "DELIVERY",
+    "KAFKA_STATE_TOPIC",
+    "MATOMO_SETTLE_MINUTES",
 )
 
 ALL_KEYS = SEED_KEYS + EXTRA_KEYS
@@ -105,7 +108,10 @@ PositiveInt = Annotated[int, Field(gt=0)]
 class Settings(BaseModel):
     """One validated, immutable view of a run's configuration."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    # allow_inf_nan=False: "inf" would pass a lower bound and then hang or overflow later.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", hide_input_in_errors=True, allow_inf_nan=False
+    )
 
     START_DATE: date
     MATOMO_FILTER_LIMIT: int = Field(default=1000, gt=0, le=100_000)
@@ -125,23 +131,26 @@ class Settings(BaseModel):
     KAFKA_PASSWORD: SecretStr | None = None
 
     MATOMO_CA_BUNDLE: str | None = None
-    MATOMO_TIMEOUT: float = Field(default=120.0, gt=0)
+    MATOMO_TIMEOUT: float = Field(default=120.0, gt=0, le=3600)
     MATOMO_MAX_RETRIES: int = Field(default=5, ge=0, le=50)
-    MATOMO_RETRY_BACKOFF: float = Field(default=1.0, ge=0)
-    MATOMO_RETRY_MAX_WAIT: float = Field(default=60.0, ge=0)
+    MATOMO_RETRY_BACKOFF: float = Field(default=1.0, ge=0, le=600)
+    MATOMO_RETRY_MAX_WAIT: float = Field(default=60.0, ge=0, le=3600)
     MATOMO_MAX_CONCURRENCY: int = Field(default=2, ge=1, le=32)
-    MATOMO_MAX_REQUESTS_PER_MINUTE: float | None = Field(default=None, gt=0)
+    MATOMO_MAX_REQUESTS_PER_MINUTE: float | None = Field(default=None, ge=1, le=1_000_000)
     KAFKA_SECURITY_PROTOCOL: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
     KAFKA_SASL_MECHANISM: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     KAFKA_SSL_CA_LOCATION: str | None = None
     KAFKA_COMPRESSION: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     KAFKA_LINGER_MS: int = Field(default=20, ge=0, le=60_000)
-    KAFKA_DELIVERY_TIMEOUT_MS: int = Field(default=120_000, ge=1_000)
-    KAFKA_CONNECT_TIMEOUT: float = Field(default=15.0, gt=0)
+    KAFKA_DELIVERY_TIMEOUT_MS: int = Field(default=120_000, ge=1_000, le=2_147_483_647)
+    KAFKA_CONNECT_TIMEOUT: float = Field(default=15.0, gt=0, le=3600)
     MATOMO_STRICT_SITES: bool = False
     LOG_FORMAT: Literal["text", "json"] = "text"
     METRICS_TEXTFILE: str | None = None
     METRICS_PUSHGATEWAY: str | None = None
+    DELIVERY: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    KAFKA_STATE_TOPIC: str | None = None
+    MATOMO_SETTLE_MINUTES: int = Field(default=10, ge=0, le=10_080)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -162,7 +171,7 @@ class Settings(BaseModel):
         Validated here in full, so an error is one line about the key, not about a union."""
         return parse_site_selection(value)
 
-    @field_validator("LOG_FORMAT", mode="before")
+    @field_validator("LOG_FORMAT", "DELIVERY", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -189,9 +198,11 @@ class Settings(BaseModel):
             raise ValueError("must not embed credentials")
         return value
 
-    @field_validator("KAFKA_TOPIC")
+    @field_validator("KAFKA_TOPIC", "KAFKA_STATE_TOPIC")
     @classmethod
-    def _topic_name(cls, value: str) -> str:
+    def _topic_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not _TOPIC_RE.match(value) or value in {".", ".."}:
             raise ValueError("is not a valid Kafka topic name (letters, digits, . _ - only)")
         return value
@@ -234,6 +245,10 @@ class Settings(BaseModel):
             problems.append("KAFKA_SECURITY_PROTOCOL: KAFKA_USER needs SASL_SSL or SASL_PLAINTEXT")
         if self.FILE_PATH_LAST_OFFSET == self.FILE_PATH_FILTERDATE:
             problems.append("FILE_PATH_LAST_OFFSET: must differ from FILE_PATH_FILTERDATE")
+        if self.state_topic == self.KAFKA_TOPIC:
+            problems.append("KAFKA_STATE_TOPIC: must differ from KAFKA_TOPIC")
+        elif not _TOPIC_RE.match(self.state_topic):
+            problems.append("KAFKA_STATE_TOPIC: KAFKA_TOPIC + '.state' is too long; set it")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -242,6 +257,15 @@ class Settings(BaseModel):
     def all_sites(self) -> bool:
         """MATOMO_ID_SITE=all: the sites are listed by Matomo at run time."""
         return self.MATOMO_ID_SITE == "all"
+
+    @property
+    def state_topic(self) -> str:
+        """DELIVERY=exactly_once: the compacted topic holding each site's checkpoint."""
+        return self.KAFKA_STATE_TOPIC or f"{self.KAFKA_TOPIC}.state"
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.DELIVERY == "exactly_once"
 
     @property
     def kafka_security_protocol(self) -> str:

@@ -5,6 +5,11 @@ Per site: read its timezone, custom dimensions and goals; then for each closed d
 checkpoint (or START_DATE) read Live.getLastVisitsDetails page by page (ascending last action
 time, `filter_limit` visits a page) until a short page. A site that Matomo refuses fails alone;
 a Kafka, checkpoint or token failure stops the run, since every other site would hit it too.
+
+DELIVERY=exactly_once: each page and the site's new checkpoint (a record of the state topic,
+see state.py) are committed in one Kafka transaction by the site's transactional producer;
+the checkpoint files are written after each commit, and the state topic is what a run starts
+from (the files are imported when it has nothing for a site).
 """
 
 from __future__ import annotations
@@ -33,7 +38,14 @@ from matomo_kafka.errors import (
 )
 from matomo_kafka.matomo import MatomoClient, Visit, parse_visits
 from matomo_kafka.paging import OffsetPager, Page
-from matomo_kafka.sink import KafkaSink, Message, PageAck, page_headers
+from matomo_kafka.sink import KafkaSink, Message, PageAck, TransactionalSink, page_headers
+from matomo_kafka.state import (
+    StateReader,
+    claim_sites,
+    encode,
+    ensure_state_topic,
+    state_key,
+)
 from matomo_kafka.transform import SiteTransform, parse_dimensions, parse_goals
 
 log = logging.getLogger(__name__)
@@ -157,6 +169,7 @@ class Pipeline:
         self._parse_lock = threading.Lock()
         self._fatal_lock = threading.Lock()
         self.lookahead = 1
+        self.state: StateReader | None = None  # DELIVERY=exactly_once: checkpoints in Kafka
 
     def run(self, sites: tuple[int, ...]) -> RunReport:
         report = RunReport(sites=[SiteReport(idsite) for idsite in sites])
@@ -169,6 +182,36 @@ class Pipeline:
             for site in report.sites:
                 site.status, site.error, site.error_kind = "skipped", str(exc), type(exc).__name__
             return report
+        if self.settings.exactly_once and sites:
+            try:
+                self._prepare_exactly_once(sites)
+            except MatomoKafkaError as exc:
+                report.fatal = exc
+                for site in report.sites:
+                    site.status, site.error = "skipped", str(exc)
+                    site.error_kind = type(exc).__name__
+                return report
+        try:
+            return self._run_sites(report, sites)
+        finally:
+            if self.state is not None:
+                self.state.close()
+                self.state = None
+
+    def _prepare_exactly_once(self, sites: tuple[int, ...]) -> None:
+        """The state topic (created compacted if missing), every site's transactional.id
+        claimed up front (fences other instances, aborts what a dead one left open), then a
+        reader of the committed checkpoints."""
+        partitions = ensure_state_topic(self.settings)
+        claim_sites(self.settings, sites)
+        self.state = StateReader(self.settings, partitions)
+        log.info(
+            "exactly-once: state topic %s, %d site(s) claimed (transactional ids "
+            "matomo-kafka.%s.<site>)", self.settings.state_topic, len(sites),
+            self.settings.KAFKA_TOPIC,
+        )  # fmt: skip
+
+    def _run_sites(self, report: RunReport, sites: tuple[int, ...]) -> RunReport:
         concurrency = self.settings.MATOMO_MAX_CONCURRENCY
         workers = max(1, min(concurrency, len(sites)))
         # Few sites: spend the spare request slots on reading ahead inside each site.
@@ -235,37 +278,28 @@ class Pipeline:
             self.settings.COLONNE_ANNOMYSE,
             self.settings.SALAGE.get_secret_value() if self.settings.SALAGE else None,
         )
-        return transform, last_closed_day(tz, self.run_date)
+        settle = self.settings.MATOMO_SETTLE_MINUTES
+        last_day = last_closed_day(tz, self.run_date, settle_minutes=settle)
+        if self.run_date is not None and last_day < self.run_date - timedelta(days=1):
+            log.info(
+                "site %d: --run-date %s asks for days up to %s, but only days up to %s are "
+                "closed and settled (MATOMO_SETTLE_MINUTES=%d, timezone %s)",
+                idsite, self.run_date, self.run_date - timedelta(days=1), last_day, settle,
+                info.timezone,
+            )  # fmt: skip
+        return transform, last_day
 
     def run_site(self, site: SiteReport, fetch_pool: Executor) -> None:
+        if self.settings.exactly_once:
+            self._run_site_exactly_once(site, fetch_pool)
+            return
         idsite = site.idsite
         transform, last_day = self.prepare_site(idsite)
         saved = self.store.load(idsite)
         cursor = saved or Cursor(self.settings.START_DATE, 0)
         site.cursor, site.last_closed = cursor, last_day
-        log.info(
-            "site %d: from %s (offset %d) to %s, %d day(s) to read",
-            idsite, cursor.day, cursor.offset, last_day, days_behind(cursor.day, last_day),
-        )  # fmt: skip
-        self.observer.site_started(site, cursor.day)
-        limit = self.settings.MATOMO_FILTER_LIMIT
-
-        def fetch(day: date, offset: int) -> list[Message]:
-            # Runs on the fetch pool. Requests overlap; parsing does not: a parsed page is
-            # ten times its JSON, and threads parsing at once only fight over the GIL. The
-            # page leaves already serialised, so only compact bytes wait in the read-ahead.
-            raw = self.matomo.visits_page_raw(idsite, day, limit, offset)
-            with self._parse_lock:
-                return visit_messages(idsite, parse_visits(raw, idsite, day, limit), transform)
-
-        pager = OffsetPager(
-            fetch,
-            fetch_pool,
-            cursor,
-            last_day,
-            limit,
-            self.lookahead,
-        )
+        self._site_started(site, cursor, last_day)
+        pager = self._pager(idsite, transform, cursor, last_day, fetch_pool)
         progress = _DayProgress()
         in_flight: tuple[Page[Message], PageAck] | None = None
         try:
@@ -284,6 +318,105 @@ class Pipeline:
         if in_flight is not None:
             self._commit(site, *in_flight, saved, progress)
 
+    def _site_started(self, site: SiteReport, cursor: Cursor, last_day: date) -> None:
+        log.info(
+            "site %d: from %s (offset %d) to %s, %d day(s) to read",
+            site.idsite, cursor.day, cursor.offset, last_day, days_behind(cursor.day, last_day),
+        )  # fmt: skip
+        self.observer.site_started(site, cursor.day)
+
+    def _pager(
+        self,
+        idsite: int,
+        transform: SiteTransform,
+        cursor: Cursor,
+        last_day: date,
+        fetch_pool: Executor,
+    ) -> OffsetPager[Message]:
+        limit = self.settings.MATOMO_FILTER_LIMIT
+
+        def fetch(day: date, offset: int) -> list[Message]:
+            # Runs on the fetch pool. Requests overlap; parsing does not: a parsed page is
+            # ten times its JSON, and threads parsing at once only fight over the GIL. The
+            # page leaves already serialised, so only compact bytes wait in the read-ahead.
+            raw = self.matomo.visits_page_raw(idsite, day, limit, offset)
+            with self._parse_lock:
+                return visit_messages(idsite, parse_visits(raw, idsite, day, limit), transform)
+
+        return OffsetPager(
+            fetch,
+            fetch_pool,
+            cursor,
+            last_day,
+            limit,
+            self.lookahead,
+        )
+
+    def _run_site_exactly_once(self, site: SiteReport, fetch_pool: Executor) -> None:
+        """One transaction per page: the page's visits and the site's next checkpoint (the
+        day's end on its last page) commit together; the files follow each commit."""
+        idsite = site.idsite
+        transform, last_day = self.prepare_site(idsite)
+        sink = TransactionalSink(self.settings, idsite)
+        try:
+            sink.init()  # from here on, an older producer of this site is fenced
+            cursor, seq, saved = self._exactly_once_start(idsite)
+            site.cursor, site.last_closed = cursor, last_day
+            self._site_started(site, cursor, last_day)
+            progress = _DayProgress()
+            key = state_key(idsite)
+            for page in self._pager(idsite, transform, cursor, last_day, fetch_pool):
+                self._check_stop(idsite)
+                if page.last:
+                    committed = Cursor(page.day + timedelta(days=1), 0)
+                else:
+                    committed = page.next_cursor
+                seq += 1
+                value = encode(self.settings, idsite, committed, seq, "run")
+                sink.commit(page.items, page_headers(idsite, page.day.isoformat()), key, value)
+                saved = self._save(idsite, committed, saved)
+                site.cursor = saved
+                self._page_counted(site, page, progress)
+                if page.last:
+                    self._day_counted(site, page, progress)
+        finally:
+            sink.close()
+
+    def _exactly_once_start(self, idsite: int) -> tuple[Cursor, int, Cursor | None]:
+        """The site's cursor and seq: the state topic's latest committed checkpoint, which
+        wins over the files (rewritten to match); without one, the files are imported (or
+        START_DATE). Also what the files hold now (None: no files yet)."""
+        assert self.state is not None, "exactly-once needs the state reader (Pipeline.run)"
+        record = self.state.latest(idsite)
+        topic = self.settings.state_topic
+        if record is None:
+            files = self.store.load(idsite)
+            cursor = files or Cursor(self.settings.START_DATE, 0)
+            source = "imported from the checkpoint files" if files else "START_DATE"
+            log.info(
+                "site %d: no checkpoint in the state topic %s yet: %s offset %d (%s)",
+                idsite, topic, cursor.day, cursor.offset, source,
+            )  # fmt: skip
+            return cursor, 0, files
+        try:
+            files = self.store.load(idsite)
+        except CheckpointError as exc:
+            log.warning("site %d: %s; the state topic's checkpoint replaces it", idsite, exc)
+            files = None
+        if files != record.cursor:
+            if files is not None:
+                log.warning(
+                    "site %d: the state topic %s says %s offset %d, the checkpoint files say %s "
+                    "offset %d: the state topic wins (files updated)",
+                    idsite, topic, record.cursor.day, record.cursor.offset, files.day,
+                    files.offset,
+                )  # fmt: skip
+            else:
+                log.info("site %d: checkpoint files written from the state topic %s", idsite,
+                         topic)  # fmt: skip
+            self._save(idsite, record.cursor, files)
+        return record.cursor, record.seq, record.cursor
+
     def _commit(
         self,
         site: SiteReport,
@@ -295,21 +428,27 @@ class Pipeline:
         """Once Kafka acknowledged the page: checkpoint it, and the day's end if it is last."""
         self.sink.wait(ack)
         saved = self._save(site.idsite, page.next_cursor, saved)
-        count = len(page.items)
         site.cursor = saved
+        self._page_counted(site, page, progress)
+        if page.last:
+            saved = self._save(site.idsite, Cursor(page.day + timedelta(days=1), 0), saved)
+            site.cursor = saved
+            self._day_counted(site, page, progress)
+        return saved
+
+    def _page_counted(self, site: SiteReport, page: Page[Message], progress: _DayProgress) -> None:
+        count = len(page.items)
         site.pages += 1
         site.visits += count
         progress.add(page.day, count)
         self.observer.page_done(site, page.day, count)
-        if page.last:
-            saved = self._save(site.idsite, Cursor(page.day + timedelta(days=1), 0), saved)
-            site.cursor = saved
-            site.days_done += 1
-            visits, seconds = progress.finish()
-            log.info("site %d: %s done, %d visits sent (%.1fs)", site.idsite, page.day, visits,
-                     seconds)  # fmt: skip
-            self.observer.day_done(site, page.day, visits, seconds)
-        return saved
+
+    def _day_counted(self, site: SiteReport, page: Page[Message], progress: _DayProgress) -> None:
+        site.days_done += 1
+        visits, seconds = progress.finish()
+        log.info("site %d: %s done, %d visits sent (%.1fs)", site.idsite, page.day, visits,
+                 seconds)  # fmt: skip
+        self.observer.day_done(site, page.day, visits, seconds)
 
     def _save(self, idsite: int, cursor: Cursor, previous: Cursor | None) -> Cursor:
         self.store.save(idsite, cursor, previous)

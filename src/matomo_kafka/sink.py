@@ -5,6 +5,10 @@ duplicate; the Java client's murmur2 partitioner so a visit key lands on the par
 or Kafka Streams consumer expects. A failed or timed-out delivery raises, which keeps the page
 out of the checkpoint: the next run re-sends it (at-least-once; keys make re-sends idempotent
 for compacting or deduplicating consumers).
+
+DELIVERY=exactly_once uses `TransactionalSink` instead: one transactional producer per site
+(transactional.id `matomo-kafka.<KAFKA_TOPIC>.<idsite>`), each page and the site's new
+checkpoint record (state topic) committed in one Kafka transaction (see state.py).
 """
 
 from __future__ import annotations
@@ -14,13 +18,13 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from matomo_kafka import __version__
 from matomo_kafka.config import Settings
-from matomo_kafka.errors import KafkaDeliveryError
+from matomo_kafka.errors import EXIT_LOCKED, KafkaDeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +226,169 @@ class KafkaSink:
         finally:
             self._closed.set()
             self._poller.join(timeout=2)
+
+
+class FencedError(KafkaDeliveryError):
+    """Another instance started a transactional producer for the same site: this one stops.
+    Exit code 3, as for a checkpoint lock held by another run: another instance does the work."""
+
+    exit_code = EXIT_LOCKED
+
+
+def transactional_id(topic: str, idsite: int) -> str:
+    """Stable across runs and hosts, so a second instance on the same site fences the first."""
+    return f"matomo-kafka.{topic}.{idsite}"
+
+
+def transaction_timeout_ms(settings: Settings) -> int:
+    """librdkafka wants message.timeout.ms <= transaction.timeout.ms; the broker aborts a
+    transaction left open longer (an instance that died) after this time."""
+    return max(60_000, settings.KAFKA_DELIVERY_TIMEOUT_MS)
+
+
+_FENCING_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+
+
+class TransactionalSink:
+    """One site's transactional producer: `commit()` writes a page of visits and the site's
+    checkpoint record in one transaction and returns once Kafka committed it.
+
+    Any failure before the commit aborts the transaction (none of its records ever becomes
+    visible to read_committed consumers) and raises KafkaDeliveryError; being fenced by a
+    newer producer with the same transactional.id raises FencedError (Kafka itself aborted
+    what was in flight).
+    """
+
+    def __init__(self, settings: Settings, idsite: int) -> None:
+        self.idsite = idsite
+        self.topic = settings.KAFKA_TOPIC
+        self.state_topic = settings.state_topic
+        self.transactional_id = transactional_id(settings.KAFKA_TOPIC, idsite)
+        txn_ms = transaction_timeout_ms(settings)
+        self.timeout = txn_ms / 1000
+        self.connect_timeout = max(settings.KAFKA_CONNECT_TIMEOUT, 30.0)
+        self._fatal: str | None = None
+        config = producer_config(settings)
+        config.update({"transactional.id": self.transactional_id, "transaction.timeout.ms": txn_ms})
+        self._producer = Producer({**config, "error_cb": self._on_error, "logger": librdkafka_log})
+
+    def _on_error(self, error: KafkaError) -> None:
+        log.debug("Kafka error callback (site %d): %s", self.idsite, error.str())
+        if error.fatal():
+            self._fatal = error.str()
+
+    def init(self) -> None:
+        """Registers the transactional.id with Kafka: fences any older producer using it (on
+        this host or another) and aborts the transaction it left open."""
+        try:
+            self._producer.init_transactions(self.connect_timeout)
+        except KafkaException as exc:
+            error = _error_of(exc)
+            if (
+                error is not None
+                and error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+            ):
+                raise KafkaDeliveryError(
+                    f"Kafka refused transactions for site {self.idsite} (transactional.id "
+                    f"{self.transactional_id!r}): ask the Kafka admins for WRITE and DESCRIBE "
+                    f"on the transactional ids prefixed 'matomo-kafka.{self.topic}.'"
+                ) from None
+            raise KafkaDeliveryError(
+                f"Kafka could not start transactions for site {self.idsite} "
+                f"(transactional.id {self.transactional_id!r}): {_describe(exc)}"
+            ) from None
+
+    def commit(
+        self, messages: Sequence[Message], headers: Headers, state_key: bytes, state_value: bytes
+    ) -> None:
+        """Sends the page and the checkpoint record in one transaction and commits it."""
+        producer = self._producer
+        try:
+            producer.begin_transaction()
+            produce, topic = producer.produce, self.topic
+            for message in messages:
+                while True:
+                    try:
+                        produce(topic, value=message.value, key=message.key, headers=headers)
+                        break
+                    except BufferError:
+                        producer.poll(0.01)  # local queue full: let acks drain it
+            producer.produce(self.state_topic, value=state_value, key=state_key)
+            self._commit()
+        except KafkaException as exc:
+            self._fail(exc)
+
+    def _commit(self) -> None:
+        deadline = time.monotonic() + self.timeout + 30
+        while True:
+            try:
+                self._producer.commit_transaction(max(1.0, deadline - time.monotonic()))
+                return
+            except KafkaException as exc:
+                error = _error_of(exc)
+                retriable = error is not None and error.retriable()
+                if not retriable or time.monotonic() >= deadline:
+                    raise
+
+    def _fail(self, exc: KafkaException) -> NoReturn:
+        error = _error_of(exc)
+        reason = _describe(exc)
+        if self.fenced(error):
+            raise FencedError(
+                f"fenced by another instance working on site {self.idsite} (transactional.id "
+                f"{self.transactional_id!r}): this instance stops; Kafka aborted its transaction "
+                "in flight, the other instance goes on from the last committed page"
+            ) from None
+        if error is not None and error.fatal():
+            raise KafkaDeliveryError(
+                f"Kafka: fatal producer error on site {self.idsite}: {reason}; its transaction "
+                "in flight is never committed (rerun resumes from the last committed page)"
+            ) from None
+        aborted = self.abort()
+        outcome = (
+            "aborted, none of its visits is visible to read_committed consumers"
+            if aborted
+            else "not committed (Kafka aborts it when the transaction times out)"
+        )
+        raise KafkaDeliveryError(
+            f"Kafka failed the transaction of site {self.idsite}: {reason}; {outcome}; rerun "
+            "resumes from the last committed page"
+        ) from None
+
+    def fenced(self, error: KafkaError | None) -> bool:
+        if error is not None and error.code() in _FENCING_CODES:
+            return True
+        texts = [self._fatal or "", error.str() if error is not None else ""]
+        return any("fenced" in text.lower() for text in texts)
+
+    def abort(self) -> bool:
+        """Aborts the open transaction, if any; False when Kafka could not be told."""
+        try:
+            self._producer.abort_transaction(self.timeout)
+            return True
+        except KafkaException as exc:
+            log.warning("site %d: could not abort the transaction: %s", self.idsite, _describe(exc))
+            return False
+
+    def close(self) -> None:
+        """Drops the producer. Not Producer.close(): it aborts and flushes with no timeout,
+        which would hang while Kafka is unreachable. A failure already aborted its
+        transaction (or Kafka will: fencing by the next run, or the transaction timeout)."""
+        producer = self._producer
+        with contextlib.suppress(KafkaException, RuntimeError):
+            producer.purge(in_queue=True, in_flight=True, blocking=False)
+        del self._producer  # the last reference: librdkafka's destroy, bounded
+        del producer
+
+
+def _error_of(exc: KafkaException) -> KafkaError | None:
+    error = exc.args[0] if exc.args else None
+    return error if isinstance(error, KafkaError) else None
+
+
+def _describe(exc: KafkaException) -> str:
+    error = _error_of(exc)
+    return error.str() if error is not None else str(exc)
 
 
 def page_headers(idsite: int, day: str) -> Headers:

@@ -1,0 +1,161 @@
+"""Benchmark: DELIVERY=at_least_once against DELIVERY=exactly_once, on this machine.
+
+A 20k-visit extraction (2 sites x 10 days x 1000 visits) by `matomo-kafka run`, against the
+bundled simulator (its own process, real HTTP) and the real local broker, in each mode, with
+pages of 1000 and of 100 visits (exactly-once commits one transaction per page), and with
+the simulator answering at once or after 200 ms a page. Each run gets a fresh topic; the
+visits are read back with isolation.level=read_committed and must be there exactly once.
+Prints wall time, CPU time, visits/s and transactions.
+
+    .venv/bin/python bench/delivery.py            # 3 runs per cell, the median is printed
+    .venv/bin/python bench/delivery.py --runs 1   # quicker
+
+Needs the local broker: scripts/kafka-local.sh start. Numbers are for this machine only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
+TOKEN = "bench-token"
+SITES, DAYS, PER_DAY = 2, 10, 1000
+RUN_DATE = "2024-03-11"  # reads 2024-03-01 .. 2024-03-10
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_simulator(workdir: Path, latency: float) -> tuple[subprocess.Popen[bytes], str]:
+    days = {f"2024-03-{d:02d}": PER_DAY for d in range(1, DAYS + 1)}
+    sites = [{"idsite": s, "name": f"site {s}", "timezone": "UTC", "default_visits": 0,
+              "visits": days} for s in range(1, SITES + 1)]  # fmt: skip
+    path = workdir / f"sim-{uuid.uuid4().hex[:6]}.json"
+    path.write_text(json.dumps({"token": TOKEN, "latency_s": latency, "sites": sites}))
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "matomo_kafka.cli", "simulate", "--port", str(port),
+         "--config", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.1)
+    return process, f"http://127.0.0.1:{port}/index.php"
+
+
+def new_topic(admin: AdminClient) -> str:
+    name = f"bench.delivery.{uuid.uuid4().hex[:10]}"
+    for future in admin.create_topics([NewTopic(name, 3, 1)]).values():
+        future.result(timeout=30)
+    return name
+
+
+def committed_keys(topic: str) -> Counter[str]:
+    base = {"bootstrap.servers": BOOTSTRAP, "group.id": f"bench-{uuid.uuid4().hex}",
+            "enable.auto.commit": False, "auto.offset.reset": "earliest"}  # fmt: skip
+    consumer = Consumer({**base, "isolation.level": "read_committed"})
+    probe = Consumer({**base, "isolation.level": "read_uncommitted"})
+    try:
+        parts = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+        ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), 30, cached=False)[1]
+                for p in parts}  # fmt: skip
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        todo = {p for p in parts if ends[p] > 0}
+        keys: Counter[str] = Counter()
+        while todo:
+            for message in consumer.consume(1000, timeout=0.5):
+                keys[message.key().decode()] += 1
+            for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
+                if tp.offset >= ends[tp.partition]:
+                    todo.discard(tp.partition)
+        return keys
+    finally:
+        consumer.close()
+        probe.close()
+
+
+def run_once(workdir: Path, url: str, topic: str, delivery: str, limit: int) -> tuple[float, float]:
+    data = workdir / uuid.uuid4().hex[:8]
+    parm = data / "parm"
+    parm.mkdir(parents=True)
+    (parm / "wa7_conf.ini").write_text(
+        f"START_DATE: 2024-03-01\nMATOMO_FILTER_LIMIT: {limit}\n"
+        f"FILE_PATH_LAST_OFFSET: {data}/last_filter_offset\n"
+        f"FILE_PATH_FILTERDATE: {data}/filterdate\nCOLONNE_ANNOMYSE: visitIp,visitorId,userId\n"
+        f"SALAGE: bench-salt\nKAFKA_TOPIC: {topic}\n"
+    )
+    (parm / "wa7.env").write_text(
+        f'MATOMO_ID_SITE="1,2"\nMATOMO_API_URL="{url}"\nMATOMO_API_TOKEN="{TOKEN}"\n'
+        f'KAFKA_SERVERS="{BOOTSTRAP}"\nCLUSTERID="BENCH"\nDELIVERY="{delivery}"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MATOMO_", "KAFKA_"))}
+    args = [sys.executable, "-m", "matomo_kafka.cli", "run", "--parm-dir", str(parm),
+            "--run-date", RUN_DATE, "-q"]  # fmt: skip
+    started = time.monotonic()
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.monotonic() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        stderr = process.stderr.read().decode() if process.stderr else ""
+        raise SystemExit(f"run failed: {stderr[-2000:]}")
+    return seconds, usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    options = parser.parse_args()
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    total = SITES * DAYS * PER_DAY
+    print(f"{total} visits ({SITES} sites x {DAYS} days x {PER_DAY}), median of {options.runs}")
+    print(f"{'latency':>8} {'page':>5} {'delivery':>14} {'wall s':>7} {'cpu s':>6} "
+          f"{'visits/s':>9} {'txns':>5}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for latency in (0.0, 0.2):
+            simulator, url = start_simulator(workdir, latency)
+            try:
+                for limit in (1000, 100):
+                    pages = SITES * DAYS * (PER_DAY // limit + 1)  # the short page included
+                    for delivery in ("at_least_once", "exactly_once"):
+                        walls, cpus = [], []
+                        for _ in range(options.runs):
+                            topic = new_topic(admin)
+                            wall, cpu = run_once(workdir, url, topic, delivery, limit)
+                            keys = committed_keys(topic)
+                            assert len(keys) == total and max(keys.values()) == 1, "not once"
+                            walls.append(wall)
+                            cpus.append(cpu)
+                        wall, cpu = statistics.median(walls), statistics.median(cpus)
+                        txns = str(pages) if delivery == "exactly_once" else "-"
+                        cells = f"{wall:>7.2f} {cpu:>6.2f} {total / wall:>9.0f} {txns:>5}"
+                        print(f"{latency * 1000:>6.0f}ms {limit:>5} {delivery:>14} {cells}",
+                              flush=True)  # fmt: skip
+            finally:
+                simulator.terminate()
+                simulator.wait()
+
+
+if __name__ == "__main__":
+    main()

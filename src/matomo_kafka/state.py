@@ -1,0 +1,375 @@
+"""DELIVERY=exactly_once: each site's checkpoint as a record of a compacted Kafka topic.
+
+The state topic (KAFKA_STATE_TOPIC, default `<KAFKA_TOPIC>.state`, cleanup.policy=compact)
+holds one record per site and page: key `str(idsite)`, value compact JSON
+`{"site", "day", "offset", "seq", ...}` = the cursor once the page is committed. It is written
+in the same Kafka transaction as the page's visits (sink.TransactionalSink), so the visits and
+the checkpoint become visible together or not at all.
+
+Reading it back (`StateReader`) uses isolation.level=read_committed and reads every partition
+to the end it had when the read started (the high watermark, not the last stable offset, so a
+checkpoint committed after a transaction of another site still open is not missed): records
+of aborted transactions are never seen. Per site the record with the highest `seq` wins
+(within a partition, the last one): `seq` grows by one per commit, so the order holds even
+if partitions are added to the topic. A tombstone (null value) deletes the site's checkpoint:
+the next run starts again from the seed checkpoint files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
+
+from matomo_kafka import __version__
+from matomo_kafka.checkpoint import Cursor
+from matomo_kafka.config import Settings
+from matomo_kafka.errors import CheckpointError, KafkaDeliveryError
+from matomo_kafka.sink import TransactionalSink, producer_config, transaction_timeout_ms
+
+log = logging.getLogger(__name__)
+
+#: Producer settings that an admin or consumer client shares (connection and security).
+_SHARED_KEYS = (
+    "bootstrap.servers",
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.location",
+)
+
+#: Kafka errors meaning "this client may not create topics" (ask the admins).
+_REFUSED = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.POLICY_VIOLATION,
+    KafkaError.INVALID_REPLICATION_FACTOR,
+}
+
+
+@dataclass(frozen=True)
+class StateRecord:
+    """A site's checkpoint as read from the state topic."""
+
+    idsite: int
+    cursor: Cursor
+    seq: int
+
+
+def client_config(settings: Settings, purpose: str) -> dict[str, Any]:
+    """An admin/consumer client with the run's connection and security settings (secrets
+    included: never log this dict)."""
+    shared = producer_config(settings)
+    config = {key: shared[key] for key in _SHARED_KEYS if key in shared}
+    config["client.id"] = f"matomo-kafka-{settings.CLUSTERID}-{purpose}"
+    config["allow.auto.create.topics"] = False  # a missing topic is created compacted, here
+    return config
+
+
+def encode(settings: Settings, idsite: int, cursor: Cursor, seq: int, by: str) -> bytes:
+    """The state record's value: the cursor, plus who wrote it, for people reading the topic."""
+    return orjson.dumps(
+        {
+            "site": idsite,
+            "day": cursor.day.isoformat(),
+            "offset": cursor.offset,
+            "seq": seq,
+            "topic": settings.KAFKA_TOPIC,
+            "by": by,
+            "host": socket.gethostname(),
+            "clusterid": settings.CLUSTERID,
+            "producer": f"matomo-kafka/{__version__}",
+            "committed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
+    )
+
+
+def state_key(idsite: int) -> bytes:
+    return str(idsite).encode()
+
+
+def decode(idsite: int, value: bytes) -> StateRecord:
+    """ValueError when the value is not a checkpoint of this site."""
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise ValueError("not JSON") from None
+    if not isinstance(body, dict):
+        raise ValueError("not a JSON object")
+    day, offset, seq = body.get("day"), body.get("offset", 0), body.get("seq", 0)
+    if not isinstance(day, str):
+        raise ValueError("no day")
+    try:
+        parsed = date.fromisoformat(day)
+    except ValueError:
+        raise ValueError(f"day {day[:20]!r} is not YYYY-MM-DD") from None
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError("offset is not a number of visits")
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        raise ValueError("seq is not an integer")
+    if body.get("site", idsite) != idsite:
+        raise ValueError(f"its site is {body.get('site')!r}, not its key")
+    return StateRecord(idsite, Cursor(parsed, offset), seq)
+
+
+def _admin_refusal(topic: str, settings: Settings, reason: str) -> KafkaDeliveryError:
+    return KafkaDeliveryError(
+        f"Kafka state topic {topic!r} does not exist and Kafka refused to create it ({reason}): "
+        f"ask the Kafka admins to create {topic!r} with cleanup.policy=compact (1 partition, "
+        "the cluster's replication factor), to grant this client READ, WRITE and DESCRIBE on "
+        "it, and WRITE and DESCRIBE on the transactional ids prefixed "
+        f"'matomo-kafka.{settings.KAFKA_TOPIC}.'"
+    )
+
+
+def ensure_state_topic(settings: Settings) -> int:
+    """The state topic's partition count; creates it (compacted, 1 partition, the cluster's
+    replication factor) when missing. A topic that is not compacted is only warned about."""
+    topic = settings.state_topic
+    timeout = settings.KAFKA_CONNECT_TIMEOUT
+    admin = AdminClient(client_config(settings, "admin"))
+    try:
+        metadata = admin.list_topics(topic=topic, timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaDeliveryError(
+            f"Kafka unreachable at {settings.KAFKA_SERVERS} ({_text(exc)})"
+        ) from None
+    described = metadata.topics.get(topic)
+    missing = described is None or (
+        described.error is not None and described.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    )
+    if missing:
+        new = NewTopic(
+            topic,
+            num_partitions=1,
+            replication_factor=-1,  # the cluster's default.replication.factor
+            config={"cleanup.policy": "compact"},
+        )
+        try:
+            admin.create_topics([new], request_timeout=timeout)[topic].result(timeout=timeout + 5)
+            log.info("created the state topic %s (cleanup.policy=compact, 1 partition)", topic)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code == KafkaError.TOPIC_ALREADY_EXISTS:
+                pass  # another instance created it meanwhile
+            elif code in _REFUSED:
+                raise _admin_refusal(topic, settings, _text(exc)) from None
+            else:
+                raise KafkaDeliveryError(
+                    f"Kafka state topic {topic!r} does not exist and could not be created "
+                    f"({_text(exc)})"
+                ) from None
+        return _wait_for_partitions(admin, topic, timeout)
+    assert described is not None
+    if described.error is not None:
+        raise KafkaDeliveryError(
+            f"Kafka state topic {topic!r} is not usable: {described.error.str()} (ask the Kafka "
+            "admins for READ, WRITE and DESCRIBE on it)"
+        )
+    _warn_if_not_compacted(admin, topic, timeout)
+    return len(described.partitions)
+
+
+def _wait_for_partitions(admin: AdminClient, topic: str, timeout: float) -> int:
+    """A topic just created takes a moment to show up in the metadata."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            described = admin.list_topics(topic=topic, timeout=timeout).topics.get(topic)
+        except KafkaException:
+            described = None
+        if described is not None and described.error is None and described.partitions:
+            return len(described.partitions)
+        if time.monotonic() > deadline:
+            raise KafkaDeliveryError(f"Kafka state topic {topic!r} was created but is not ready")
+        time.sleep(0.1)
+
+
+def _warn_if_not_compacted(admin: AdminClient, topic: str, timeout: float) -> None:
+    try:
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result(
+            timeout=timeout + 5
+        )
+    except KafkaException as exc:
+        log.debug("cannot describe the state topic %s: %s", topic, _text(exc))
+        return
+    policy = configs.get("cleanup.policy")
+    if policy is not None and "compact" not in str(policy.value):
+        log.warning(
+            "state topic %s has cleanup.policy=%s: its checkpoints expire with retention; ask "
+            "the Kafka admins for cleanup.policy=compact",
+            topic,
+            policy.value,
+        )
+
+
+class StateReader:
+    """The latest committed checkpoint of each site in the state topic, read incrementally:
+    each `latest()` first reads every partition up to its current end, so a record committed
+    before the call is always seen. Thread-safe (one read at a time)."""
+
+    def __init__(self, settings: Settings, partitions: int) -> None:
+        self.topic = settings.state_topic
+        self.timeout = settings.KAFKA_CONNECT_TIMEOUT
+        # An open transaction of another instance holds read_committed readers back until it
+        # ends; a dead instance's one ends when Kafka aborts it (transaction timeout).
+        self.wait_limit = transaction_timeout_ms(settings) / 1000 + 30
+        group = f"matomo-kafka-state-{uuid.uuid4().hex}"
+        base = client_config(settings, "state")
+        common = {"group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+        self._consumer = Consumer({**base, **common, "isolation.level": "read_committed"})
+        self._ends = Consumer({**base, **common, "isolation.level": "read_uncommitted"})
+        self._partitions = [TopicPartition(self.topic, p) for p in range(partitions)]
+        self._consumer.assign(
+            [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+        )
+        self._latest: dict[int, StateRecord] = {}
+        self._invalid: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def latest(self, idsite: int) -> StateRecord | None:
+        """The site's latest committed checkpoint, or None if the topic has none for it."""
+        with self._lock:
+            self._catch_up()
+            problem = self._invalid.get(idsite)
+            if problem is not None:
+                raise CheckpointError(
+                    f"state topic {self.topic!r}: the latest checkpoint of site {idsite} is "
+                    f"invalid ({problem}); `matomo-kafka reset --site {idsite} --date DAY` "
+                    "writes a valid one"
+                )
+            return self._latest.get(idsite)
+
+    def _catch_up(self) -> None:
+        ends: dict[int, int] = {}
+        try:
+            for tp in self._partitions:
+                low, high = self._ends.get_watermark_offsets(tp, timeout=self.timeout, cached=False)
+                if high > low:
+                    ends[tp.partition] = high
+        except KafkaException as exc:
+            raise KafkaDeliveryError(
+                f"Kafka state topic {self.topic!r} cannot be read: {_text(exc)}"
+            ) from None
+        started = time.monotonic()
+        warned = False
+        while ends:
+            try:
+                for message in self._consumer.consume(num_messages=1000, timeout=0.2):
+                    self._apply(message)
+                positions = self._consumer.position([TopicPartition(self.topic, p) for p in ends])
+            except KafkaException as exc:
+                raise KafkaDeliveryError(
+                    f"Kafka state topic {self.topic!r} cannot be read: {_text(exc)}"
+                ) from None
+            for tp in positions:
+                if tp.offset >= ends[tp.partition]:
+                    del ends[tp.partition]
+            waited = time.monotonic() - started
+            if ends and not warned and waited > 5:
+                warned = True
+                log.warning(
+                    "state topic %s: waiting for a transaction still open on partition(s) %s "
+                    "(another instance; one that died is aborted by Kafka within %.0fs)",
+                    self.topic, sorted(ends), self.wait_limit - 30,
+                )  # fmt: skip
+            if ends and waited > self.wait_limit:
+                raise KafkaDeliveryError(
+                    f"Kafka state topic {self.topic!r}: partition(s) {sorted(ends)} could not be "
+                    f"read to their end within {self.wait_limit:.0f}s (a transaction stays open)"
+                )
+
+    def _apply(self, message: Any) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                return
+            raise KafkaDeliveryError(f"Kafka state topic {self.topic!r}: {error.str()}")
+        key = message.key()
+        text = key.decode(errors="replace") if key else ""
+        if not text.isdigit():
+            return  # not a site's checkpoint: ignored
+        idsite = int(text)
+        value = message.value()
+        where = f"partition {message.partition()}, offset {message.offset()}"
+        if value is None:  # tombstone: the site's checkpoint was deleted on purpose
+            self._latest.pop(idsite, None)
+            self._invalid.pop(idsite, None)
+            return
+        try:
+            record = decode(idsite, value)
+        except ValueError as exc:
+            self._invalid[idsite] = f"{where}: {exc}"
+            return
+        current = self._latest.get(idsite)
+        if current is None or record.seq >= current.seq or idsite in self._invalid:
+            self._latest[idsite] = record
+            self._invalid.pop(idsite, None)
+
+    def close(self) -> None:
+        for consumer in (self._consumer, self._ends):
+            with contextlib.suppress(KafkaException, RuntimeError):
+                consumer.close()
+
+
+def claim_sites(settings: Settings, sites: tuple[int, ...], workers: int = 8) -> None:
+    """Registers every site's transactional.id once, up front: fences any other instance
+    working on them and aborts the transactions an instance that died left open, so reading
+    the state topic never waits for those. Raises the first failure."""
+    if not sites:
+        return
+
+    def claim(idsite: int) -> None:
+        sink = TransactionalSink(settings, idsite)
+        try:
+            sink.init()
+        finally:
+            sink.close()
+
+    with ThreadPoolExecutor(max(1, min(workers, len(sites))), "kafka-claim") as pool:
+        for future in [pool.submit(claim, idsite) for idsite in sites]:
+            future.result()
+
+
+def write_checkpoint(settings: Settings, idsite: int, cursor: Cursor, by: str = "reset") -> int:
+    """Writes a site's checkpoint to the state topic in its own transaction (`reset`): fences
+    any instance working on the site. Returns the record's seq."""
+    partitions = ensure_state_topic(settings)
+    sink = TransactionalSink(settings, idsite)
+    try:
+        sink.init()
+        reader = StateReader(settings, partitions)
+        try:
+            previous = reader.latest(idsite)
+        except CheckpointError:
+            previous = None  # an invalid checkpoint is what a reset repairs
+        finally:
+            reader.close()
+        seq = (previous.seq if previous else 0) + 1
+        sink.commit([], [], state_key(idsite), encode(settings, idsite, cursor, seq, by))
+        return seq
+    finally:
+        sink.close()
+
+
+def _text(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else None
+    return error.str() if isinstance(error, KafkaError) else str(exc)
