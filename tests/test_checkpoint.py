@@ -58,16 +58,19 @@ def test_save_round_trip_and_files(tmp_path: Path) -> None:
         "filterdate6.txt", "last_filter_offset6.txt"]  # fmt: skip
 
 
-def test_crash_between_day_and_offset_can_only_resend(
+def test_crash_during_a_day_change_resumes_at_old_or_new_cursor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every prefix of the writes of a day change leaves a cursor <= the true position."""
+    """A day change is four writes (marker, offset 0, day, offset): a crash after any prefix
+    of them resumes at the old cursor or at the new one, never elsewhere."""
     s = store(tmp_path)
     before = Cursor(date(2024, 3, 1), 1234)
-    s.save(6, before, None)
+    after = Cursor(date(2024, 3, 2), 0)
     real_write = checkpoint_module._write_atomic
-    for crash_after in range(2):  # a day change writes the offset (0), then the day
+    for crash_after in range(4):
+        monkeypatch.setattr(checkpoint_module, "_write_atomic", real_write)
         s.save(6, before, s.load(6))
+        assert s.load(6) == before
         writes = 0
 
         def crashing_write(path: Path, text: str, limit: int = crash_after) -> None:
@@ -79,12 +82,16 @@ def test_crash_between_day_and_offset_can_only_resend(
 
         monkeypatch.setattr(checkpoint_module, "_write_atomic", crashing_write)
         with pytest.raises(CheckpointError, match="No space left"):
-            s.save(6, Cursor(date(2024, 3, 2), 0), before)
-        monkeypatch.setattr(checkpoint_module, "_write_atomic", real_write)
-        after = s.load(6)
-        assert after is not None
-        # Never (new day, old offset): that would skip 1234 visits of the new day.
-        assert after in (before, Cursor(date(2024, 3, 1), 0), Cursor(date(2024, 3, 2), 0))
+            s.save(6, after, before)
+        resumed = s.load(6)
+        assert resumed == (before if crash_after == 0 else after), crash_after
+
+
+def test_seed_files_alone_only_resend(tmp_path: Path) -> None:
+    """Without a marker (files as producerMatomo left them mid-change): (old day, 0)."""
+    (tmp_path / "filterdate6.txt").write_text("2024-03-01")
+    (tmp_path / "last_filter_offset6.txt").write_text("0")
+    assert store(tmp_path).load(6) == Cursor(date(2024, 3, 1), 0)
 
 
 def test_atomic_write_leaves_no_temp_file_on_failure(

@@ -3,9 +3,12 @@
 Per site two files hold the cursor: `<FILE_PATH_FILTERDATE><idsite>.txt` the day being read
 (YYYY-MM-DD) and `<FILE_PATH_LAST_OFFSET><idsite>.txt` how many visits of that day Kafka has
 already acknowledged. Each write is atomic (temp file, fsync, rename, fsync of the directory).
-When the day changes the offset is reset to 0 *before* the new day is written: a crash between
-the two writes leaves (old day, 0), which re-sends that day, and can never leave
-(new day, old offset), which would skip visits.
+When the day changes, a marker `<FILE_PATH_FILTERDATE><idsite>.next` holding the new cursor is
+written first, then the offset is reset to 0 *before* the new day is written, then the new
+offset, then the marker goes: a crash at any point either finds the marker (and resumes at the
+new cursor, which Kafka already acknowledged) or the old cursor; never (new day, old offset),
+which would skip visits. Without the marker (producerMatomo's own files) the order alone
+still guarantees a re-send, never a skip.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ import re
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from types import TracebackType
 
 from matomo_kafka.errors import CheckpointError, LockedError
 
 _DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: Beyond this an offset can only be a corrupted file (Matomo's busiest sites log far fewer).
+MAX_VISITS_PER_DAY = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,30 @@ class CheckpointStore:
     def offset_path(self, idsite: int) -> Path:
         return Path(f"{self.offset_prefix}{idsite}.txt")
 
+    def marker_path(self, idsite: int) -> Path:
+        return Path(f"{self.filterdate_prefix}{idsite}.next")
+
     def load(self, idsite: int) -> Cursor | None:
         """The site's cursor, or None when it has never run. Unreadable files raise."""
+        marker = self._read_marker(idsite)
+        if marker is not None:
+            return marker  # a day change was interrupted: its target is acknowledged
+        return self._load_files(idsite)
+
+    def _read_marker(self, idsite: int) -> Cursor | None:
+        text = _read(self.marker_path(idsite))
+        if text is None:
+            return None
+        day_text, _, offset_text = text.partition(" ")
+        try:
+            return Cursor(date.fromisoformat(day_text), int(offset_text))
+        except ValueError:
+            raise CheckpointError(
+                f"checkpoint {self.marker_path(idsite)} is unreadable; delete it (the day "
+                "change it records is then re-done: re-sending, never skipping)"
+            ) from None
+
+    def _load_files(self, idsite: int) -> Cursor | None:
         date_path = self.date_path(idsite)
         day_text = _read(date_path)
         if day_text is None:
@@ -61,27 +88,43 @@ class CheckpointStore:
             day = date.fromisoformat(day_text)
         except ValueError:
             raise CheckpointError(f"checkpoint {date_path} holds an invalid day") from None
+        if day > date.today() + timedelta(days=2):  # no timezone is two days ahead
+            raise CheckpointError(
+                f"checkpoint {date_path} holds {day}, a day in the future; fix it or use "
+                "`matomo-kafka reset`"
+            )
         offset_path = self.offset_path(idsite)
         offset_text = _read(offset_path)
         if offset_text is None:
             # Only the seed could leave a day without an offset: re-reading the day is safe.
             return Cursor(day, 0)
-        if not offset_text.isdigit():
+        # isascii: str.isdigit() also accepts digits such as "²" that int() refuses.
+        if not (offset_text.isascii() and offset_text.isdigit()):
             raise CheckpointError(
                 f"checkpoint {offset_path} holds {offset_text[:40]!r}, not a number of visits; "
                 "fix it (0 re-sends the whole day)"
+            )
+        if int(offset_text) > MAX_VISITS_PER_DAY:
+            raise CheckpointError(
+                f"checkpoint {offset_path} holds {offset_text[:40]}, more visits than a day can "
+                "hold; fix it (0 re-sends the whole day)"
             )
         return Cursor(day, int(offset_text))
 
     def save(self, idsite: int, cursor: Cursor, previous: Cursor | None) -> None:
         """Moves the site's cursor forward, in the crash-safe order described above."""
+        marker = self.marker_path(idsite)
         try:
-            if previous is None or previous.day != cursor.day:
+            if previous is None or previous.day != cursor.day or marker.exists():
+                # The seed's two files cannot change together: a marker holding the new
+                # cursor (already acknowledged) is written first, so a crash anywhere in
+                # between resumes at the new cursor instead of re-sending the whole day.
+                _write_atomic(marker, f"{cursor.day.isoformat()} {cursor.offset}")
                 if previous is not None or self.offset_path(idsite).exists():
                     _write_atomic(self.offset_path(idsite), "0")
                 _write_atomic(self.date_path(idsite), cursor.day.isoformat())
-                if cursor.offset != 0 or previous is None:
-                    _write_atomic(self.offset_path(idsite), str(cursor.offset))
+                _write_atomic(self.offset_path(idsite), str(cursor.offset))
+                marker.unlink()
             elif previous.offset != cursor.offset:
                 _write_atomic(self.offset_path(idsite), str(cursor.offset))
         except OSError as exc:
