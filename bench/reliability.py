@@ -1059,9 +1059,27 @@ def free_port_block(count: int = 3) -> int:
     raise ProofFailed("no free port block for a broker")
 
 
+#: Stops an own broker whose owner died without stopping it (pytest or the bench killed):
+#: kafka-local.sh starts the JVM in a session of its own, so nothing else would.
+_WATCHDOG = """
+import subprocess, sys, time
+owner, script = sys.argv[1], sys.argv[2]
+def alive():
+    try:
+        with open(f"/proc/{owner}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+while alive():
+    time.sleep(2)
+subprocess.run(["bash", script, "stop", "--kill"], capture_output=True, timeout=120)
+"""
+
+
 class OwnBroker:
     """A broker of our own: scripts/kafka-local.sh with its own KAFKA_LOCAL_DIR and ports, so
-    it can be stopped, killed and restarted at will. The shared broker is never touched."""
+    it can be stopped, killed and restarted at will. The shared broker is never touched. A
+    watchdog process stops it if this process dies without calling close()."""
 
     def __init__(self, root: Path) -> None:
         self.dir = root / "kafka-own"
@@ -1073,6 +1091,7 @@ class OwnBroker:
                     "KAFKA_CONTROLLER_PORT": str(self.port + 1),
                     "KAFKA_SASL_PORT": str(self.port + 2)}  # fmt: skip
         self._link_jar_cache()
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     def _link_jar_cache(self) -> None:
         """Links the jars another state dir already resolved (else Maven resolves them)."""
@@ -1094,6 +1113,12 @@ class OwnBroker:
 
     def start(self) -> float:
         """Starts it; returns the seconds until it is ready."""
+        if self._watchdog is None:
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(KAFKA_SCRIPT)],
+                env=self.env, start_new_session=True, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
         started = time.monotonic()
         for _ in range(10):
             result = self._script("start")
@@ -1115,6 +1140,9 @@ class OwnBroker:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._script("stop", "--kill", timeout=60)
+        if self._watchdog is not None:
+            self._watchdog.terminate()
+            self._watchdog.wait(timeout=10)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
