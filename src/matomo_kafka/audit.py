@@ -27,17 +27,8 @@ from matomo_kafka.config import Settings
 from matomo_kafka.days import day_range
 from matomo_kafka.errors import KafkaReadError
 from matomo_kafka.matomo import MatomoClient, as_int
-from matomo_kafka.sink import producer_config
+from matomo_kafka.state import client_config
 
-#: Producer settings that a consumer shares (connection and security).
-_SHARED_KEYS = (
-    "bootstrap.servers",
-    "security.protocol",
-    "sasl.mechanism",
-    "sasl.username",
-    "sasl.password",
-    "ssl.ca.location",
-)
 STALL_SECONDS = 30.0
 
 
@@ -67,8 +58,7 @@ class DayAudit:
 def consumer_config(settings: Settings) -> dict[str, Any]:
     """A reading client with the run's connection and security settings (secrets included:
     never log this dict); no group membership, no offset commits."""
-    shared = producer_config(settings)
-    config = {key: shared[key] for key in _SHARED_KEYS if key in shared}
+    config = client_config(settings, "audit")
     config.update(
         {
             "client.id": f"matomo-kafka-{settings.CLUSTERID}-audit",
