@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -50,6 +51,14 @@ def topic(kafka_bootstrap: str) -> str:
     futures = admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
     for future in futures.values():
         future.result(timeout=30)
+    # A new topic's metadata reaches every listener a moment after creation: wait for it, so a
+    # run started at once never sees "unknown topic".
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        topics = admin.list_topics(name, timeout=10).topics
+        if name in topics and topics[name].error is None and len(topics[name].partitions) == 3:
+            break
+        time.sleep(0.1)
     return name
 
 
