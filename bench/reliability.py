@@ -796,7 +796,7 @@ import os, signal, sys
 import matomo_kafka.checkpoint as checkpoint
 _write = checkpoint._write_atomic
 def _die_before_the_new_day(path, text):
-    if path.name.startswith("filterdate") and path.exists():
+    if path.name.startswith("filterdate") and path.suffix == ".txt" and path.exists():
         os.kill(os.getpid(), signal.SIGKILL)
     _write(path, text)
 checkpoint._write_atomic = _die_before_the_new_day

@@ -115,6 +115,41 @@ def read_topic(topic: str, bootstrap: str = BOOTSTRAP, **extra: Any) -> list[Rec
         consumer.close()
 
 
+def read_records(topic: str, isolation: str = "read_committed") -> list[tuple[str, bytes | None]]:
+    """(key, value) of every record a consumer with this isolation level gets, read up to each
+    partition's high watermark (positions, not the last offset: transactional topics end with
+    commit/abort markers that are never delivered)."""
+    config = {
+        "bootstrap.servers": BOOTSTRAP,
+        "group.id": f"reader-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": isolation,
+    }
+    consumer, probe = Consumer(config), Consumer({**config, "isolation.level": "read_uncommitted"})
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+        ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), 30, cached=False)[1]
+                for p in partitions}  # fmt: skip
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        todo = {p for p in partitions if ends[p] > 0}
+        records: list[tuple[str, bytes | None]] = []
+        deadline = time.monotonic() + 60
+        while todo:
+            assert time.monotonic() < deadline, f"{topic}: partitions {todo} not read to the end"
+            for message in consumer.consume(500, timeout=0.5):
+                if message.error():
+                    raise RuntimeError(message.error().str())
+                records.append((message.key().decode(), message.value()))
+            for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
+                if tp.offset >= ends[tp.partition]:
+                    todo.discard(tp.partition)
+        return records
+    finally:
+        consumer.close()
+        probe.close()
+
+
 @pytest.fixture
 def sim_factory() -> Iterator[Callable[..., MatomoSimulator]]:
     started: list[MatomoSimulator] = []

@@ -55,19 +55,19 @@ def test_save_round_trip_and_files(tmp_path: Path) -> None:
     s.save(6, Cursor(date(2024, 3, 2), 0), Cursor(date(2024, 3, 1), 1000))
     assert s.load(6) == Cursor(date(2024, 3, 2), 0)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "filterdate6.txt", "last_filter_offset6.txt"]  # fmt: skip
+        "filterdate6.boundary", "filterdate6.txt", "last_filter_offset6.txt"]  # fmt: skip
 
 
 def test_crash_during_a_day_change_resumes_at_old_or_new_cursor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A day change is four writes (marker, offset 0, day, offset): a crash after any prefix
-    of them resumes at the old cursor or at the new one, never elsewhere."""
+    """A day change is five writes (boundary, marker, offset 0, day, offset): a crash after
+    any prefix of them resumes at the old cursor or at the new one, never elsewhere."""
     s = store(tmp_path)
     before = Cursor(date(2024, 3, 1), 1234)
     after = Cursor(date(2024, 3, 2), 0)
     real_write = checkpoint_module._write_atomic
-    for crash_after in range(4):
+    for crash_after in range(5):
         monkeypatch.setattr(checkpoint_module, "_write_atomic", real_write)
         s.save(6, before, s.load(6))
         assert s.load(6) == before
@@ -85,6 +85,68 @@ def test_crash_during_a_day_change_resumes_at_old_or_new_cursor(
             s.save(6, after, before)
         resumed = s.load(6)
         assert resumed == (before if crash_after == 0 else after), crash_after
+
+
+def test_boundary_round_trip(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    start = Cursor(date(2024, 3, 1), 0)
+    s.save(6, start, None)
+    inside = Cursor(date(2024, 3, 1), 1000, 1_709_251_200, frozenset({7, 9}))
+    s.save(6, inside, start)
+    assert s.load(6) == inside
+    assert (tmp_path / "last_filter_offset6.txt").read_text() == "1000\n"  # still the seed's
+
+
+def test_crash_between_boundary_and_offset_uses_the_boundary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The boundary file is written first: a crash before the offset file resumes at it."""
+    s = store(tmp_path)
+    one = Cursor(date(2024, 3, 1), 1000, 1_709_251_200, frozenset({7}))
+    s.save(6, one, None)
+    two = Cursor(date(2024, 3, 1), 2000, 1_709_260_000, frozenset({8, 11}))
+    real_write = checkpoint_module._write_atomic
+    calls = 0
+
+    def crash_second(path: Path, text: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise OSError(28, "No space left on device")
+        real_write(path, text)
+
+    monkeypatch.setattr(checkpoint_module, "_write_atomic", crash_second)
+    with pytest.raises(CheckpointError):
+        s.save(6, two, one)
+    monkeypatch.undo()
+    assert (tmp_path / "last_filter_offset6.txt").read_text() == "1000\n"
+    assert s.load(6) == two
+
+
+def test_edited_seed_files_win_over_the_boundary(tmp_path: Path) -> None:
+    """Someone moved the seed files (to replay part of a day): their offset, no boundary."""
+    s = store(tmp_path)
+    s.save(6, Cursor(date(2024, 3, 1), 0), None)
+    s.save(6, Cursor(date(2024, 3, 1), 10, 1_709_251_200, frozenset({7})),
+           Cursor(date(2024, 3, 1), 0))  # fmt: skip
+    (tmp_path / "last_filter_offset6.txt").write_text("4")
+    assert s.load(6) == Cursor(date(2024, 3, 1), 4)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{", "[]", '{"day": "2024-03-01"}',
+     '{"day": "2024-03-01", "offset": -1, "last_action": 5, "ids": []}',
+     '{"day": "2024-03-01", "offset": 1, "last_action": "5", "ids": []}',
+     '{"day": "2024-03-01", "offset": 1, "last_action": null, "ids": [3]}',
+     '{"day": "2024-03-01", "offset": 1, "last_action": 5, "ids": [true]}'],
+)  # fmt: skip
+def test_unreadable_boundary_is_an_error(tmp_path: Path, text: str) -> None:
+    (tmp_path / "filterdate6.txt").write_text("2024-03-01")
+    (tmp_path / "last_filter_offset6.txt").write_text("1")
+    (tmp_path / "filterdate6.boundary").write_text(text)
+    with pytest.raises(CheckpointError, match="boundary is unreadable; delete it"):
+        store(tmp_path).load(6)
 
 
 def test_seed_files_alone_only_resend(tmp_path: Path) -> None:

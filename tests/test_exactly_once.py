@@ -18,51 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from conftest import BOOTSTRAP, base_values, clean_env, run_cli, two_sites, write_parm
+from conftest import read_records as read_all
 from matomo_kafka.checkpoint import CheckpointStore, Cursor
 from matomo_kafka.simulator import MatomoSimulator, SimSite
 
 LIMIT = 10
 RUN_DATE = "2024-03-06"  # reads 2024-03-01 .. 2024-03-05
 DAYS = [date(2024, 3, d) for d in range(1, 6)]
-
-
-def read_all(topic: str, isolation: str = "read_committed") -> list[tuple[str, bytes | None]]:
-    """(key, value) of every record a consumer with this isolation level gets, read up to each
-    partition's high watermark (positions, not the last offset: transactional topics end with
-    commit/abort markers that are never delivered)."""
-    config = {
-        "bootstrap.servers": BOOTSTRAP,
-        "group.id": f"reader-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "isolation.level": isolation,
-    }
-    consumer, probe = Consumer(config), Consumer({**config, "isolation.level": "read_uncommitted"})
-    try:
-        partitions = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
-        ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), 30, cached=False)[1]
-                for p in partitions}  # fmt: skip
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        todo = {p for p in partitions if ends[p] > 0}
-        records: list[tuple[str, bytes | None]] = []
-        deadline = time.monotonic() + 60
-        while todo:
-            assert time.monotonic() < deadline, f"{topic}: partitions {todo} not read to the end"
-            for message in consumer.consume(500, timeout=0.5):
-                if message.error():
-                    raise RuntimeError(message.error().str())
-                records.append((message.key().decode(), message.value()))
-            for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
-                if tp.offset >= ends[tp.partition]:
-                    todo.discard(tp.partition)
-        return records
-    finally:
-        consumer.close()
-        probe.close()
 
 
 def visit_counts(topic: str, isolation: str = "read_committed") -> Counter[str]:

@@ -2,47 +2,54 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from matomo_kafka.checkpoint import Cursor
-from matomo_kafka.matomo import RequestGate, Visit
-from matomo_kafka.paging import OffsetPager
+from matomo_kafka.matomo import RequestGate
+from matomo_kafka.paging import Batch, Pager, Request
 
 LIMIT = 10
 FIRST = date(2024, 3, 1)
 
 
 class FakeDays:
-    """A day's visits by count; records every (day, offset) requested."""
+    """A day's visits by count (one per second: no ties); records every (day, offset)."""
 
     def __init__(self, counts: list[int]) -> None:
         self.counts = {FIRST + timedelta(days=i): n for i, n in enumerate(counts)}
         self.requests: list[tuple[date, int]] = []
         self.lock = threading.Lock()
 
-    def fetch(self, day: date, offset: int) -> list[Visit]:
+    def fetch(self, request: Request) -> Batch[int]:
         with self.lock:
-            self.requests.append((day, offset))
-        n = self.counts.get(day, 0)
-        return [{"idVisit": i} for i in range(offset, min(n, offset + LIMIT))]
+            self.requests.append((request.day, request.offset))
+        n = self.counts.get(request.day, 0)
+        ids = list(range(request.offset, min(n, request.offset + request.limit)))
+        return Batch(ids, ids, [1_700_000_000 + i for i in ids])
 
 
-def read_all(days: FakeDays, start: Cursor, lookahead: int) -> list[tuple[date, int, int, bool]]:
+def read_all(
+    days: FakeDays, start: Cursor, lookahead: int, keyset: bool = True
+) -> list[tuple[date, int, int, bool]]:
     last = FIRST + timedelta(days=len(days.counts) - 1)
     with ThreadPoolExecutor(4) as pool:
-        pager = OffsetPager(days.fetch, pool, start, last, LIMIT, lookahead)
+        pager = Pager(days.fetch, pool, start, last, LIMIT, lookahead, keyset)
         return [(p.day, p.offset, len(p.items), p.last) for p in pager]
 
 
+@pytest.mark.parametrize("keyset", [True, False])
 @pytest.mark.parametrize("lookahead", [1, 2, 3])
-def test_pages_in_order_cover_every_visit(lookahead: int) -> None:
+def test_pages_in_order_cover_every_visit(lookahead: int, keyset: bool) -> None:
     days = FakeDays([0, 9, 10, 11, 20, 35])
-    pages = read_all(days, Cursor(FIRST, 0), lookahead)
+    pages = read_all(days, Cursor(FIRST, 0), lookahead, keyset)
     for day, count in days.counts.items():
         day_pages = [p for p in pages if p[0] == day]
         assert sum(p[2] for p in day_pages) == count
@@ -65,7 +72,8 @@ def test_speculation_wastes_at_most_lookahead_minus_one_per_day() -> None:
     assert len(set(days.requests)) == len(days.requests), "a page was fetched twice"
 
 
-def test_resume_inside_a_day() -> None:
+def test_resume_inside_a_day_at_an_offset() -> None:
+    """A cursor without a boundary (the seed's files): the day resumes at its offset."""
     days = FakeDays([25, 5])
     pages = read_all(days, Cursor(FIRST, 20), 1)
     assert pages == [(FIRST, 20, 5, True), (FIRST + timedelta(days=1), 0, 5, True)]
@@ -75,6 +83,124 @@ def test_start_after_last_day_reads_nothing() -> None:
     days = FakeDays([5])
     assert read_all(days, Cursor(FIRST + timedelta(days=1), 0), 2) == []
     assert days.requests == []
+
+
+class TiedDays:
+    """Visits as (last action second, idVisit); every request orders visits of the same
+    second at random, as MySQL may for ORDER BY ... LIMIT without a tie-breaker."""
+
+    def __init__(self, days: dict[date, list[tuple[int, int]]], seed: int) -> None:
+        self.days = days
+        self.random = random.Random(seed)
+        self.lock = threading.Lock()
+        self.requests: list[Request] = []
+
+    def fetch(self, request: Request) -> Batch[int]:
+        with self.lock:
+            self.requests.append(request)
+            visits = [
+                (stamp, self.random.random(), idvisit)
+                for stamp, idvisit in self.days.get(request.day, [])
+                if request.after is None or stamp > request.after
+            ]
+        visits.sort()
+        chosen = visits[request.offset : request.offset + request.limit]
+        ids = [idvisit for _, _, idvisit in chosen]
+        return Batch(ids, ids, [stamp for stamp, _, _ in chosen])
+
+
+def tied_days(groups: list[list[int]]) -> dict[date, list[tuple[int, int]]]:
+    """Day i holds groups[i][k] visits at second k (many ties)."""
+    days = {}
+    for d, sizes in enumerate(groups):
+        second = 1_700_000_000 + d * 86_400
+        days[FIRST + timedelta(days=d)] = [
+            (second + k, (d << 20) | (k << 10) | j) for k, size in enumerate(sizes)
+            for j in range(size)
+        ]  # fmt: skip
+    return days
+
+
+def read_ids(
+    source: TiedDays,
+    start: Cursor,
+    last: date,
+    limit: int,
+    lookahead: int,
+    keyset: bool = True,
+    stop_after: int | None = None,
+) -> tuple[list[int], Cursor]:
+    """The ids of the pages read, and the cursor after the last one (a checkpoint)."""
+    ids: list[int] = []
+    cursor = start
+    with ThreadPoolExecutor(4) as pool:
+        for n, page in enumerate(Pager(source.fetch, pool, start, last, limit, lookahead, keyset)):
+            ids.extend(page.items)
+            cursor = page.next_cursor
+            if page.last:
+                cursor = Cursor(page.day + timedelta(days=1), 0)
+            if stop_after is not None and n + 1 >= stop_after:
+                break
+    return ids, cursor
+
+
+group_sizes = st.lists(st.lists(st.integers(0, 9), min_size=0, max_size=12), min_size=1, max_size=3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(groups=group_sizes, limit=st.integers(1, 7), lookahead=st.integers(1, 3),
+       seed=st.integers(0, 2**32), stops=st.lists(st.integers(1, 4), max_size=4))  # fmt: skip
+def test_keyset_reads_every_visit_once_despite_unstable_ties(
+    groups: list[list[int]], limit: int, lookahead: int, seed: int, stops: list[int]
+) -> None:
+    """Whatever the tie order of each request, page size, read-ahead, and wherever the run
+    stops and resumes from its checkpoint: every visit exactly once."""
+    days = tied_days(groups)
+    source = TiedDays(days, seed)
+    last = FIRST + timedelta(days=len(groups) - 1)
+    got: list[int] = []
+    cursor = Cursor(FIRST, 0)
+    for stop in [*stops, None]:
+        ids, cursor = read_ids(source, cursor, last, limit, lookahead, stop_after=stop)
+        got.extend(ids)
+        if cursor.day > last:
+            break
+    expected = sorted(idvisit for visits in days.values() for _, idvisit in visits)
+    assert sorted(got) == expected
+
+
+def test_offset_paging_skips_and_repeats_on_unstable_ties() -> None:
+    """The failure keyset paging exists for (so the test above can fail)."""
+    days = tied_days([[7] * 6])
+    expected = sorted(idvisit for _, idvisit in days[FIRST])
+    outcomes = set()
+    for seed in range(20):
+        ids, _ = read_ids(TiedDays(days, seed), Cursor(FIRST, 0), FIRST, 5, 1, keyset=False)
+        outcomes.add(sorted(ids) == expected)
+    assert False in outcomes
+
+
+def test_a_second_larger_than_a_page_is_read_whole() -> None:
+    """One second holding 50 visits with pages of 7: the repair request grows until the
+    second ends, and nothing is skipped or repeated."""
+    days = tied_days([[3, 50, 4]])
+    source = TiedDays(days, 1)
+    ids, _ = read_ids(source, Cursor(FIRST, 0), FIRST, 7, 2)
+    assert sorted(ids) == sorted(idvisit for _, idvisit in days[FIRST])
+    assert max(r.limit for r in source.requests) >= 50
+
+
+def test_resume_from_a_boundary_anchors_with_min_timestamp() -> None:
+    days = tied_days([[4, 4, 4]])
+    source = TiedDays(days, 3)
+    ids, cursor = read_ids(source, Cursor(FIRST, 0), FIRST, 6, 1, stop_after=1)
+    assert len(ids) == 6 and cursor.last_action is not None and cursor.offset == 6
+    assert len(cursor.ids) == 2  # 4 visits at the first second, 2 of the second
+    source.requests.clear()
+    rest, _ = read_ids(source, cursor, FIRST, 6, 1)
+    first = source.requests[0]
+    assert (first.after, first.limit, first.offset) == (cursor.last_action - 1, 6 + 2, 0)
+    assert sorted(ids + rest) == sorted(idvisit for _, idvisit in days[FIRST])
 
 
 def test_gate_caps_requests_in_flight() -> None:

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -371,11 +371,11 @@ def test_denied_site_is_401_with_real_message(sim: MatomoSimulator, client: http
 # --------------------------------------------------------------------------------------
 # Visit shapes
 # --------------------------------------------------------------------------------------
-def _check_visit_shape(v: dict[str, Any]) -> None:
+def _check_visit_shape(v: dict[str, Any], max_entries: int = 6) -> None:
     assert list(v) == VISIT_KEYS
     for k, x in v.items():
         if k == "actionDetails":
-            assert isinstance(x, list) and 1 <= len(x) <= 6
+            assert isinstance(x, list) and 1 <= len(x) <= max_entries
         elif k in VISIT_INT:
             assert type(x) is int, (k, x)
         elif k in VISIT_NULL:
@@ -910,3 +910,425 @@ def test_server_threads_are_daemons(sim: MatomoSimulator) -> None:
     assert sim._server is not None
     assert sim._server.daemon_threads and sim._server.request_queue_size == 64
     assert all(t.daemon for t in threading.enumerate() if t.name == "matomo-simulator")
+
+
+# --------------------------------------------------------------------------------------
+# Paging hazards: same-second tie groups, unstable tie order, late and grown visits
+# --------------------------------------------------------------------------------------
+DAY = "2024-03-10"
+
+
+def hazard_config(**kw: Any) -> SimConfig:
+    """Site 1: 300 UTC visits in ties of 10; site 2: 200 Paris visits, 15 of them late;
+    site 3: a 1,000,000-visit day (natural ties); site 4: a DST day cut in Paris time."""
+    return SimConfig(
+        token=TOKEN,
+        sites=[
+            SimSite(1, "Ties", "UTC", visits={DAY: 300}, tie_group=10),
+            SimSite(2, "Late", "Europe/Paris", default_visits=7, visits={DAY: 200},
+                    late={DAY: 15, "2024-03-11": 3}),
+            SimSite(3, "Big Shop", "UTC", visits={DAY: 1_000_000}),
+            SimSite(4, "Short day", "Europe/Paris", visits={"2024-03-31": 2000}),
+        ],
+        **kw,
+    )  # fmt: skip
+
+
+def ids(visits: list[Any]) -> list[int]:
+    return [v["idVisit"] for v in visits]
+
+
+def stamps_of(visits: list[Any]) -> list[int]:
+    return [v["lastActionTimestamp"] for v in visits]
+
+
+def day_bounds(day: str, tz: tzinfo = UTC) -> tuple[int, int]:
+    d = date.fromisoformat(day)
+    nxt = d + timedelta(days=1)
+    return (
+        int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp()),
+        int(datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).timestamp()),
+    )
+
+
+def pretty(sec: int) -> str:
+    if sec >= 3600:
+        return f"{sec // 3600} hours {sec // 60 % 60} min"
+    return f"{sec // 60} min {sec % 60}s" if sec >= 60 else f"{sec}s"
+
+
+def _utc_of(local_ts: int, tz: tzinfo) -> int:
+    """Invert the site-local shift of actionDetails[].timestamp (unique off fall-back hours)."""
+
+    def off(ts: int) -> int:
+        delta = datetime.fromtimestamp(ts, tz).utcoffset()
+        return int(delta.total_seconds()) if delta is not None else 0
+
+    found = {local_ts - o for o in {off(local_ts + d) for d in (-86400, 0, 86400)}}
+    found = {t for t in found if t + off(t) == local_ts}
+    assert len(found) == 1, (local_ts, found)
+    return found.pop()
+
+
+def _check_visit_coherence(v: dict[str, Any], tz: tzinfo) -> None:
+    """Every field derived from the visit's actions agrees with them (any timezone)."""
+    last, first = v["lastActionTimestamp"], v["firstActionTimestamp"]
+    assert v["serverTimestamp"] == last and first <= last
+    utc = datetime.fromtimestamp(last, UTC)
+    local = datetime.fromtimestamp(last, tz)
+    assert v["serverDate"] == utc.date().isoformat()
+    assert v["lastActionDateTime"] == utc.strftime("%Y-%m-%d %H:%M:%S")
+    assert v["visitServerHour"] == str(utc.hour)
+    assert v["serverTimePretty"] == local.strftime("%H:%M:%S")
+    assert v["serverDatePretty"] == local.strftime("%A, %B ") + f"{local.day}, {local.year}"
+    entries = v["actionDetails"]
+    types = Counter(e["type"] for e in entries)
+    assert v["actions"] == len(entries) - types["goal"]
+    assert v["interactions"] == types["action"] + types["search"]
+    assert v["searches"] == types["search"] and v["events"] == types["event"]
+    assert v["goalConversions"] == types["goal"]
+    # Entry timestamps are site-local wall clocks read as UTC; undo that per entry.
+    real = [_utc_of(e["timestamp"], tz) for e in entries]
+    assert real == sorted(real) and real[0] == first and real[-1] == last
+    duration = v["visitDuration"]
+    assert (duration == 0) if last == first else (0 <= duration - (last - first) <= 2)
+    assert v["visitDurationPretty"] == pretty(duration)
+    views = [(j, t) for j, (e, t) in enumerate(zip(entries, real, strict=True))
+             if e["type"] == "action"]  # fmt: skip
+    for (j, t), nxt in zip(views, [t for _, t in views[1:]] + [last], strict=True):
+        assert entries[j]["timeSpent"] == nxt - t, (j, entries)
+        assert entries[j]["timeSpentPretty"] == pretty(nxt - t)
+    positions = [e["pageviewPosition"] for e in entries if e["type"] in ("action", "search")]
+    assert positions == list(range(1, len(positions) + 1))
+    page_ids = [e["pageId"] for e in entries if e["type"] != "goal"]
+    assert page_ids == sorted(page_ids) and len(set(page_ids)) == len(page_ids)
+    assert all(v["idVisit"] * 8 <= x < v["idVisit"] * 8 + 8 for x in page_ids)
+
+
+def test_coherence_checker_accepts_plain_visits(sim: MatomoSimulator) -> None:
+    for idsite, day, tz in [(1, DAY, UTC), (2, DAY, PARIS), (2, "2024-03-31", PARIS),
+                            (6, DAY, ZoneInfo("America/New_York"))]:  # fmt: skip
+        for v in sim.expected_visits(idsite, day):
+            _check_visit_coherence(v, tz)
+
+
+def test_tie_group_makes_groups_of_equal_last_action(client: httpx.Client) -> None:
+    with MatomoSimulator(hazard_config()) as s:
+        visits = live(client, s.url, 1, DAY, filter_limit=-1, filter_sort_order="asc")
+        assert visits == s.expected_visits(1, DAY) and len(visits) == 300
+        start, end = day_bounds(DAY)
+        ts = stamps_of(visits)
+        assert ts == sorted(ts) and all(start <= t < end for t in ts)
+        groups = [ts[k : k + 10] for k in range(0, 300, 10)]
+        assert all(len(set(g)) == 1 for g in groups)
+        leaders = [g[0] for g in groups]
+        assert leaders == sorted(set(leaders))  # different groups, different seconds
+        assert leaders[-1] - leaders[0] > 23 * 3600  # still spread over the whole day
+        # idVisit still follows the ascending order, and the rest of the visit is unchanged.
+        assert ids(visits) == sorted(ids(visits))
+        # Strict minTimestamp: a group's second excludes the whole group.
+        got = live(client, s.url, 1, DAY, minTimestamp=leaders[4], filter_limit=15,
+                   filter_sort_order="asc")  # fmt: skip
+        assert got == visits[50:65]
+        got = live(client, s.url, 1, DAY, minTimestamp=leaders[4] - 1, filter_limit=-1)
+        assert got == visits[40:][::-1]
+    # tie_group=1 is the default, byte for byte.
+    one = hazard_config()
+    one.sites[0].tie_group = 1
+    plain = hazard_config()
+    plain.sites[0] = SimSite(1, "Ties", "UTC", visits={DAY: 300})
+    with MatomoSimulator(one) as a, MatomoSimulator(plain) as b:
+        for kw in ({"filter_limit": -1}, {"filter_limit": 30, "filter_offset": 7,
+                                           "filter_sort_order": "asc"}):  # fmt: skip
+            ra = api(client, a.url, "Live.getLastVisitsDetails", idSite=1, period="day",
+                     date=DAY, **kw)  # fmt: skip
+            rb = api(client, b.url, "Live.getLastVisitsDetails", idSite=1, period="day",
+                     date=DAY, **kw)  # fmt: skip
+            assert ra.content == rb.content
+        assert len(set(stamps_of(a.expected_visits(1, DAY)))) == 300
+
+
+def _page_through(
+    client: httpx.Client, url: str, idsite: int, limit: int, total: int, **kw: Any
+) -> list[list[Any]]:
+    return [
+        live(client, url, idsite, DAY, filter_limit=limit, filter_offset=off, **kw)
+        for off in range(0, total, limit)
+    ]
+
+
+def test_unstable_ties_make_offset_paging_skip_and_repeat(client: httpx.Client) -> None:
+    with MatomoSimulator(hazard_config()) as stable, \
+            MatomoSimulator(hazard_config(unstable_ties=True)) as s:  # fmt: skip
+        expected = stable.expected_visits(1, DAY)
+        all_ids = set(ids(expected))
+        for order in ("asc", "desc"):
+            ref = _page_through(client, stable.url, 1, 7, 300, filter_sort_order=order)
+            pages = _page_through(client, s.url, 1, 7, 300, filter_sort_order=order)
+            # The stable order partitions the day; the unstable one only keeps each page's
+            # seconds, so visits of a group cut by a page boundary are lost and repeated.
+            assert [v for p in ref for v in p] == (expected if order == "asc" else expected[::-1])
+            assert [stamps_of(p) for p in pages] == [stamps_of(p) for p in ref]
+            got = [i for p in pages for i in ids(p)]
+            assert len(got) == 300
+            assert len(set(got)) < 300 and set(got) < all_ids  # repeats and skips
+            # Inside a page the visits are whole and genuine, only reordered.
+            by_id = {v["idVisit"]: v for v in expected}
+            assert all(v == by_id[v["idVisit"]] for p in pages for v in p)
+        # One big request still has every visit once, seconds in order, groups shuffled.
+        for order in ("asc", "desc"):
+            whole = live(client, s.url, 1, DAY, filter_limit=-1, filter_sort_order=order)
+            ref_whole = expected if order == "asc" else expected[::-1]
+            assert sorted(ids(whole)) == sorted(all_ids) and len(whole) == 300
+            assert stamps_of(whole) == stamps_of(ref_whole)
+            reordered = [ids(whole)[k : k + 10] != ids(ref_whole)[k : k + 10]
+                         for k in range(0, 300, 10)]  # fmt: skip
+            assert sum(reordered) >= 25  # every group of 10 is shuffled, not just the edges
+        # minTimestamp keeps its strict set; a new request reshuffles.
+        t = expected[95]["lastActionTimestamp"]
+        after = {v["idVisit"] for v in expected if v["lastActionTimestamp"] > t}
+        a = live(client, s.url, 1, DAY, minTimestamp=t, filter_limit=-1, filter_sort_order="asc")
+        b = live(client, s.url, 1, DAY, minTimestamp=t, filter_limit=-1, filter_sort_order="asc")
+        assert set(ids(a)) == set(ids(b)) == after and len(a) == len(after) == 200
+        assert ids(a) != ids(b)
+        # Sites without equal seconds are unaffected.
+        assert (
+            live(client, s.url, 2, "2024-03-12", filter_limit=-1)
+            == stable.expected_visits(2, "2024-03-12")[::-1]
+        )
+    # Deterministic for a given sequence of requests.
+    runs = []
+    for _ in range(2):
+        with MatomoSimulator(hazard_config(unstable_ties=True)) as s:
+            runs.append(_page_through(client, s.url, 1, 7, 300, filter_sort_order="asc"))
+    assert runs[0] == runs[1]
+
+
+def test_unstable_ties_on_a_million_visit_day_stay_lazy(client: httpx.Client) -> None:
+    with MatomoSimulator(hazard_config()) as stable, \
+            MatomoSimulator(hazard_config(unstable_ties=True)) as s:  # fmt: skip
+        for kw in ({"filter_offset": 600_000, "filter_sort_order": "asc"}, {"filter_offset": 5}):
+            ref = live(client, stable.url, 3, DAY, filter_limit=1000, **kw)
+            t0 = time.perf_counter()
+            got = live(client, s.url, 3, DAY, filter_limit=1000, **kw)
+            elapsed = time.perf_counter() - t0
+            assert stamps_of(got) == stamps_of(ref)
+            # ~12 visits a second: the boundary seconds trade visits with the next pages.
+            assert set(ids(got)) != set(ids(ref)) or ids(got) != ids(ref)
+            assert elapsed < 5
+        assert not s._states  # nothing materialised for instability alone
+
+
+def test_late_visits_hidden_until_released(client: httpx.Client) -> None:
+    plain_cfg = hazard_config()
+    plain_cfg.sites[1].late = {}
+    with MatomoSimulator(hazard_config()) as s, MatomoSimulator(plain_cfg) as plain:
+        everything = plain.expected_visits(2, DAY)
+        hidden = s.hidden_visit_ids(2, DAY)
+        assert len(hidden) == 15 and hidden < set(ids(everything))
+        # Spread over the day, not bunched at one end.
+        hidden_ts = sorted(v["lastActionTimestamp"] for v in everything if v["idVisit"] in hidden)
+        start, end = day_bounds(DAY, PARIS)
+        assert hidden_ts[0] < start + 2 * 3600 and hidden_ts[-1] > end - 2 * 3600
+        visible = [v for v in everything if v["idVisit"] not in hidden]
+        assert s.visit_count(2, DAY) == 185 and s.expected_visits(2, DAY) == visible
+        assert live(client, s.url, 2, DAY, filter_limit=-1, filter_sort_order="asc") == visible
+        assert live(client, s.url, 2, DAY, filter_limit=-1) == visible[::-1]
+        pages = _page_through(client, s.url, 2, 40, 200, filter_sort_order="asc")
+        assert [v for p in pages for v in p] == visible
+        t = visible[100]["lastActionTimestamp"]
+        got = live(client, s.url, 2, DAY, minTimestamp=t, filter_limit=-1, filter_sort_order="asc")
+        assert got == visible[101:]
+        summary = api(client, s.url, "VisitsSummary.get", idSite=2, period="day",
+                      date=DAY).json()  # fmt: skip
+        assert summary["nb_visits"] == 185
+        assert summary["nb_actions"] == sum(v["actions"] for v in visible)
+        # The other late day, and release of one day only.
+        assert len(s.hidden_visit_ids(2, "2024-03-11")) == 3
+        assert len(live(client, s.url, 2, "2024-03-11", filter_limit=-1)) == 4
+        s.release_late(2, DAY)
+        assert s.hidden_visit_ids(2, DAY) == set()
+        assert len(s.hidden_visit_ids(2, "2024-03-11")) == 3
+        for kw in ({"filter_limit": -1}, {"filter_limit": 50, "filter_offset": 20,
+                                          "filter_sort_order": "asc"}):  # fmt: skip
+            r = api(client, s.url, "Live.getLastVisitsDetails", idSite=2, period="day",
+                    date=DAY, **kw)  # fmt: skip
+            rp = api(client, plain.url, "Live.getLastVisitsDetails", idSite=2, period="day",
+                     date=DAY, **kw)  # fmt: skip
+            assert r.content == rp.content  # in their normal place, byte for byte
+        summary = api(client, s.url, "VisitsSummary.get", idSite=2, period="day", date=DAY)
+        assert summary.json()["nb_visits"] == 200
+        assert summary.content == api(client, plain.url, "VisitsSummary.get", idSite=2,
+                                      period="day", date=DAY).content  # fmt: skip
+        s.release_late()
+        assert len(live(client, s.url, 2, "2024-03-11", filter_limit=-1)) == 7
+        assert s.visit_count(2, DAY) == 200
+
+
+def test_grow_visits_moves_visits_later(client: httpx.Client) -> None:
+    with MatomoSimulator(hazard_config()) as s:
+        before = s.expected_visits(2, DAY)  # 185 visible (15 late)
+        old = {v["idVisit"]: v for v in before}
+        summary0 = api(client, s.url, "VisitsSummary.get", idSite=2, period="day",
+                       date=DAY).json()  # fmt: skip
+        grown = s.grow_visits(2, DAY, 4)
+        assert len(set(grown)) == 4 and set(grown) <= set(old)
+        assert not set(grown) & s.hidden_visit_ids(2, DAY)
+        start, end = day_bounds(DAY, PARIS)
+        spread = sorted(old[i]["lastActionTimestamp"] for i in grown)
+        assert spread[0] < start + 6 * 3600 and spread[-1] > end - 6 * 3600
+        after = live(client, s.url, 2, DAY, filter_limit=-1, filter_sort_order="asc")
+        assert len(after) == 185 and set(ids(after)) == set(old)
+        assert stamps_of(after) == sorted(stamps_of(after))
+        assert after == s.expected_visits(2, DAY)
+        assert live(client, s.url, 2, DAY, filter_limit=-1) == after[::-1]
+        new = {v["idVisit"]: v for v in after}
+        changed_keys = {
+            "actionDetails", "serverDate", "visitServerHour", "lastActionTimestamp",
+            "lastActionDateTime", "serverTimestamp", "serverTimePretty", "serverDatePretty",
+            "visitDuration", "visitDurationPretty", "actions", "interactions",
+        }  # fmt: skip
+        for i in grown:
+            o, v = old[i], new[i]
+            _check_visit_shape(v, max_entries=7)
+            _check_visit_coherence(v, PARIS)
+            delta = v["lastActionTimestamp"] - o["lastActionTimestamp"]
+            assert 60 <= delta <= 8 * 60 and v["lastActionTimestamp"] < end
+            assert {k for k in v if v[k] != o[k]} <= changed_keys
+            assert v["actions"] == o["actions"] + 1 and v["interactions"] == o["interactions"] + 1
+            assert v["firstActionTimestamp"] == o["firstActionTimestamp"]
+            assert len(v["actionDetails"]) == len(o["actionDetails"]) + 1
+            assert v["actionDetails"][:-1] != o["actionDetails"]  # previous page's timeSpent
+            extra = v["actionDetails"][-1]
+            assert extra["type"] == "action" and extra["timeSpent"] == 0
+            assert extra["pageId"] == v["idVisit"] * 8 + len(o["actionDetails"])
+            assert extra["timestamp"] == v["lastActionTimestamp"] + 3600  # Paris, CET
+            assert extra["url"].startswith("https://late.example.org/")
+        # Unchanged visits are byte-identical.
+        assert all(new[i] == old[i] for i in old if i not in grown)
+        # The order follows the new time; minTimestamp filters on it.
+        i = grown[0]
+        pos = ids(after).index(i)
+        assert after[pos - 1]["lastActionTimestamp"] <= new[i]["lastActionTimestamp"]
+        if pos + 1 < len(after):
+            assert after[pos + 1]["lastActionTimestamp"] >= new[i]["lastActionTimestamp"]
+        got = live(client, s.url, 2, DAY, minTimestamp=old[i]["lastActionTimestamp"],
+                   filter_limit=-1, filter_sort_order="asc")  # fmt: skip
+        assert i in ids(got)
+        t_new = new[i]["lastActionTimestamp"]
+        got = live(client, s.url, 2, DAY, minTimestamp=t_new - 1, filter_limit=-1,
+                   filter_sort_order="asc")  # fmt: skip
+        assert got[0]["lastActionTimestamp"] >= t_new and i in ids(got)
+        assert got == [v for v in after if v["lastActionTimestamp"] > t_new - 1]
+        got = live(client, s.url, 2, DAY, minTimestamp=t_new, filter_limit=-1)
+        assert i not in ids(got) and all(v["lastActionTimestamp"] > t_new for v in got)
+        # Pages still partition the day; the summary counts the extra actions.
+        pages = _page_through(client, s.url, 2, 30, 185, filter_sort_order="asc")
+        assert [v for p in pages for v in p] == after
+        summary = api(client, s.url, "VisitsSummary.get", idSite=2, period="day",
+                      date=DAY).json()  # fmt: skip
+        assert summary["nb_visits"] == 185
+        assert summary["nb_actions"] == summary0["nb_actions"] + 4
+        # Growing again picks other visits; releasing late visits keeps the grown ones.
+        again = s.grow_visits(2, DAY, 3)
+        assert len(again) == 3 and not set(again) & set(grown)
+        s.release_late(2, DAY)
+        final = live(client, s.url, 2, DAY, filter_limit=-1, filter_sort_order="asc")
+        assert len(final) == 200 and stamps_of(final) == sorted(stamps_of(final))
+        assert {v["idVisit"]: v for v in final}[i] == new[i]
+        assert s.visit(2, DAY, i & ((1 << 24) - 1)) == new[i]
+
+
+def test_visit_has_moved_in_the_order(client: httpx.Client) -> None:
+    """A grown visit overtakes the visits of the minutes after its old last action."""
+    cfg = hazard_config()
+    cfg.sites[0] = SimSite(1, "Dense", "UTC", visits={DAY: 5000})  # one visit every ~17 s
+    with MatomoSimulator(cfg) as s:
+        before = ids(s.expected_visits(1, DAY))
+        grown = s.grow_visits(1, DAY, 5)
+        after = ids(live(client, s.url, 1, DAY, filter_limit=-1, filter_sort_order="asc"))
+        for i in grown:
+            assert after.index(i) > before.index(i) + 2  # >= 60 s later: 3+ visits overtaken
+        assert [i for i in after if i not in grown] == [i for i in before if i not in grown]
+
+
+def test_grow_visits_stays_inside_the_site_day(client: httpx.Client) -> None:
+    day = "2024-03-31"  # 23 hours in Paris; 2000 visits leave under a minute after the last
+    with MatomoSimulator(hazard_config()) as s:
+        visits = s.expected_visits(4, day)
+        start, end = day_bounds(day, PARIS)
+        with pytest.raises(ValueError, match=r"only (\d+) visits") as exc:
+            s.grow_visits(4, day, 2000)
+        m = re.search(r"only (\d+) visits", str(exc.value))
+        assert m is not None
+        can = int(m.group(1))
+        assert 1900 < can < 2000
+        grown = set(s.grow_visits(4, day, can))
+        never = {v["idVisit"] for v in visits if v["lastActionTimestamp"] >= end - 60}
+        assert never and not never & grown
+        after = s.expected_visits(4, day)
+        assert len(after) == 2000 and stamps_of(after) == sorted(stamps_of(after))
+        assert all(start <= t < end for t in stamps_of(after))
+        for v in after:
+            if v["idVisit"] in grown:
+                _check_visit_coherence(v, PARIS)
+        with pytest.raises(ValueError):
+            s.grow_visits(4, day, 1)
+        assert s.grow_visits(4, day, 0) == []
+
+
+def test_hazard_days_stream_and_survive_concurrency(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(simulator, "_STREAM_THRESHOLD", 50)
+    monkeypatch.setattr(simulator, "_STREAM_BATCH", 16)
+    with MatomoSimulator(hazard_config()) as s:
+        s.grow_visits(2, DAY, 10)
+        r = api(client, s.url, "Live.getLastVisitsDetails", idSite=2, period="day", date=DAY,
+                filter_limit=-1, filter_sort_order="asc")  # fmt: skip
+        assert r.headers.get("transfer-encoding") == "chunked"
+        assert r.json() == s.expected_visits(2, DAY)
+
+        stop = threading.Event()
+        errors: list[str] = []
+
+        def reader() -> None:
+            with httpx.Client(timeout=20) as c:
+                while not stop.is_set():
+                    got = live(c, s.url, 2, DAY, filter_limit=-1, filter_sort_order="asc")
+                    if stamps_of(got) != sorted(stamps_of(got)) or len(got) not in (185, 200):
+                        errors.append(f"{len(got)} visits")
+                    if len(set(ids(got))) != len(got):
+                        errors.append("duplicate")
+
+        threads = [threading.Thread(target=reader) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for _ in range(5):
+            s.grow_visits(2, DAY, 5)
+            time.sleep(0.02)
+        s.release_late()
+        time.sleep(0.1)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert s.visit_count(2, DAY) == 200
+        assert live(client, s.url, 2, DAY, filter_limit=-1)[::-1] == s.expected_visits(2, DAY)
+
+
+def test_hazard_config_keys_round_trip() -> None:
+    cfg = hazard_config(unstable_ties=True)
+    d = cfg.to_dict()
+    assert d["unstable_ties"] is True
+    assert d["sites"][0]["tie_group"] == 10 and d["sites"][1]["late"][DAY] == 15
+    again = SimConfig.from_dict(orjson.loads(orjson.dumps(d)))
+    assert again == cfg and SimConfig.from_dict({"token": "t", "sites": []}).unstable_ties is False
+    site = {"idsite": 1, "name": "x", "visits": {DAY: 5}}
+    assert SimSite.from_dict(site).tie_group == 1 and SimSite.from_dict(site).late == {}
+    assert SimSite.from_dict({**site, "late": {DAY: 5}}).late == {DAY: 5}
+    assert SimSite.from_dict({**site, "default_visits": 3, "late": {"2024-03-11": 3}})
+    for bad in ({"tie_group": 0}, {"late": {DAY: 6}}, {"late": {DAY: -1}},
+                {"late": {"2024-03-11": 1}}, {"late": {"nope": 1}}):  # fmt: skip
+        with pytest.raises(ValueError):
+            SimSite.from_dict({**site, **bad})

@@ -9,6 +9,13 @@ offset, then the marker goes: a crash at any point either finds the marker (and 
 new cursor, which Kafka already acknowledged) or the old cursor; never (new day, old offset),
 which would skip visits. Without the marker (producerMatomo's own files) the order alone
 still guarantees a re-send, never a skip.
+
+Keyset paging (paging.py) also needs the page boundary: the last action time of the last visit
+sent and the ids sent at that second. It goes to `<FILE_PATH_FILTERDATE><idsite>.boundary`
+with the cursor it belongs to and the cursor the seed files held before, written *before* the
+seed files. It is used when the seed files hold its cursor, or still hold the previous one (a
+crash between the writes: the boundary is already acknowledged); any other content of the seed
+files is someone's edit, which wins: the day resumes at their offset without a boundary.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from types import TracebackType
 
+import orjson
+
 from matomo_kafka.errors import CheckpointError, LockedError
 
 _DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -30,12 +39,26 @@ _DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MAX_VISITS_PER_DAY = 1_000_000_000
 
 
+#: More ids than this at one second can only be a corrupted boundary file.
+MAX_BOUNDARY_IDS = 10_000_000
+
+
 @dataclass(frozen=True)
 class Cursor:
-    """Where a site's extraction stands: `offset` visits of `day` are acknowledged by Kafka."""
+    """Where a site's extraction stands: `offset` visits of `day` are acknowledged by Kafka.
+
+    Keyset paging adds the boundary: `last_action`, the last action time (Unix seconds) of the
+    latest visit sent, and `ids`, the idVisit of the visits already sent at that second; the
+    day resumes with the visits after that second plus those of that second not in `ids`.
+    """
 
     day: date
     offset: int
+    last_action: int | None = None
+    ids: frozenset[int] = frozenset()
+
+    def at_day_start(self) -> bool:
+        return self.offset == 0 and self.last_action is None
 
 
 class CheckpointStore:
@@ -54,12 +77,53 @@ class CheckpointStore:
     def marker_path(self, idsite: int) -> Path:
         return Path(f"{self.filterdate_prefix}{idsite}.next")
 
+    def boundary_path(self, idsite: int) -> Path:
+        return Path(f"{self.filterdate_prefix}{idsite}.boundary")
+
     def load(self, idsite: int) -> Cursor | None:
         """The site's cursor, or None when it has never run. Unreadable files raise."""
         marker = self._read_marker(idsite)
-        if marker is not None:
-            return marker  # a day change was interrupted: its target is acknowledged
-        return self._load_files(idsite)
+        # A marker: a day change was interrupted; its target is acknowledged.
+        cursor = marker if marker is not None else self._load_files(idsite)
+        if cursor is None:
+            return None
+        found = self._read_boundary(idsite)
+        if found is not None:
+            boundary, previous = found
+            if _position(boundary) == _position(cursor) or previous == _position(cursor):
+                return boundary
+        return cursor
+
+    def _read_boundary(self, idsite: int) -> tuple[Cursor, tuple[str, int] | None] | None:
+        """The boundary file's cursor and the (day, offset) the seed files held before it."""
+        path = self.boundary_path(idsite)
+        text = _read(path)
+        if text is None:
+            return None
+        try:
+            body = orjson.loads(text)
+            day = date.fromisoformat(body["day"])
+            offset, last_action, ids = body["offset"], body["last_action"], body["ids"]
+            previous = body.get("previous")
+            if not (
+                _is_count(offset)
+                and (last_action is None or _is_count(last_action))
+                and isinstance(ids, list)
+                and len(ids) <= MAX_BOUNDARY_IDS
+                and all(_is_count(i) for i in ids)
+                and (last_action is not None or not ids)
+            ):
+                raise ValueError
+            if previous is not None:
+                previous = (date.fromisoformat(previous[0]).isoformat(), previous[1])
+                if not _is_count(previous[1]):
+                    raise ValueError
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError):
+            raise CheckpointError(
+                f"checkpoint {path} is unreadable; delete it (the day then resumes at the "
+                "offset of the other checkpoint files)"
+            ) from None
+        return Cursor(day, offset, last_action, frozenset(ids)), previous
 
     def _read_marker(self, idsite: int) -> Cursor | None:
         text = _read(self.marker_path(idsite))
@@ -115,6 +179,8 @@ class CheckpointStore:
         """Moves the site's cursor forward, in the crash-safe order described above."""
         marker = self.marker_path(idsite)
         try:
+            # First: the seed files written next are what it is checked against (see load).
+            _write_atomic(self.boundary_path(idsite), _boundary_text(cursor, previous))
             if previous is None or previous.day != cursor.day or marker.exists():
                 # The seed's two files cannot change together: a marker holding the new
                 # cursor (already acknowledged) is written first, so a crash anywhere in
@@ -139,6 +205,26 @@ class CheckpointStore:
         """Locks every given site's checkpoint up front: all of them, or none (LockedError).
         Per-site locks let shards of one site list run at once on shared checkpoint files."""
         return CheckpointLock([self.lock_path(idsite) for idsite in sorted(set(sites))])
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def _position(cursor: Cursor) -> tuple[str, int]:
+    return cursor.day.isoformat(), cursor.offset
+
+
+def _boundary_text(cursor: Cursor, previous: Cursor | None) -> str:
+    return orjson.dumps(
+        {
+            "day": cursor.day.isoformat(),
+            "offset": cursor.offset,
+            "last_action": cursor.last_action,
+            "ids": sorted(cursor.ids),
+            "previous": None if previous is None else list(_position(previous)),
+        }
+    ).decode()
 
 
 def _read(path: Path) -> str | None:

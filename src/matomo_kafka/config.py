@@ -76,6 +76,7 @@ EXTRA_KEYS = (
     "DELIVERY",
     "KAFKA_STATE_TOPIC",
     "MATOMO_SETTLE_MINUTES",
+    "MATOMO_PAGING",
 )
 
 ALL_KEYS = SEED_KEYS + EXTRA_KEYS
@@ -151,6 +152,7 @@ class Settings(BaseModel):
     DELIVERY: Literal["at_least_once", "exactly_once"] = "at_least_once"
     KAFKA_STATE_TOPIC: str | None = None
     MATOMO_SETTLE_MINUTES: int = Field(default=10, ge=0, le=10_080)
+    MATOMO_PAGING: Literal["keyset", "offset"] = "keyset"
 
     @field_validator("*", mode="before")
     @classmethod
@@ -171,7 +173,7 @@ class Settings(BaseModel):
         Validated here in full, so an error is one line about the key, not about a union."""
         return parse_site_selection(value)
 
-    @field_validator("LOG_FORMAT", "DELIVERY", mode="before")
+    @field_validator("LOG_FORMAT", "DELIVERY", "MATOMO_PAGING", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

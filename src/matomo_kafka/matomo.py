@@ -304,17 +304,22 @@ class MatomoClient:
         raw = self.visits_page_raw(idsite, day, limit, offset)
         return parse_visits(raw, idsite, day, limit)
 
-    def visits_page_raw(self, idsite: int, day: date, limit: int, offset: int) -> bytes:
-        """The page's JSON body, unparsed (see parse_visits)."""
-        return self.call_raw_list(
-            "Live.getLastVisitsDetails",
-            idSite=idsite,
-            period="day",
-            date=day.isoformat(),
-            filter_limit=limit,
-            filter_offset=offset,
-            filter_sort_order="asc",
-        )
+    def visits_page_raw(
+        self, idsite: int, day: date, limit: int, offset: int, after: int | None = None
+    ) -> bytes:
+        """The page's JSON body, unparsed (see parse_visits). `after`: only visits whose last
+        action is strictly after this Unix second (Matomo's minTimestamp)."""
+        params: dict[str, Any] = {
+            "idSite": idsite,
+            "period": "day",
+            "date": day.isoformat(),
+            "filter_limit": limit,
+            "filter_offset": offset,
+            "filter_sort_order": "asc",
+        }
+        if after is not None:
+            params["minTimestamp"] = after
+        return self.call_raw_list("Live.getLastVisitsDetails", **params)
 
     # -- operability (issue #5): MATOMO_ID_SITE=all, audit -----------------------------
 

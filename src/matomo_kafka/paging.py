@@ -1,17 +1,32 @@
 """Paging: turns (site, cursor, last closed day) into the ordered stream of a site's pages.
 
-Offset paging over `filter_sort_order=asc` (the seed's way): a day is read at offsets
-o, o+L, o+2L, ... until a short page. Pages are fetched *ahead* on a shared executor so
-Matomo stays busy while the previous page is transformed and delivered:
-- the next needed request is always issued before the current page is handed over;
-- the first page of each following day is always needed, so it may be fetched early;
-- with a lookahead above 1, further pages of a day that already gave a full page are fetched
-  speculatively; at the day's end at most `lookahead - 1` such requests are wasted.
-Pages are yielded strictly in order, so checkpoints stay ordered per site.
+Matomo sorts Live visits by last action time with no tie-breaker, so two requests may order
+visits of the same second differently, and a page boundary inside such a group can skip or
+repeat visits under plain offset paging (MySQL documents this for ORDER BY ... LIMIT).
+
+Keyset paging (the default) never trusts an order between visits of the same second:
+- a day is read from an anchor: `minTimestamp` = the boundary second - 1 (Matomo keeps visits
+  whose last action is strictly after it) minus the ids already sent at that second, with
+  `filter_limit` raised by their number; from a day's start there is no anchor;
+- pages after the anchor are requested by offset from it, so they can be fetched *ahead*
+  while the previous one is delivered, and each is checked against the boundary: a page that
+  starts after the boundary second is exact (the counts of both requests agree on where that
+  second ends); a page that starts inside it is repaired by reading that whole second again
+  with `minTimestamp` (a request that grows until the second is complete, the fallback for a
+  second holding more visits than a page) and sending only its visits not yet sent;
+- the checkpoint after each page carries the boundary (see Cursor), so a resumed run re-anchors
+  exactly there.
+Offset paging (`MATOMO_PAGING=offset`, the seed's way) trusts the order.
+
+Read-ahead: the next needed request is always issued before a page is handed over; the first
+page of each following day may be fetched early; with a lookahead above 1, further pages of a
+day that already gave a full page are fetched speculatively (at most `lookahead - 1` wasted at
+the day's end). Pages are yielded strictly in order, so checkpoints stay ordered per site.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
@@ -20,36 +35,59 @@ from typing import Generic, TypeVar
 
 from matomo_kafka.checkpoint import Cursor
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
-FetchPage = Callable[[date, int], Sequence[T]]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One Live request: `day`, visits whose last action is strictly after `after` (None: the
+    whole day), in ascending order, `limit` of them from `offset`."""
+
+    day: date
+    after: int | None
+    limit: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Batch(Generic[T]):
+    """Matomo's answer to a Request: items (visits or their messages) in the answer's order,
+    with each one's idVisit and last action time (Unix seconds)."""
+
+    items: Sequence[T]
+    ids: Sequence[int]
+    stamps: Sequence[int]
+
+
+Fetch = Callable[[Request], Batch[T]]
 
 
 @dataclass(frozen=True)
 class Page(Generic[T]):
-    """Items (visits, or their messages) of `day` from `offset`; `last`: the day's short page."""
+    """Items to send for `day`; `offset`: visits of the day sent before them; `last`: the day's
+    final page; `next_cursor`: the checkpoint once the page is acknowledged (inside the day)."""
 
     day: date
     offset: int
     items: Sequence[T]
     last: bool
-
-    @property
-    def next_cursor(self) -> Cursor:
-        """The checkpoint once this page is acknowledged (inside the day)."""
-        return Cursor(self.day, self.offset + len(self.items))
+    next_cursor: Cursor
 
 
-class OffsetPager(Generic[T]):
+class Pager(Generic[T]):
     """Yields a site's pages from `start` through `last_day`, fetching up to `lookahead` ahead."""
 
     def __init__(
         self,
-        fetch: FetchPage[T],
+        fetch: Fetch[T],
         executor: Executor,
         start: Cursor,
         last_day: date,
         limit: int,
         lookahead: int = 1,
+        keyset: bool = True,
     ) -> None:
         self.fetch = fetch
         self.executor = executor
@@ -57,46 +95,151 @@ class OffsetPager(Generic[T]):
         self.last_day = last_day
         self.limit = limit
         self.lookahead = max(1, lookahead)
-        self._futures: dict[tuple[date, int], Future[Sequence[T]]] = {}
+        self.keyset = keyset
+        self.repairs = 0  # pages that started inside the boundary second (keyset)
+        self._futures: dict[Request, Future[Batch[T]]] = {}
 
     def __iter__(self) -> Iterator[Page[T]]:
-        day, offset = self.start.day, self.start.offset
-        day_is_big = False
+        cursor = self.start
         try:
-            while day <= self.last_day:
-                self._fill(day, offset, day_is_big)
-                items = self._futures.pop((day, offset)).result()
-                full = len(items) >= self.limit
-                page = Page(day, offset, items, last=not full)
-                if full:
-                    offset, day_is_big = offset + self.limit, True
-                else:
-                    self._drop_day(day)
-                    day, offset, day_is_big = day + timedelta(days=1), 0, False
-                if day <= self.last_day:
-                    self._fill(day, offset, day_is_big)  # prefetch before handing over
-                yield page
+            while cursor.day <= self.last_day:
+                yield from self._read_day(cursor)
+                cursor = Cursor(cursor.day + timedelta(days=1), 0)
         finally:
             self.close()
 
-    def _fill(self, day: date, offset: int, day_is_big: bool) -> None:
-        wanted = [(day, offset)]
+    def _read_day(self, cursor: Cursor) -> Iterator[Page[T]]:
+        day, sent = cursor.day, cursor.offset
+        boundary, seen = cursor.last_action, set(cursor.ids)
+        if self.keyset and boundary is not None:
+            # Anchored at the boundary second: everything from it, plus room for `seen`.
+            request = Request(day, boundary - 1, self.limit + len(seen), 0)
+        else:
+            request = Request(day, None, self.limit, cursor.offset)
+            boundary, seen = None, set()
+        anchor = request
+        day_is_big = False
+        while True:
+            self._fill(request, day_is_big)
+            batch = self._futures.pop(request).result()
+            full = len(batch.items) >= request.limit
+            following = Request(day, request.after, self.limit, request.offset + request.limit)
+            if full:
+                day_is_big = True
+                self._fill(following, day_is_big)  # prefetch before handing over
+            else:
+                self._drop_day(day)
+                if day < self.last_day:
+                    self._fill(Request(day + timedelta(days=1), None, self.limit, 0), False)
+            items: Sequence[T]
+            if self.keyset:
+                items, boundary, seen = self._new_items(
+                    batch, request, request is anchor, boundary, seen
+                )
+            else:
+                items = batch.items
+            next_cursor = Cursor(day, sent + len(items), boundary, frozenset(seen))
+            if items or not full:
+                yield Page(day, sent, items, not full, next_cursor)
+            sent += len(items)
+            if not full:
+                return
+            request = following
+
+    def _new_items(
+        self,
+        batch: Batch[T],
+        request: Request,
+        from_anchor: bool,
+        boundary: int | None,
+        seen: set[int],
+    ) -> tuple[list[T], int | None, set[int]]:
+        """The batch's visits not sent yet, the new boundary second and the ids sent at it."""
+        stamps, ids = batch.stamps, batch.ids
+        if boundary is None or min(stamps, default=boundary + 1) > boundary:
+            return self._advance(batch, range(len(stamps)), boundary, seen)  # exact
+        # The batch starts inside the boundary second (or before it, if the day changed while
+        # being read): its visits of that second come from a complete read of the second.
+        if from_anchor and (len(stamps) < request.limit or max(stamps) > boundary):
+            group = batch  # the anchor request starts at that second and holds all of it
+        else:
+            self.repairs += 1
+            in_batch = sum(1 for stamp in stamps if stamp == boundary)
+            group = self._whole_second(request.day, boundary, len(seen) + in_batch + 16)
+        earlier = [i for i, stamp in enumerate(stamps) if stamp < boundary and ids[i] not in seen]
+        if earlier:
+            log.warning(
+                "%d visit(s) of %s older than the page boundary appeared: the day changed while "
+                "being read; they are sent (a re-scan window covers such days)",
+                len(earlier), request.day,
+            )  # fmt: skip
+        merged = _Merged(
+            [(group, i) for i, stamp in enumerate(group.stamps)
+             if stamp == boundary and group.ids[i] not in seen]
+            + [(batch, i) for i in earlier]
+            + [(batch, i) for i, stamp in enumerate(stamps) if stamp > boundary]
+        )  # fmt: skip
+        return self._advance(merged.batch(), range(len(merged)), boundary, seen)
+
+    def _whole_second(self, day: date, second: int, limit: int) -> Batch[T]:
+        """Every visit of `day` whose last action is at `second`, read with minTimestamp; the
+        limit doubles until the answer shows the second's end (a short page or a later one)."""
+        while True:
+            batch = self.fetch(Request(day, second - 1, limit, 0))
+            if len(batch.stamps) < limit or max(batch.stamps) > second:
+                return batch
+            limit *= 2
+
+    @staticmethod
+    def _advance(
+        source: Batch[T], picked: range, boundary: int | None, seen: set[int]
+    ) -> tuple[list[T], int | None, set[int]]:
+        top = max((source.stamps[i] for i in picked), default=None)
+        if top is not None and (boundary is None or top > boundary):
+            boundary, seen = top, set()
+        else:
+            seen = set(seen)
+        seen.update(source.ids[i] for i in picked if source.stamps[i] == boundary)
+        return [source.items[i] for i in picked], boundary, seen
+
+    def _fill(self, request: Request, day_is_big: bool) -> None:
+        wanted = [request]
         if day_is_big:
-            wanted += [(day, offset + k * self.limit) for k in range(1, self.lookahead)]
-        following = day + timedelta(days=1)
+            wanted += [
+                Request(request.day, request.after, self.limit, request.offset + k * self.limit)
+                for k in range(1, self.lookahead)
+            ]
+        following = request.day + timedelta(days=1)
         while len(wanted) < self.lookahead and following <= self.last_day:
-            wanted.append((following, 0))
+            wanted.append(Request(following, None, self.limit, 0))
             following += timedelta(days=1)
         for key in wanted[: self.lookahead]:
             if key not in self._futures:
-                self._futures[key] = self.executor.submit(self.fetch, *key)
+                self._futures[key] = self.executor.submit(self.fetch, key)
 
     def _drop_day(self, day: date) -> None:
         """Speculative requests past a day's short page are not needed: cancel or ignore."""
-        for key in [key for key in self._futures if key[0] == day]:
+        for key in [key for key in self._futures if key.day == day]:
             self._futures.pop(key).cancel()
 
     def close(self) -> None:
         for future in self._futures.values():
             future.cancel()
         self._futures.clear()
+
+
+class _Merged(Generic[T]):
+    """Items picked from several batches, as one batch."""
+
+    def __init__(self, picks: list[tuple[Batch[T], int]]) -> None:
+        self.picks = picks
+
+    def __len__(self) -> int:
+        return len(self.picks)
+
+    def batch(self) -> Batch[T]:
+        return Batch(
+            [b.items[i] for b, i in self.picks],
+            [b.ids[i] for b, i in self.picks],
+            [b.stamps[i] for b, i in self.picks],
+        )

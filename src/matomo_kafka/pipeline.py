@@ -36,8 +36,8 @@ from matomo_kafka.errors import (
     MatomoResponseError,
     TransformError,
 )
-from matomo_kafka.matomo import MatomoClient, Visit, parse_visits
-from matomo_kafka.paging import OffsetPager, Page
+from matomo_kafka.matomo import MatomoClient, Visit, as_int, parse_visits
+from matomo_kafka.paging import Batch, Page, Pager, Request
 from matomo_kafka.sink import KafkaSink, Message, PageAck, TransactionalSink, page_headers
 from matomo_kafka.state import (
     StateReader,
@@ -116,8 +116,11 @@ class RunReport:
         return sum(site.visits for site in self.sites)
 
 
-def visit_messages(idsite: int, visits: list[Visit], transform: SiteTransform) -> list[Message]:
-    """One compact JSON message per visit, keyed `<idSite>:<idVisit>` (ids as integers).
+def visit_messages(
+    idsite: int, visits: list[Visit], transform: SiteTransform, keyset: bool = True
+) -> Batch[Message]:
+    """One compact JSON message per visit, keyed `<idSite>:<idVisit>` (ids as integers), with
+    each visit's id and last action time for the pager (keyset: checked, else 0).
 
     Consumes `visits`: each parsed visit is dropped once serialised, so a page's Python
     objects (ten times its JSON size) are freed as it goes rather than all at the end.
@@ -125,14 +128,28 @@ def visit_messages(idsite: int, visits: list[Visit], transform: SiteTransform) -
     prefix = f"{idsite}:"
     apply, dumps = transform.apply, orjson.dumps
     messages: list[Message] = []
+    ids: list[int] = []
+    stamps: list[int] = []
     visits.reverse()
     while visits:
         visit = visits.pop()
-        key = (prefix + str(int(visit["idVisit"]))).encode()
+        id_visit = int(visit["idVisit"])
+        stamp = visit.get("lastActionTimestamp", 0) if keyset else 0
+        if type(stamp) is not int:
+            stamp = as_int(stamp)
+            if stamp is None:
+                raise MatomoResponseError(
+                    f"Live.getLastVisitsDetails for site {idsite}: visit {id_visit} has no "
+                    "valid lastActionTimestamp (keyset paging needs it; MATOMO_PAGING=offset "
+                    "does not)"
+                )
+        ids.append(id_visit)
+        stamps.append(stamp)
+        key = (prefix + str(id_visit)).encode()
         # orjson's bytes keep its 32 KiB write buffer; a right-sized copy (0.4 us) keeps a
         # page of 1000 messages at 3.5 MB instead of 32 MB while it waits to be sent.
         messages.append(Message(key, memoryview(dumps(apply(visit))).tobytes()))
-    return messages
+    return Batch(messages, ids, stamps)
 
 
 class Stopped(MatomoKafkaError):
@@ -332,25 +349,21 @@ class Pipeline:
         cursor: Cursor,
         last_day: date,
         fetch_pool: Executor,
-    ) -> OffsetPager[Message]:
-        limit = self.settings.MATOMO_FILTER_LIMIT
+    ) -> Pager[Message]:
+        keyset = self.settings.MATOMO_PAGING == "keyset"
 
-        def fetch(day: date, offset: int) -> list[Message]:
+        def fetch(request: Request) -> Batch[Message]:
             # Runs on the fetch pool. Requests overlap; parsing does not: a parsed page is
             # ten times its JSON, and threads parsing at once only fight over the GIL. The
             # page leaves already serialised, so only compact bytes wait in the read-ahead.
-            raw = self.matomo.visits_page_raw(idsite, day, limit, offset)
+            day, limit = request.day, request.limit
+            raw = self.matomo.visits_page_raw(idsite, day, limit, request.offset, request.after)
             with self._parse_lock:
-                return visit_messages(idsite, parse_visits(raw, idsite, day, limit), transform)
+                visits = parse_visits(raw, idsite, day, limit)
+                return visit_messages(idsite, visits, transform, keyset)
 
-        return OffsetPager(
-            fetch,
-            fetch_pool,
-            cursor,
-            last_day,
-            limit,
-            self.lookahead,
-        )
+        limit = self.settings.MATOMO_FILTER_LIMIT
+        return Pager(fetch, fetch_pool, cursor, last_day, limit, self.lookahead, keyset)
 
     def _run_site_exactly_once(self, site: SiteReport, fetch_pool: Executor) -> None:
         """One transaction per page: the page's visits and the site's next checkpoint (the

@@ -13,6 +13,15 @@ date; ``actionDetails[].timestamp`` is shifted by the site's UTC offset (site-lo
 clock read as UTC), unlike ``lastActionTimestamp``; about 1 goal entry in 4 has no
 ``goalName``; bodies are escaped like PHP's json_encode ("\\/", "\\u00e9", surrogate pairs).
 
+Paging hazards an exporter must survive, all off by default: ``SimSite.tie_group`` makes
+groups of consecutive visits share one last-action second; ``SimConfig.unstable_ties``
+reorders the visits of each such second afresh on every Live request, as MySQL may for
+ORDER BY visit_last_action_time LIMIT/OFFSET without a tie-breaker, so offset paging can skip
+or repeat visits; ``SimSite.late`` hides some visits of a day (log imports, queued tracking)
+until ``MatomoSimulator.release_late``; ``MatomoSimulator.grow_visits`` gives visits one more
+page view, moving their last action later. Days with hidden or grown visits are served from
+a materialised order; all other days keep the lazy index arithmetic.
+
 Only the standard library and orjson are used.
 """
 
@@ -24,10 +33,12 @@ import contextlib
 import copy
 import hashlib
 import json
+import random
 import re
 import socket
 import threading
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
@@ -106,7 +117,12 @@ REQUEST_LOG_LIMIT = 200_000  # oldest entries are dropped past this (long CLI ru
 # --------------------------------------------------------------------------------------
 @dataclass
 class SimSite:
-    """One simulated website; visits per day are ``visits[day]`` or ``default_visits``."""
+    """One simulated website; visits per day are ``visits[day]`` or ``default_visits``.
+
+    ``tie_group``: visits come in groups of that many consecutive ones sharing one last
+    action second. ``late``: day -> how many of its visits stay hidden (from Live and
+    VisitsSummary) until ``MatomoSimulator.release_late``.
+    """
 
     idsite: int
     name: str
@@ -117,6 +133,8 @@ class SimSite:
     currency: str = "USD"
     main_url: str | None = None  # default: https://<slug-of-name>.example.org
     ts_created: str | None = None  # default: first configured day, else 2024-01-01
+    tie_group: int = 1
+    late: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SimSite:
@@ -131,6 +149,8 @@ class SimSite:
             currency=str(d.get("currency", "USD")),
             main_url=None if d.get("main_url") is None else str(d["main_url"]),
             ts_created=None if d.get("ts_created") is None else str(d["ts_created"]),
+            tie_group=int(d.get("tie_group", 1)),
+            late={str(k): int(v) for k, v in dict(d.get("late", {})).items()},
         )
         site.validate()
         return site
@@ -144,6 +164,12 @@ class SimSite:
         for day, n in self.visits.items():
             date.fromisoformat(day)
             _check_count(n)
+        if self.tie_group < 1:
+            raise ValueError(f"tie_group must be >= 1, got {self.tie_group}")
+        for day, n in self.late.items():
+            total = self.count_for(date.fromisoformat(day))
+            if not 0 <= n <= total:
+                raise ValueError(f"late visits of {day} must be in 0..{total}, got {n}")
 
     def base_url(self) -> str:
         if self.main_url:
@@ -203,6 +229,7 @@ class SimConfig:
     seed: int = 1
     denied_sites: list[int] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    unstable_ties: bool = False  # Live reshuffles same-second visits on every request
 
     def __post_init__(self) -> None:
         ids = [s.idsite for s in self.sites]
@@ -224,6 +251,7 @@ class SimConfig:
             seed=int(d.get("seed", 1)),
             denied_sites=[int(x) for x in d.get("denied_sites", [])],
             faults=[Fault.from_dict(f) for f in d.get("faults", [])],
+            unstable_ties=bool(d.get("unstable_ties", False)),
         )
 
     @classmethod
@@ -246,6 +274,10 @@ def _reject_unknown_keys(d: dict[str, Any], fields: dict[str, Any], what: str) -
 def _check_count(n: int) -> None:
     if not 0 <= n <= MAX_VISITS_PER_DAY:
         raise ValueError(f"visits per day must be in 0..{MAX_VISITS_PER_DAY}, got {n}")
+
+
+def _as_date(day: date | str) -> date:
+    return day if isinstance(day, date) else date.fromisoformat(day)
 
 
 # --------------------------------------------------------------------------------------
@@ -688,6 +720,7 @@ class _DayPlan:
     key: bytes
     id_base: int
     offsets: dict[int, int]
+    tie_group: int = 1
 
     def offset(self, ts: int) -> int:
         """Site UTC offset at ts; cached per 15 minutes (tz transitions sit on those)."""
@@ -721,6 +754,14 @@ class _DayPlan:
         return lo
 
 
+class _TiedDayPlan(_DayPlan):
+    """A plan whose visits come in groups of ``tie_group`` sharing the leader's second."""
+
+    def last_ts(self, i: int, h: bytes | None = None) -> int:
+        lead = i - i % self.tie_group
+        return _DayPlan.last_ts(self, lead, h if lead == i else None)
+
+
 def _make_plan(ctx: _SiteCtx, day: date, n: int, seed: int) -> _DayPlan:
     start, end = _day_bounds(ctx.tz, day)
     span = end - start
@@ -731,7 +772,8 @@ def _make_plan(ctx: _SiteCtx, day: date, n: int, seed: int) -> _DayPlan:
         + ctx.site.idsite.to_bytes(4, "little")
         + day.toordinal().to_bytes(4, "little")
     )
-    return _DayPlan(
+    tie_group = ctx.site.tie_group
+    return (_TiedDayPlan if tie_group > 1 else _DayPlan)(
         ctx=ctx,
         day=day,
         n=n,
@@ -742,6 +784,7 @@ def _make_plan(ctx: _SiteCtx, day: date, n: int, seed: int) -> _DayPlan:
         key=key,
         id_base=(days << 35) | (ctx.site.idsite << 24),
         offsets={},
+        tie_group=tie_group,
     )
 
 
@@ -1054,6 +1097,156 @@ def _make_visit(p: _DayPlan, i: int, seed: int) -> JSON:
     }
 
 
+def _grow_hash(p: _DayPlan, i: int) -> bytes:
+    return hashlib.blake2b(p.digest(i) + b"grown", digest_size=16).digest()
+
+
+def _grow_delay(p: _DayPlan, i: int) -> int:
+    """Seconds between a grown visit's old last action and its extra page view (1-8 min)."""
+    return 60 + int.from_bytes(_grow_hash(p, i)[0:2], "little") % 421
+
+
+def _grown_visit(p: _DayPlan, i: int, seed: int, new_last: int) -> JSON:
+    """Visit i after grow_visits: one more page view at new_last, every field kept coherent."""
+    v = _make_visit(p, i, seed)
+    gh = _grow_hash(p, i)
+    old_last: int = v["lastActionTimestamp"]
+    entries: list[JSON] = v["actionDetails"]
+    for e in reversed(entries):  # the last page view now lasts until the new one
+        if e["type"] == "action":
+            spent = e["timeSpent"] + new_last - old_last
+            e["timeSpent"] = spent
+            e["timeSpentPretty"] = _pretty_duration(spent)
+            break
+    url, title, pid, dim2 = p.ctx.pages[gh[2] % len(p.ctx.pages)]
+    lt = new_last + p.offset(new_last)
+    entries.append(
+        {
+            "type": "action",
+            "url": url,
+            "pageTitle": title,
+            "pageIdAction": pid,
+            "idpageview": gh[3:6].hex(),
+            "serverTimePretty": f"{_dates(lt // 86400)[2]} {_hms(lt)}",
+            "pageId": v["idVisit"] * 8 + len(entries),
+            "timeSpent": 0,
+            "timeSpentPretty": "0s",
+            "pageviewPosition": 1 + sum(1 for e in entries if e["type"] in ("action", "search")),
+            "title": title,
+            "subtitle": url,
+            "icon": "",
+            "iconSVG": _ICON_ACTION_SVG,
+            "timestamp": lt,
+            "dimension2": dim2,
+        }
+    )
+    duration = new_last - v["firstActionTimestamp"] + p.digest(i)[46] % 3
+    utc_iso = _dates(new_last // 86400)[0]
+    last_local = new_last + p.offset(new_last)
+    v.update(
+        serverDate=utc_iso,
+        visitServerHour=str(new_last % 86400 // 3600),
+        lastActionTimestamp=new_last,
+        lastActionDateTime=f"{utc_iso} {_hms(new_last)}",
+        serverTimestamp=new_last,
+        serverTimePretty=_hms(last_local),
+        serverDatePretty=_dates(last_local // 86400)[1],
+        visitDuration=duration,
+        visitDurationPretty=_pretty_duration(duration),
+        actions=v["actions"] + 1,
+        interactions=v["interactions"] + 1,
+    )
+    return v
+
+
+def _render(
+    p: _DayPlan, indices: Sequence[int], seed: int, grown: dict[int, int] | None
+) -> list[JSON]:
+    if not grown:
+        return [_make_visit(p, i, seed) for i in indices]
+    return [
+        _grown_visit(p, i, seed, grown[i]) if i in grown else _make_visit(p, i, seed)
+        for i in indices
+    ]
+
+
+def _hidden_indices(n: int, late: int) -> frozenset[int]:
+    """``late`` visit indices spread evenly over the day (distinct as long as late <= n)."""
+    c = min(late, n)
+    return frozenset(((2 * j + 1) * n) // (2 * c) for j in range(c)) if c > 0 else frozenset()
+
+
+def _shuffle_ties(
+    ts_at: Callable[[int], int],
+    first_after: Callable[[int], int],
+    a: int,
+    b: int,
+    asc: bool,
+    rng: random.Random,
+) -> list[int]:
+    """Positions [a, b) of an ascending order, served asc or desc, with every run of equal
+    timestamps that the page touches shuffled; runs crossing a or b are shuffled whole
+    first, so which of their members land in the page changes from request to request.
+    ``first_after(t)`` is the first position whose timestamp is > t."""
+    a0 = first_after(ts_at(a) - 1)
+    b0 = first_after(ts_at(b - 1))
+    stamps = [ts_at(q) for q in range(a0, b0)]
+    order: list[int] = []
+    r, size = 0, b0 - a0
+    while r < size:
+        e = r + 1
+        while e < size and stamps[e] == stamps[r]:
+            e += 1
+        run = list(range(a0 + r, a0 + e))
+        if e - r > 1:
+            rng.shuffle(run)
+        order += run
+        r = e
+    if asc:
+        return order[a - a0 : b - a0]
+    order.reverse()
+    return order[b0 - b : b0 - a]
+
+
+def _aggregate(
+    p: _DayPlan, indices: Sequence[int], grown: dict[int, int] | None, seed: int
+) -> JSON:
+    """VisitsSummary.get from the visits themselves (exact up to _SUMMARY_SAMPLE visits,
+    extrapolated from an even sample above), so it agrees with Live."""
+    n = len(indices)
+    m = min(n, _SUMMARY_SAMPLE)
+    sample = _render(p, [indices[(j * n) // m] for j in range(m)], seed, grown)
+    scale = n / m
+    actions = sum(v["actions"] for v in sample)
+    bounces = sum(1 for v in sample if v["actions"] <= 1)
+    length = sum(v["visitDuration"] for v in sample)
+    summary: JSON = {
+        "nb_uniq_visitors": round(len({v["visitorId"] for v in sample}) * scale),
+        "nb_users": round(len({v["userId"] for v in sample} - {None}) * scale),
+        "nb_visits": n,
+        "nb_actions": round(actions * scale),
+        "nb_visits_converted": round(sum(v["visitConverted"] for v in sample) * scale),
+        "bounce_count": round(bounces * scale),
+        "sum_visit_length": round(length * scale),
+        "max_actions": max(v["actions"] for v in sample),
+        "bounce_rate": f"{round(100 * bounces / m)}%",
+        "nb_actions_per_visit": round(actions / m, 1),
+        "avg_time_on_site": round(length / m),
+    }
+    return summary
+
+
+@dataclass
+class _DayState:
+    """A day with hidden or grown visits, materialised: visible visits by (last ts, i)."""
+
+    plan: _DayPlan
+    grown: dict[int, int]  # visit index -> new last action timestamp
+    ts: list[int]
+    idx: list[int]
+    summary: JSON | None = None
+
+
 # --------------------------------------------------------------------------------------
 # Request handling
 # --------------------------------------------------------------------------------------
@@ -1115,6 +1308,18 @@ class MatomoSimulator:
             _ActiveFault(f, f.times) for f in self.config.faults if f.times != 0
         ]
         self.requests: list[dict[str, Any]] = []
+        # Late (hidden) visit counts not yet released, grown visits, and the materialised
+        # order of such days; _version bumps on every change so stale builds are not cached.
+        self._late: dict[tuple[int, date], int] = {
+            (s.idsite, date.fromisoformat(d)): c
+            for s in self.config.sites
+            for d, c in s.late.items()
+            if c > 0
+        }
+        self._grown: dict[tuple[int, date], dict[int, int]] = {}
+        self._states: dict[tuple[int, date], _DayState] = {}
+        self._version = 0
+        self._live_requests = 0  # seeds the tie shuffles of unstable_ties
         self._server: _Server | None = None
         self._address: tuple[str, int] | None = None
         self._thread: threading.Thread | None = None
@@ -1186,35 +1391,126 @@ class MatomoSimulator:
             self.requests.clear()
 
     def set_visits(self, idsite: int, day: date | str, n: int) -> None:
-        """Change a day's visit count; its visits are regenerated for the new n."""
+        """Change a day's visit count; its visits are regenerated for the new n (grown
+        visits of that day are forgotten; a late count still hides min(late, n) visits)."""
         _check_count(n)
         d = day if isinstance(day, date) else date.fromisoformat(day)
         with self._lock:
             self._sites[idsite].visits[d.isoformat()] = n
             self._plans = {key: p for key, p in self._plans.items() if key[:2] != (idsite, d)}
+            self._grown.pop((idsite, d), None)
+            self._states.pop((idsite, d), None)
+            self._version += 1
+
+    def release_late(self, idsite: int | None = None, day: date | str | None = None) -> None:
+        """Make the hidden late visits of matching days (None: any) visible, in their place."""
+        d = None if day is None else _as_date(day)
+        with self._lock:
+            for key in [k for k in self._late if idsite in (None, k[0]) and d in (None, k[1])]:
+                del self._late[key]
+                self._states.pop(key, None)
+            self._version += 1
+
+    def hidden_visit_ids(self, idsite: int, day: date | str) -> set[int]:
+        """idVisit of the day's visits still hidden as late."""
+        d = _as_date(day)
+        p = self._plan(idsite, d)
+        with self._lock:
+            late = self._late.get((idsite, d), 0)
+        return {p.id_base | i for i in _hidden_indices(p.n, late)}
+
+    def grow_visits(self, idsite: int, day: date | str, count: int) -> list[int]:
+        """Give ``count`` visible, not yet grown visits of the day (spread evenly over it) one
+        more page view 1-8 minutes after their last action, still inside the site-local day;
+        visits whose new action would not fit are skipped. Returns their idVisit; their place
+        in the order and minTimestamp filtering follow the new last action time."""
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        d = _as_date(day)
+        p = self._plan(idsite, d)
+        key = (idsite, d)
+        with self._lock:
+            hidden = _hidden_indices(p.n, self._late.get(key, 0))
+            grown = self._grown.get(key, {})
+            candidates: list[tuple[int, int]] = []  # (index, new last action time)
+            for i in range(p.n):
+                if i not in hidden and i not in grown:
+                    t = p.last_ts(i) + _grow_delay(p, i)
+                    if t < p.end:
+                        candidates.append((i, t))
+            if count > len(candidates):
+                raise ValueError(
+                    f"only {len(candidates)} visits of site {idsite} on {d} can still grow, "
+                    f"asked for {count}"
+                )
+            m = len(candidates)
+            picks = [candidates[((2 * j + 1) * m) // (2 * count)] for j in range(count)]
+            if picks:
+                self._grown[key] = {**grown, **dict(picks)}
+                self._states.pop(key, None)
+                self._version += 1
+        return [p.id_base | i for i, _ in picks]
 
     # ---- visit access ------------------------------------------------------------------
     def visit_count(self, idsite: int, day: date | str) -> int:
+        """Visits of the day Live serves now (hidden late visits excluded)."""
         d = day if isinstance(day, date) else date.fromisoformat(day)
-        return self._plan(idsite, d).n
+        p = self._plan(idsite, d)
+        state = self._day_state(idsite, d, p)
+        return p.n if state is None else len(state.idx)
 
     def visit(self, idsite: int, day: date | str, i: int) -> JSON:
-        """Visit i (0-based, ascending last action time) of a day."""
+        """Visit i (0-based index; ascending last action time unless grown) of a day, as
+        currently served (grown visits with their extra page view; hidden ones included)."""
         d = day if isinstance(day, date) else date.fromisoformat(day)
         p = self._plan(idsite, d)
         if not 0 <= i < p.n:
             raise IndexError(i)
-        visit: JSON = orjson.loads(php_json(_make_visit(p, i, self.config.seed)))
+        state = self._day_state(idsite, d, p)
+        grown = None if state is None else state.grown
+        visit: JSON = orjson.loads(php_json(_render(p, (i,), self.config.seed, grown)[0]))
         return visit
 
     def expected_visits(self, idsite: int, day: date | str) -> list[JSON]:
-        """All visits of the day in ascending order, exactly as Live serves them."""
+        """All visible visits of the day in ascending order, exactly as Live serves them
+        (ties in their stable order)."""
         d = day if isinstance(day, date) else date.fromisoformat(day)
         p = self._plan(idsite, d)
         seed = self.config.seed
+        state = self._day_state(idsite, d, p)
+        if state is not None:
+            rendered = _render(p, state.idx, seed, state.grown)
+            return list(orjson.loads(php_json(rendered)))
         # Through JSON, so callers get plain str/int exactly as a client decodes them.
         visits: list[JSON] = orjson.loads(php_json([_make_visit(p, i, seed) for i in range(p.n)]))
         return visits
+
+    def _day_state(self, idsite: int, day: date, plan: _DayPlan) -> _DayState | None:
+        """The materialised order of a day with hidden or grown visits; None for the others
+        (two dict lookups: the fast path pays nothing more)."""
+        key = (idsite, day)
+        if key not in self._late and key not in self._grown:
+            return None
+        with self._lock:
+            state = self._states.get(key)
+            if state is not None and state.plan is plan:
+                return state
+            version = self._version
+            late = self._late.get(key, 0)
+            grown = dict(self._grown.get(key, {}))
+        hidden = _hidden_indices(plan.n, late)
+        if not hidden and not grown:
+            return None
+        pairs = sorted(
+            (grown[i] if i in grown else plan.last_ts(i), i)
+            for i in range(plan.n)
+            if i not in hidden
+        )
+        state = _DayState(plan, grown, [t for t, _ in pairs], [i for _, i in pairs])
+        with self._lock:
+            if self._version == version:
+                self._states[key] = state
+        return state
 
     def _plan(self, idsite: int, day: date) -> _DayPlan:
         site = self._sites[idsite]
@@ -1451,7 +1747,9 @@ class MatomoSimulator:
         day = self._day_param(site, params, "VisitsSummary.get")
         if isinstance(day, _Reply):
             return day
-        n = self._plan(site.idsite, day).n
+        plan = self._plan(site.idsite, day)
+        state = self._day_state(site.idsite, day, plan)
+        n = plan.n if state is None else len(state.idx)
         if n == 0:
             return _json_reply(
                 {
@@ -1468,35 +1766,19 @@ class MatomoSimulator:
                     "avg_time_on_site": 0,
                 }
             )
+        if state is not None:
+            if state.summary is None:  # a benign race: both threads compute the same dict
+                state.summary = _aggregate(plan, state.idx, state.grown, self.config.seed)
+            return _json_reply(state.summary)
         return _json_reply(self._summary(site.idsite, day, n))
 
     def _summary(self, idsite: int, day: date, n: int) -> JSON:
-        """Aggregates computed from the visits themselves (exact up to _SUMMARY_SAMPLE
-        visits, extrapolated from an even sample above), so they agree with Live."""
+        """Aggregates of a day without hidden or grown visits, cached."""
         key = (idsite, day, n)
         cached = self._summaries.get(key)
         if cached is not None:
             return cached
-        plan = self._plan(idsite, day)
-        m = min(n, _SUMMARY_SAMPLE)
-        sample = [_make_visit(plan, (j * n) // m, self.config.seed) for j in range(m)]
-        scale = n / m
-        actions = sum(v["actions"] for v in sample)
-        bounces = sum(1 for v in sample if v["actions"] <= 1)
-        length = sum(v["visitDuration"] for v in sample)
-        summary: JSON = {
-            "nb_uniq_visitors": round(len({v["visitorId"] for v in sample}) * scale),
-            "nb_users": round(len({v["userId"] for v in sample} - {None}) * scale),
-            "nb_visits": n,
-            "nb_actions": round(actions * scale),
-            "nb_visits_converted": round(sum(v["visitConverted"] for v in sample) * scale),
-            "bounce_count": round(bounces * scale),
-            "sum_visit_length": round(length * scale),
-            "max_actions": max(v["actions"] for v in sample),
-            "bounce_rate": f"{round(100 * bounces / m)}%",
-            "nb_actions_per_visit": round(actions / m, 1),
-            "avg_time_on_site": round(length / m),
-        }
+        summary = _aggregate(self._plan(idsite, day), range(n), None, self.config.seed)
         with self._lock:
             if len(self._summaries) > 4096:
                 self._summaries.clear()
@@ -1519,6 +1801,10 @@ class MatomoSimulator:
         limit = _int_param(params, "filter_limit", 100)
         offset = max(0, _int_param(params, "filter_offset", 0))
         asc = params.get("filter_sort_order", "desc").lower() == "asc"
+        rng = self._tie_rng() if self.config.unstable_ties else None
+        state = self._day_state(site.idsite, day, plan)
+        if state is not None:
+            return self._live_materialised(state, params, limit, offset, asc, rng)
         lo = 0
         raw_min = params.get("minTimestamp")
         if raw_min and plan.n:
@@ -1530,14 +1816,53 @@ class MatomoSimulator:
         stop = total if limit < 0 else min(total, offset + limit)
         if offset >= stop:
             return _Reply(status=200, body=b"[]")
+        indices: Sequence[int]
         if asc:
             indices = range(lo + offset, lo + stop)
         else:
             indices = range(plan.n - 1 - offset, plan.n - 1 - stop, -1)
-        seed = self.config.seed
-        if len(indices) <= _STREAM_THRESHOLD:
-            return _json_reply([_make_visit(plan, i, seed) for i in indices])
-        return _Reply(status=200, stream=_live_chunks(plan, indices, seed))
+        if rng is not None and (plan.width == 0 or plan.tie_group > 1):  # else no equal seconds
+            a, b = (lo + offset, lo + stop) if asc else (plan.n - stop, plan.n - offset)
+            indices = _shuffle_ties(plan.last_ts, plan.first_index_after, a, b, asc, rng)
+        return _page_reply(plan, indices, self.config.seed, None)
+
+    def _live_materialised(
+        self,
+        state: _DayState,
+        params: dict[str, str],
+        limit: int,
+        offset: int,
+        asc: bool,
+        rng: random.Random | None,
+    ) -> _Reply:
+        """Live for a day with hidden or grown visits: the same paging over state's order."""
+        ts, idx = state.ts, state.idx
+        n = len(ts)
+        lo = 0
+        raw_min = params.get("minTimestamp")
+        if raw_min and n:
+            try:
+                lo = bisect_right(ts, int(raw_min))
+            except ValueError:
+                lo = 0
+        stop = n - lo if limit < 0 else min(n - lo, offset + limit)
+        if offset >= stop:
+            return _Reply(status=200, body=b"[]")
+        a, b = (lo + offset, lo + stop) if asc else (n - stop, n - offset)
+        positions: Sequence[int]
+        if rng is not None:
+            positions = _shuffle_ties(ts.__getitem__, lambda t: bisect_right(ts, t), a, b, asc, rng)
+        else:
+            positions = range(a, b) if asc else range(b - 1, a - 1, -1)
+        return _page_reply(state.plan, [idx[q] for q in positions], self.config.seed, state.grown)
+
+    def _tie_rng(self) -> random.Random:
+        """A fresh shuffle source per Live request: deterministic for a request sequence."""
+        with self._lock:
+            self._live_requests += 1
+            k = self._live_requests
+        seed = self.config.seed.to_bytes(8, "little", signed=True)
+        return random.Random(b"ties" + seed + k.to_bytes(8, "little"))
 
     def _log(self, entry: dict[str, Any]) -> None:
         with self._lock:
@@ -1546,11 +1871,21 @@ class MatomoSimulator:
                 del self.requests[: REQUEST_LOG_LIMIT // 10]
 
 
-def _live_chunks(plan: _DayPlan, indices: range, seed: int) -> Iterator[bytes]:
+def _page_reply(
+    plan: _DayPlan, indices: Sequence[int], seed: int, grown: dict[int, int] | None
+) -> _Reply:
+    if len(indices) <= _STREAM_THRESHOLD:
+        return _json_reply(_render(plan, indices, seed, grown))
+    return _Reply(status=200, stream=_live_chunks(plan, indices, seed, grown))
+
+
+def _live_chunks(
+    plan: _DayPlan, indices: Sequence[int], seed: int, grown: dict[int, int] | None = None
+) -> Iterator[bytes]:
     """A huge page as JSON pieces so memory stays bounded by one batch."""
     yield b"["
     for b0 in range(0, len(indices), _STREAM_BATCH):
-        batch = [_make_visit(plan, i, seed) for i in indices[b0 : b0 + _STREAM_BATCH]]
+        batch = _render(plan, indices[b0 : b0 + _STREAM_BATCH], seed, grown)
         body = php_json(batch)[1:-1]
         yield body if b0 == 0 else b"," + body
     yield b"]"

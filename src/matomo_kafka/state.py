@@ -89,6 +89,8 @@ def encode(settings: Settings, idsite: int, cursor: Cursor, seq: int, by: str) -
             "site": idsite,
             "day": cursor.day.isoformat(),
             "offset": cursor.offset,
+            "last_action": cursor.last_action,
+            "ids": sorted(cursor.ids),
             "seq": seq,
             "topic": settings.KAFKA_TOPIC,
             "by": by,
@@ -125,7 +127,18 @@ def decode(idsite: int, value: bytes) -> StateRecord:
         raise ValueError("seq is not an integer")
     if body.get("site", idsite) != idsite:
         raise ValueError(f"its site is {body.get('site')!r}, not its key")
-    return StateRecord(idsite, Cursor(parsed, offset), seq)
+    last_action, ids = body.get("last_action"), body.get("ids") or []
+    if last_action is not None and (
+        isinstance(last_action, bool) or not isinstance(last_action, int)
+    ):
+        raise ValueError("last_action is not a Unix time")
+    if not isinstance(ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in ids
+    ):
+        raise ValueError("ids is not a list of visit ids")
+    if ids and last_action is None:
+        raise ValueError("ids without last_action")
+    return StateRecord(idsite, Cursor(parsed, offset, last_action, frozenset(ids)), seq)
 
 
 def _admin_refusal(topic: str, settings: Settings, reason: str) -> KafkaDeliveryError:
