@@ -389,9 +389,14 @@ def print_summary(report: RunReport, store: CheckpointStore) -> None:
             str(site.idsite), site.status, str(site.days_done), str(site.pages),
             str(site.visits), f"{site.seconds:.1f}s", where, behind,
         )  # fmt: skip
+    rescan = ""
+    if any(site.rescanned_days for site in report.sites):
+        new = sum(site.rescan_new for site in report.sites)
+        changed = sum(site.rescan_changed for site in report.sites)
+        rescan = f" (re-scan: {new} new and {changed} changed visits re-sent)"
     table.caption = (
-        f"{report.visits} visits sent; checkpoint = next day to read +visits already sent; "
-        f"files {store.filterdate_prefix}<site>.txt"
+        f"{report.visits} visits sent{rescan}; checkpoint = next day to read +visits already "
+        f"sent; files {store.filterdate_prefix}<site>.txt"
     )
     stdout.print(table)
 

@@ -77,6 +77,7 @@ EXTRA_KEYS = (
     "KAFKA_STATE_TOPIC",
     "MATOMO_SETTLE_MINUTES",
     "MATOMO_PAGING",
+    "MATOMO_RESCAN_DAYS",
 )
 
 ALL_KEYS = SEED_KEYS + EXTRA_KEYS
@@ -153,6 +154,7 @@ class Settings(BaseModel):
     KAFKA_STATE_TOPIC: str | None = None
     MATOMO_SETTLE_MINUTES: int = Field(default=10, ge=0, le=10_080)
     MATOMO_PAGING: Literal["keyset", "offset"] = "keyset"
+    MATOMO_RESCAN_DAYS: int = Field(default=0, ge=0, le=366)
 
     @field_validator("*", mode="before")
     @classmethod

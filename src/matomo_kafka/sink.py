@@ -299,9 +299,14 @@ class TransactionalSink:
             ) from None
 
     def commit(
-        self, messages: Sequence[Message], headers: Headers, state_key: bytes, state_value: bytes
+        self,
+        messages: Sequence[Message],
+        headers: Headers,
+        state_key: bytes | None,
+        state_value: bytes | None,
     ) -> None:
-        """Sends the page and the checkpoint record in one transaction and commits it."""
+        """Sends the page and the checkpoint record (if any: a re-scan moves no checkpoint) in
+        one transaction and commits it."""
         producer = self._producer
         try:
             producer.begin_transaction()
@@ -313,7 +318,8 @@ class TransactionalSink:
                         break
                     except BufferError:
                         producer.poll(0.01)  # local queue full: let acks drain it
-            producer.produce(self.state_topic, value=state_value, key=state_key)
+            if state_key is not None:
+                producer.produce(self.state_topic, value=state_value, key=state_key)
             self._commit()
         except KafkaException as exc:
             self._fail(exc)

@@ -52,6 +52,9 @@ class SiteOutcome:
     days_behind: int | None
     error: str | None
     error_kind: str | None
+    rescanned_days: int = 0
+    rescan_new: int = 0
+    rescan_changed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +71,11 @@ class SiteOutcome:
             "days_behind": self.days_behind,
             "error": self.error,
             "error_kind": self.error_kind,
+            "rescan": {
+                "days": self.rescanned_days,
+                "new": self.rescan_new,
+                "changed": self.rescan_changed,
+            },
         }
 
 
@@ -173,6 +181,9 @@ def site_outcomes(
                 days_behind=behind,
                 error=site.error,
                 error_kind=site.error_kind,
+                rescanned_days=site.rescanned_days,
+                rescan_new=site.rescan_new,
+                rescan_changed=site.rescan_changed,
             )
         )
     return rows

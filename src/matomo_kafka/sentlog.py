@@ -1,0 +1,86 @@
+"""What was sent, per site and day, for the re-scan window (MATOMO_RESCAN_DAYS).
+
+A re-scan re-reads days already sent and re-sends only the visits that are new (late tracking:
+queued tracking processed late, log imports, back-dated hits) or changed (a visit that got more
+actions). To know which, each visit sent for a day that a later run may re-scan is recorded
+once Kafka has acknowledged it: its idVisit and an 8-byte BLAKE2b digest of the message sent,
+16 bytes appended to `<FILE_PATH_FILTERDATE><idsite>.sent/<YYYY-MM-DD>.bin`.
+
+The record is an optimisation, never a source of loss: a visit missing from it (a crash before
+the append, a deleted file, a first re-scan) is simply re-sent, as an update of the same key.
+So appends are not fsynced, a torn last record is ignored, and repeated records are harmless
+(the last one wins).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable
+from datetime import date
+from pathlib import Path
+
+from matomo_kafka.errors import CheckpointError
+from matomo_kafka.sink import Message
+
+_RECORD = struct.Struct("<Q8s")
+
+
+def digest(value: bytes) -> bytes:
+    return hashlib.blake2b(value, digest_size=8).digest()
+
+
+def visit_id(message: Message) -> int:
+    """The idVisit of a message keyed `<idSite>:<idVisit>`."""
+    return int(message.key.rpartition(b":")[2])
+
+
+class SentLog:
+    """Per-day records of the visits sent, beside the checkpoint files."""
+
+    def __init__(self, filterdate_prefix: str) -> None:
+        self.filterdate_prefix = filterdate_prefix
+
+    def directory(self, idsite: int) -> Path:
+        return Path(f"{self.filterdate_prefix}{idsite}.sent")
+
+    def path(self, idsite: int, day: date) -> Path:
+        return self.directory(idsite) / f"{day.isoformat()}.bin"
+
+    def load(self, idsite: int, day: date) -> dict[int, bytes]:
+        """idVisit -> digest of what was last sent for it (empty: nothing recorded)."""
+        path = self.path(idsite, day)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+        whole = len(data) - len(data) % _RECORD.size  # a torn last record is ignored
+        return dict(_RECORD.iter_unpack(data[:whole]))
+
+    def append(self, idsite: int, day: date, messages: Iterable[Message]) -> None:
+        records = b"".join(_RECORD.pack(visit_id(m), digest(m.value)) for m in messages)
+        path = self.path(idsite, day)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("ab") as handle:
+                torn = handle.tell() % _RECORD.size
+                if torn:  # a crash cut the last append: drop its piece, keep the rest aligned
+                    handle.truncate(handle.tell() - torn)
+                handle.write(records)
+        except OSError as exc:
+            raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def prune(self, idsite: int, keep_from: date) -> None:
+        """Forgets the days before `keep_from`: no later run will re-scan them."""
+        directory = self.directory(idsite)
+        if not directory.is_dir():
+            return
+        for path in directory.glob("*.bin"):
+            try:
+                day = date.fromisoformat(path.stem)
+            except ValueError:
+                continue  # not ours: left alone
+            if day < keep_from:
+                path.unlink(missing_ok=True)
