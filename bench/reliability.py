@@ -87,6 +87,9 @@ SECRETS = (TOKEN, SALT, GATEWAY_PASSWORD, SASL_PASSWORD)
 COLUMNS = "visitIp,visitorId,userId,actionDetails.url"
 RAW_COLUMNS = ("visitIp", "visitorId", "userId")
 LIMIT = 10
+#: The kill and fault proofs' sites end visits in groups of this many per second, served in a
+#: new order by every request: keyset paging must repair page boundaries inside such groups.
+TIE_GROUP = 3
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "UTC+5.5", "Pacific/Auckland")
 LIVE = "Live.getLastVisitsDetails"
 ERROR_PREFIX = "matomo-kafka: error:"
@@ -160,12 +163,18 @@ def store_for(data: Path) -> CheckpointStore:
 
 
 def simulator(
-    sites: list[SimSite], latency: float = 0.0, seed: int = 1, faults: list[Fault] | None = None
+    sites: list[SimSite],
+    latency: float = 0.0,
+    seed: int = 1,
+    faults: list[Fault] | None = None,
+    unstable_ties: bool = False,
 ) -> MatomoSimulator:
-    """A started simulator on 127.0.0.1 that wants the proofs' token and gateway password."""
+    """A started simulator on 127.0.0.1 that wants the proofs' token and gateway password.
+    `unstable_ties`: every request orders visits of the same second anew (as MySQL may)."""
     gateway = (GATEWAY_USER, GATEWAY_PASSWORD)
     config = SimConfig(token=TOKEN, sites=sites, latency_s=latency, seed=seed,
-                       basic_auth=gateway, faults=faults or [])  # fmt: skip
+                       basic_auth=gateway, faults=faults or [],
+                       unstable_ties=unstable_ties)  # fmt: skip
     return MatomoSimulator(config).start(LOCALHOST, 0)
 
 
@@ -319,6 +328,12 @@ class TopicReader:
                 raise ProofFailed(f"could not read {self.topic} to its end within {timeout}s")
             message = self._consumer.poll(0.2)
             if message is None:
+                # Transactional topics end with commit markers, never delivered: the
+                # consumer's position moves past them.
+                positions = [TopicPartition(self.topic, p) for p in self.partitions]
+                for tp in self._consumer.position(positions):
+                    if tp.offset is not None and tp.offset > self._next[tp.partition]:
+                        self._next[tp.partition] = tp.offset
                 continue
             error = message.error()
             if error is not None:
@@ -467,18 +482,22 @@ class Dataset:
     sites: tuple[int, ...]
     days: tuple[date, ...]
     keys: dict[tuple[int, date], list[str]]
+    stamps: dict[str, int]  # key -> last action time (the keyset boundary's clock)
 
     @classmethod
     def build(
         cls, sim: MatomoSimulator, sites: Sequence[int], days: Sequence[date], collector: Collector
     ) -> Dataset:
         keys: dict[tuple[int, date], list[str]] = {}
+        stamps: dict[str, int] = {}
         for site in sites:
             for day in days:
                 visits = sim.expected_visits(site, day)
                 collector.add_visits(visits)
                 keys[(site, day)] = [f"{site}:{int(visit['idVisit'])}" for visit in visits]
-        return cls(tuple(sites), tuple(days), keys)
+                for visit in visits:
+                    stamps[f"{site}:{int(visit['idVisit'])}"] = int(visit["lastActionTimestamp"])
+        return cls(tuple(sites), tuple(days), keys, stamps)
 
     def site_keys(self, site: int) -> list[str]:
         return [key for day in self.days for key in self.keys[(site, day)]]
@@ -494,8 +513,19 @@ class Dataset:
         for day in self.days:
             if day < cursor.day:
                 done.update(self.keys[(site, day)])
-            elif day == cursor.day:
+            elif day == cursor.day and cursor.last_action is None:
                 done.update(self.keys[(site, day)][: cursor.offset])
+            elif day == cursor.day:
+                # Keyset: the visits before the boundary second, and those of it in `ids`.
+                ids = {f"{site}:{idvisit}" for idvisit in cursor.ids}
+                sent = [key for key in self.keys[(site, day)]
+                        if self.stamps[key] < cursor.last_action or key in ids]  # fmt: skip
+                if len(sent) != cursor.offset:
+                    raise ProofFailed(
+                        f"site {site}: checkpoint {cursor.day} offset {cursor.offset} has a "
+                        f"boundary that covers {len(sent)} visits"
+                    )
+                done.update(sent)
         return done
 
 
@@ -538,13 +568,13 @@ def check_site(
     beyond = {key for key in data.site_keys(site) if counts[key] and key not in done}
     fresh = beyond - carried
     window = False
-    if len(fresh) > LIMIT:
+    if len(fresh) > LIMIT + TIE_GROUP:  # a page, plus the rest of a repaired tie group
         day_keys = set(data.keys.get((site, cursor.day), [])) if cursor else set()
         window = cursor is not None and cursor.offset == 0 and fresh <= day_keys
         if not window:
             raise ProofFailed(
                 f"{context}: site {site}: {len(fresh)} visits beyond checkpoint {cursor} "
-                f"were newly sent: more than one page ({LIMIT})"
+                f"were newly sent: more than one page ({LIMIT} + a tie group)"
             )
     return Exposure(cursor, beyond, fresh, window)
 
@@ -584,6 +614,7 @@ class KillFigures:
     duplicated: int = 0
     max_fresh: int = 0  # most visits one kill newly left beyond a site's checkpoint
     max_window: int = 0  # same, for kills in the day-change window (a whole day)
+    delivery: str = "at_least_once"
     temp_files_left: int = 0  # .tmp files a kill left beside the checkpoints
     seconds: float = 0.0
 
@@ -611,6 +642,7 @@ class _KillRound:
         bootstrap: str,
         workdir: Path,
         collector: Collector,
+        delivery: str = "at_least_once",
     ) -> None:
         first = date(2024, 1, 1) + timedelta(days=index * (days + 1))
         self.days = tuple(first + timedelta(days=n) for n in range(days))
@@ -624,7 +656,8 @@ class _KillRound:
         values = parm_values(self.dir / "data", sim.url, topic, bootstrap,
                              START_DATE=first.isoformat(),
                              MATOMO_ID_SITE=",".join(map(str, sites)),
-                             MATOMO_MAX_CONCURRENCY=str(len(sites)))  # fmt: skip
+                             MATOMO_MAX_CONCURRENCY=str(len(sites)), DELIVERY=delivery,
+                             KAFKA_STATE_TOPIC=f"{topic}.state.{index}")  # fmt: skip
         self.parm = write_parm(self.dir / "parm", values)
         self.store = store_for(self.dir / "data")
         self.kills = 0
@@ -658,20 +691,26 @@ def kill_proof(
     latency: float = 0.03,
     say: Say = print,
     tolerate_day_window: bool = False,
+    delivery: str = "at_least_once",
 ) -> KillFigures:
     """SIGKILLs `matomo-kafka run` at least `kills` times at random points, checking the
     checkpoints against the topic after each kill, then runs the last round to completion.
     `tolerate_day_window`: count kills that re-send a whole day from the day-change window
-    (code before the `.next` marker) instead of failing on the first one."""
+    (code before the `.next` marker) instead of failing on the first one.
+    `delivery="exactly_once"`: the topic is read (read_committed) only once a round is
+    complete, since a killed run's open transaction blocks such readers until the next run
+    aborts it, and no visit may then be seen twice."""
+    exactly_once = delivery == "exactly_once"
     rng = random.Random(seed)
     site_ids = tuple(range(1, sites + 1))
-    figures = KillFigures(seed=seed, sites=sites)
-    say(f"kills: seed {seed}, {kills} kills, {sites} sites x {days} days a round, "
+    figures = KillFigures(seed=seed, sites=sites, delivery=delivery)
+    say(f"kills ({delivery}): seed {seed}, {kills} kills, {sites} sites x {days} days a round, "
         f"limit {LIMIT}, latency {latency * 1000:.0f} ms")  # fmt: skip
     sim = simulator(
-        [SimSite(idsite=i, name=f"kill site {i}", timezone=ZONES[(i - 1) % len(ZONES)])
+        [SimSite(idsite=i, name=f"kill site {i}", timezone=ZONES[(i - 1) % len(ZONES)],
+                 tie_group=TIE_GROUP)
          for i in site_ids],
-        latency=latency, seed=seed,
+        latency=latency, seed=seed, unstable_ties=True,
     )  # fmt: skip
     topic = create_topic(bootstrap)
     reader = TopicReader(bootstrap, topic)
@@ -681,7 +720,7 @@ def kill_proof(
 
     def new_round() -> _KillRound:
         round_ = _KillRound(figures.rounds, sim, rng, site_ids, days, topic, bootstrap, workdir,
-                            collector)  # fmt: skip
+                            collector, delivery)  # fmt: skip
         figures.rounds += 1
         owned.update(round_.data.all_keys())
         return round_
@@ -692,7 +731,9 @@ def kill_proof(
         _, duplicates = check_complete(round_.store, round_.data, reader.counts,
                                        round_.run_date, context)  # fmt: skip
         for site, count in duplicates.items():
-            bound = LIMIT * round_.kills + round_.window_visits[site]
+            # A page is LIMIT visits, plus the rest of a repaired tie group (keyset paging).
+            bound = 0 if exactly_once else (LIMIT + TIE_GROUP) * round_.kills
+            bound += round_.window_visits[site]
             if count > bound:
                 raise ProofFailed(f"{context}: site {site}: {count} duplicates for "
                                   f"{round_.kills} kills (bound {bound})")  # fmt: skip
@@ -742,6 +783,14 @@ def kill_proof(
             figures.timed_kills += timed
             figures.paced_kills += not timed
             current.kills += 1
+            if exactly_once:
+                for site in site_ids:  # readable after every kill; the topic is read later
+                    try:
+                        current.store.load(site)
+                    except Exception as exc:
+                        raise ProofFailed(f"seed {seed}, kill {figures.kills}: site {site}: "
+                                          f"checkpoint unreadable: {exc}") from None  # fmt: skip
+                continue
             collector.add_messages(reader.settle())
             context = f"seed {seed}, kill {figures.kills}"
             in_window = False
@@ -963,10 +1012,11 @@ def fault_proof(
     day_list = [first + timedelta(days=n) for n in range(days)]
     sim_sites = [
         SimSite(idsite=i, name=f"fault site {i}", timezone=ZONES[(i + 1) % len(ZONES)],
-                visits={d.isoformat(): rng.choice(_DAY_SIZES) for d in day_list})
+                visits={d.isoformat(): rng.choice(_DAY_SIZES) for d in day_list},
+                tie_group=TIE_GROUP)
         for i in site_ids
     ]  # fmt: skip
-    sim = simulator(sim_sites, seed=seed)
+    sim = simulator(sim_sites, seed=seed, unstable_ties=True)
     topic = create_topic(bootstrap)
     reader = TopicReader(bootstrap, topic)
     started = time.monotonic()
@@ -1575,6 +1625,11 @@ BAD_INPUTS: tuple[BadInput, ...] = (
     _checkpoint("offset-superscript-digit", "checkpoint", b"2024-03-02\n", "²\n".encode()),
     _checkpoint("offset-beyond-64-bits", "checkpoint", b"2024-03-02\n", b"100000000000000000000\n"),
     _checkpoint("day-in-the-future", "checkpoint", b"2999-01-01\n", b"0\n"),
+    BadInput("boundary-garbage", "checkpoint", "boundary is unreadable",
+             files=(*INPUT_CHECKPOINT, ("filterdate1.boundary", b"{garbage\n"))),
+    BadInput("boundary-second-as-text", "checkpoint", "boundary is unreadable",
+             files=(*INPUT_CHECKPOINT, ("filterdate1.boundary",
+                    b'{"day":"2024-03-02","offset":10,"last_action":"noon","ids":[]}'))),
     # Matomo answers of the wrong shape (exit 1, the site's error named, nothing touched)
     _matomo("live-dict-not-list", "expected a JSON list",
             _live(lambda visits: {str(i): v for i, v in enumerate(visits)})),
@@ -1587,6 +1642,8 @@ BAD_INPUTS: tuple[BadInput, ...] = (
             _live(_with_id(10**30))),
     _matomo("live-idvisit-float", "a visit has no valid idVisit", _live(_with_id(1.5))),
     _matomo("live-idvisit-boolean", "a visit has no valid idVisit", _live(_with_id(True))),
+    _matomo("live-visit-without-last-action-time", "no valid lastActionTimestamp",
+            _live(_without("lastActionTimestamp"))),
     _matomo("live-page-longer-than-limit", f"visits for filter_limit={LIMIT}",
             _live(lambda visits: visits, count=LIMIT + 1)),
     _matomo("live-html-200", "truncated or invalid JSON",
@@ -1787,6 +1844,7 @@ def run_bad_input(case: BadInput, ctx: InputContext) -> InputOutcome:
 class Report:
     seed: int
     kills: KillFigures | None = None
+    eos_kills: KillFigures | None = None
     window: WindowFigures | None = None
     faults: list[FaultFigures] = field(default_factory=list)
     broker: list[BrokerFigures] = field(default_factory=list)
@@ -1819,6 +1877,16 @@ class Report:
                 rows.append(("kills in the day-change window",
                              f"{k.window_kills} kills, {k.window_sites} sites: each re-sends a "
                              f"whole day (max {k.max_window} visits)"))  # fmt: skip
+        if self.eos_kills:
+            e = self.eos_kills
+            expected += e.visits_expected
+            rows += [
+                ("exactly-once kills (DELIVERY=exactly_once)",
+                 f"{e.kills} ({e.timed_kills} at a random instant, {e.paced_kills} after 1-6 "
+                 f"checkpoint moves); {e.rounds} rounds of {e.sites} sites; {e.seconds:.0f}s"),
+                ("exactly-once kills: visits expected / lost / seen twice (read_committed)",
+                 f"{e.visits_expected} / {e.lost} / {e.duplicated}"),
+            ]  # fmt: skip
         if self.window:
             w = self.window
             left = f"files left at ({w.files[0]}, {w.files[1]})"
@@ -1922,6 +1990,8 @@ def _ensure_shared_broker() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=300, help="SIGKILLs (default 300)")
+    parser.add_argument("--eos-kills", type=int, default=100,
+                        help="SIGKILLs in exactly-once mode (default 100)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=None, help="RNG seed (default: random)")
     parser.add_argument(
         "--fault-scenarios",
@@ -1966,6 +2036,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             say=say,
             tolerate_day_window=args.tolerate_day_window,
         )
+
+    def eos_kills() -> None:
+        report.eos_kills = kill_proof(SHARED_BOOTSTRAP, workdir / "eos", args.eos_kills, seed,
+                                      collector, say=say, delivery="exactly_once")  # fmt: skip
 
     def window() -> None:
         report.window = day_change_kill_proof(SHARED_BOOTSTRAP, workdir, collector)
@@ -2018,6 +2092,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         attempt("kills", kills)
+        if args.eos_kills:
+            attempt("exactly-once kills", eos_kills)
         attempt("day-change window", window)
         attempt("faults", faults)
         if not args.skip_broker:

@@ -146,7 +146,7 @@ def visit_messages(
     while visits:
         visit = visits.pop()
         id_visit = int(visit["idVisit"])
-        stamp = visit.get("lastActionTimestamp", 0) if keyset else 0
+        stamp = visit.get("lastActionTimestamp") if keyset else 0
         if type(stamp) is not int:
             stamp = as_int(stamp)
             if stamp is None:
