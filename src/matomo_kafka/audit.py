@@ -17,16 +17,19 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from matomo_kafka.checkpoint import Cursor
 from matomo_kafka.config import Settings
 from matomo_kafka.days import day_range
 from matomo_kafka.errors import KafkaReadError
-from matomo_kafka.matomo import MatomoClient, as_int
+from matomo_kafka.matomo import MatomoClient, as_int, last_action_time, parse_visits
+from matomo_kafka.paging import Batch, Pager, Request
 from matomo_kafka.state import client_config
 
 STALL_SECONDS = 30.0
@@ -135,18 +138,19 @@ def read_sent(settings: Settings, idsite: int, first: date, last: date) -> dict[
 
 
 def live_ids(matomo: MatomoClient, idsite: int, day: date, limit: int) -> set[int]:
-    """Every idVisit of the day in a fresh Live listing (all pages, ascending)."""
-    ids: set[int] = set()
-    offset = 0
-    while True:
-        visits = matomo.visits_page(idsite, day, limit, offset)
-        for visit in visits:
-            idvisit = as_int(visit.get("idVisit"))
-            if idvisit is not None:
-                ids.add(idvisit)
-        offset += len(visits)
-        if len(visits) < limit:
-            return ids
+    """Every idVisit of the day in a fresh Live listing, read with keyset paging (paging.py)
+    so visits ending in the same second are neither missed nor counted twice."""
+
+    def fetch(request: Request) -> Batch[int]:
+        raw = matomo.visits_page_raw(idsite, day, request.limit, request.offset, request.after)
+        visits = parse_visits(raw, idsite, day, request.limit)
+        ids = [int(visit["idVisit"]) for visit in visits]  # checked by parse_visits
+        stamps = [last_action_time(v, idsite, i) for v, i in zip(visits, ids, strict=True)]
+        return Batch(ids, ids, stamps)
+
+    with ThreadPoolExecutor(1, "audit-fetch") as pool:
+        return {idvisit for page in Pager(fetch, pool, Cursor(day, 0), day, limit)
+                for idvisit in page.items}  # fmt: skip
 
 
 def audit_site(

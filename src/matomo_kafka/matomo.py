@@ -357,6 +357,19 @@ def as_int(value: Any) -> int | None:
     return None
 
 
+def last_action_time(visit: Visit, idsite: int, id_visit: int) -> int:
+    """The visit's last action time (Unix seconds), what Live sorts on: keyset paging needs it."""
+    stamp = visit.get("lastActionTimestamp")
+    if type(stamp) is not int:
+        stamp = as_int(stamp)
+        if stamp is None:
+            raise MatomoResponseError(
+                f"Live.getLastVisitsDetails for site {idsite}: visit {id_visit} has no valid "
+                "lastActionTimestamp (keyset paging needs it; MATOMO_PAGING=offset does not)"
+            )
+    return stamp
+
+
 def parse_visits(raw: bytes, idsite: int, day: date, limit: int) -> list[Visit]:
     """Parses and checks one Live page: a list of visit objects, each with an idVisit."""
     where = f"Live.getLastVisitsDetails for site {idsite} on {day}"

@@ -37,7 +37,7 @@ from matomo_kafka.errors import (
     MatomoResponseError,
     TransformError,
 )
-from matomo_kafka.matomo import MatomoClient, Visit, as_int, parse_visits
+from matomo_kafka.matomo import MatomoClient, Visit, last_action_time, parse_visits
 from matomo_kafka.paging import Batch, Page, Pager, Request
 from matomo_kafka.sentlog import SentLog, digest, visit_id
 from matomo_kafka.sink import (
@@ -146,17 +146,8 @@ def visit_messages(
     while visits:
         visit = visits.pop()
         id_visit = int(visit["idVisit"])
-        stamp = visit.get("lastActionTimestamp") if keyset else 0
-        if type(stamp) is not int:
-            stamp = as_int(stamp)
-            if stamp is None:
-                raise MatomoResponseError(
-                    f"Live.getLastVisitsDetails for site {idsite}: visit {id_visit} has no "
-                    "valid lastActionTimestamp (keyset paging needs it; MATOMO_PAGING=offset "
-                    "does not)"
-                )
         ids.append(id_visit)
-        stamps.append(stamp)
+        stamps.append(last_action_time(visit, idsite, id_visit) if keyset else 0)
         key = (prefix + str(id_visit)).encode()
         # orjson's bytes keep its 32 KiB write buffer; a right-sized copy (0.4 us) keeps a
         # page of 1000 messages at 3.5 MB instead of 32 MB while it waits to be sent.
