@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from matomo_kafka import checkpoint as checkpoint_module
 from matomo_kafka.checkpoint import CheckpointStore, Cursor
@@ -48,11 +50,11 @@ def test_unreadable_checkpoint_is_an_error(tmp_path: Path, day_text: str, offset
 def test_save_round_trip_and_files(tmp_path: Path) -> None:
     s = store(tmp_path)
     first = Cursor(date(2024, 3, 1), 0)
-    s.save(6, first, None)
-    s.save(6, Cursor(date(2024, 3, 1), 1000), first)
+    s.save(6, first)
+    s.save(6, Cursor(date(2024, 3, 1), 1000))
     assert (tmp_path / "filterdate6.txt").read_text() == "2024-03-01\n"
     assert (tmp_path / "last_filter_offset6.txt").read_text() == "1000\n"
-    s.save(6, Cursor(date(2024, 3, 2), 0), Cursor(date(2024, 3, 1), 1000))
+    s.save(6, Cursor(date(2024, 3, 2), 0))
     assert s.load(6) == Cursor(date(2024, 3, 2), 0)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "filterdate6.boundary", "filterdate6.txt", "last_filter_offset6.txt"]  # fmt: skip
@@ -69,7 +71,7 @@ def test_crash_during_a_day_change_resumes_at_old_or_new_cursor(
     real_write = checkpoint_module._write_atomic
     for crash_after in range(5):
         monkeypatch.setattr(checkpoint_module, "_write_atomic", real_write)
-        s.save(6, before, s.load(6))
+        s.save(6, before)
         assert s.load(6) == before
         writes = 0
 
@@ -82,7 +84,7 @@ def test_crash_during_a_day_change_resumes_at_old_or_new_cursor(
 
         monkeypatch.setattr(checkpoint_module, "_write_atomic", crashing_write)
         with pytest.raises(CheckpointError, match="No space left"):
-            s.save(6, after, before)
+            s.save(6, after)
         resumed = s.load(6)
         assert resumed == (before if crash_after == 0 else after), crash_after
 
@@ -90,9 +92,9 @@ def test_crash_during_a_day_change_resumes_at_old_or_new_cursor(
 def test_boundary_round_trip(tmp_path: Path) -> None:
     s = store(tmp_path)
     start = Cursor(date(2024, 3, 1), 0)
-    s.save(6, start, None)
+    s.save(6, start)
     inside = Cursor(date(2024, 3, 1), 1000, 1_709_251_200, frozenset({7, 9}))
-    s.save(6, inside, start)
+    s.save(6, inside)
     assert s.load(6) == inside
     assert (tmp_path / "last_filter_offset6.txt").read_text() == "1000\n"  # still the seed's
 
@@ -103,7 +105,7 @@ def test_crash_between_boundary_and_offset_uses_the_boundary(
     """The boundary file is written first: a crash before the offset file resumes at it."""
     s = store(tmp_path)
     one = Cursor(date(2024, 3, 1), 1000, 1_709_251_200, frozenset({7}))
-    s.save(6, one, None)
+    s.save(6, one)
     two = Cursor(date(2024, 3, 1), 2000, 1_709_260_000, frozenset({8, 11}))
     real_write = checkpoint_module._write_atomic
     calls = 0
@@ -117,7 +119,7 @@ def test_crash_between_boundary_and_offset_uses_the_boundary(
 
     monkeypatch.setattr(checkpoint_module, "_write_atomic", crash_second)
     with pytest.raises(CheckpointError):
-        s.save(6, two, one)
+        s.save(6, two)
     monkeypatch.undo()
     assert (tmp_path / "last_filter_offset6.txt").read_text() == "1000\n"
     assert s.load(6) == two
@@ -126,9 +128,8 @@ def test_crash_between_boundary_and_offset_uses_the_boundary(
 def test_edited_seed_files_win_over_the_boundary(tmp_path: Path) -> None:
     """Someone moved the seed files (to replay part of a day): their offset, no boundary."""
     s = store(tmp_path)
-    s.save(6, Cursor(date(2024, 3, 1), 0), None)
-    s.save(6, Cursor(date(2024, 3, 1), 10, 1_709_251_200, frozenset({7})),
-           Cursor(date(2024, 3, 1), 0))  # fmt: skip
+    s.save(6, Cursor(date(2024, 3, 1), 0))
+    s.save(6, Cursor(date(2024, 3, 1), 10, 1_709_251_200, frozenset({7})))
     (tmp_path / "last_filter_offset6.txt").write_text("4")
     assert s.load(6) == Cursor(date(2024, 3, 1), 4)
 
@@ -160,14 +161,14 @@ def test_atomic_write_leaves_no_temp_file_on_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s = store(tmp_path)
-    s.save(6, Cursor(date(2024, 3, 1), 10), None)
+    s.save(6, Cursor(date(2024, 3, 1), 10))
 
     def failing_replace(src: str, dst: str) -> None:
         raise OSError(5, "I/O error")
 
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(CheckpointError):
-        s.save(6, Cursor(date(2024, 3, 1), 20), Cursor(date(2024, 3, 1), 10))
+        s.save(6, Cursor(date(2024, 3, 1), 20))
     monkeypatch.undo()
     assert s.load(6) == Cursor(date(2024, 3, 1), 10)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
@@ -195,3 +196,43 @@ def _locked(path: Path) -> bool:
         except BlockingIOError:
             return True
         return False
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(st.booleans(), st.integers(1, 30), st.integers(0, 7)),
+                      min_size=1, max_size=12))  # fmt: skip
+def test_crash_at_any_write_of_any_save_resumes_at_old_or_new_cursor(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[bool, int, int]]
+) -> None:
+    """Saves one after another, each maybe cut by a crash after some of its writes, and the
+    next one continuing from what load() gives (as a resumed run does): load() always gives
+    the cursor before the cut save or the one it was saving, never anything else."""
+    s = store(tmp_path_factory.mktemp("crash"))
+    real_write = checkpoint_module._write_atomic
+    current = Cursor(date(2024, 3, 1), 0)
+    s.save(6, current)
+    for new_day, visits, crash_after in steps:
+        if new_day:
+            target = Cursor(current.day + timedelta(days=1), 0)
+        else:
+            offset = current.offset + visits
+            target = Cursor(current.day, offset, 1_709_251_200 + offset, frozenset({offset}))
+        writes = 0
+
+        def crashing_write(path: Path, text: str, limit: int = crash_after) -> None:
+            nonlocal writes
+            if writes >= limit:
+                raise OSError(28, "No space left on device")
+            writes += 1
+            real_write(path, text)
+
+        checkpoint_module._write_atomic = crashing_write  # type: ignore[assignment]
+        try:
+            s.save(6, target)
+        except CheckpointError:
+            pass
+        finally:
+            checkpoint_module._write_atomic = real_write
+        resumed = s.load(6)
+        assert resumed in (current, target), (current, target, crash_after)
+        current = resumed

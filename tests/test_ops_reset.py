@@ -45,7 +45,7 @@ def test_reset_mid_day_offset_and_never_run_site(
 ) -> None:
     simulator = sim_factory(two_sites(LIMIT))
     directory = parm(tmp_path, simulator, topic)
-    store(tmp_path).save(1, Cursor(date(2024, 3, 5), 10), None)
+    store(tmp_path).save(1, Cursor(date(2024, 3, 5), 10))
     result = run_cli("reset", "--parm-dir", str(directory), "--site", "1", "--date",
                      "20240305", "--yes")  # fmt: skip
     assert result.code == 0, result.output
@@ -75,7 +75,7 @@ def test_an_unreadable_checkpoint_can_be_reset(tmp_path: Path, sim_factory: Any)
 def test_confirmation(tmp_path: Path, sim_factory: Any) -> None:
     simulator = sim_factory(two_sites(LIMIT))
     directory = parm(tmp_path, simulator, "t")
-    store(tmp_path).save(1, Cursor(date(2024, 3, 2), 0), None)
+    store(tmp_path).save(1, Cursor(date(2024, 3, 2), 0))
     args = ["reset", "--parm-dir", str(directory), "--site", "1", "--date", "2024-03-04"]
 
     no_terminal = run_cli(*args)  # stdin is not a terminal, no --yes: refused
@@ -97,7 +97,7 @@ def test_confirmation(tmp_path: Path, sim_factory: Any) -> None:
 def test_refused_while_a_run_holds_the_site(tmp_path: Path, sim_factory: Any) -> None:
     simulator = sim_factory(two_sites(LIMIT))
     directory = parm(tmp_path, simulator, "t")
-    store(tmp_path).save(1, Cursor(date(2024, 3, 2), 7), None)
+    store(tmp_path).save(1, Cursor(date(2024, 3, 2), 7))
     with store(tmp_path).lock([1]):
         result = run_cli("reset", "--parm-dir", str(directory), "--site", "1", "--date",
                          "2024-03-01", "--yes")  # fmt: skip
@@ -125,7 +125,7 @@ def test_bad_reset_arguments(
 ) -> None:
     simulator = sim_factory(two_sites(LIMIT))
     directory = parm(tmp_path, simulator, "t")
-    store(tmp_path).save(1, Cursor(date(2024, 3, 2), 7), None)
+    store(tmp_path).save(1, Cursor(date(2024, 3, 2), 7))
     result = run_cli("reset", "--parm-dir", str(directory), "--yes", *args)
     assert result.code == 2, result.output
     assert expected in result.stderr

@@ -175,28 +175,40 @@ class CheckpointStore:
             )
         return Cursor(day, int(offset_text))
 
-    def save(self, idsite: int, cursor: Cursor, previous: Cursor | None) -> None:
-        """Moves the site's cursor forward, in the crash-safe order described above."""
+    def save(self, idsite: int, cursor: Cursor) -> None:
+        """Moves the site's cursor forward, in the crash-safe order described above. What the
+        files hold now is read back first rather than assumed: after a crash between the
+        writes, the cursor a run resumed from (the boundary file's) is ahead of the seed files."""
         marker = self.marker_path(idsite)
+        held = self._held(idsite)
         try:
             # First: the seed files written next are what it is checked against (see load).
-            _write_atomic(self.boundary_path(idsite), _boundary_text(cursor, previous))
-            if previous is None or previous.day != cursor.day or marker.exists():
+            _write_atomic(self.boundary_path(idsite), _boundary_text(cursor, held))
+            if held is None or held[0] != cursor.day.isoformat() or marker.exists():
                 # The seed's two files cannot change together: a marker holding the new
                 # cursor (already acknowledged) is written first, so a crash anywhere in
                 # between resumes at the new cursor instead of re-sending the whole day.
                 _write_atomic(marker, f"{cursor.day.isoformat()} {cursor.offset}")
-                if previous is not None or self.offset_path(idsite).exists():
+                if self.offset_path(idsite).exists():
                     _write_atomic(self.offset_path(idsite), "0")
                 _write_atomic(self.date_path(idsite), cursor.day.isoformat())
                 _write_atomic(self.offset_path(idsite), str(cursor.offset))
                 marker.unlink()
-            elif previous.offset != cursor.offset:
+            elif held[1] != cursor.offset:
                 _write_atomic(self.offset_path(idsite), str(cursor.offset))
         except OSError as exc:
             raise CheckpointError(
                 f"cannot write the checkpoint of site {idsite}: {exc.strerror or exc}"
             ) from None
+
+    def _held(self, idsite: int) -> tuple[str, int] | None:
+        """(day, offset) the marker or the seed files hold now; None if absent or unreadable
+        (they are then rewritten whole)."""
+        try:
+            cursor = self._read_marker(idsite) or self._load_files(idsite)
+        except CheckpointError:
+            return None
+        return None if cursor is None else _position(cursor)
 
     def lock_path(self, idsite: int) -> Path:
         return Path(f"{self.filterdate_prefix}{idsite}.lock")
@@ -215,14 +227,14 @@ def _position(cursor: Cursor) -> tuple[str, int]:
     return cursor.day.isoformat(), cursor.offset
 
 
-def _boundary_text(cursor: Cursor, previous: Cursor | None) -> str:
+def _boundary_text(cursor: Cursor, previous: tuple[str, int] | None) -> str:
     return orjson.dumps(
         {
             "day": cursor.day.isoformat(),
             "offset": cursor.offset,
             "last_action": cursor.last_action,
             "ids": sorted(cursor.ids),
-            "previous": None if previous is None else list(_position(previous)),
+            "previous": None if previous is None else list(previous),
         }
     ).decode()
 

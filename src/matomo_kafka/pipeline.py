@@ -318,8 +318,7 @@ class Pipeline:
             return
         idsite = site.idsite
         transform, last_day = self.prepare_site(idsite)
-        saved = self.store.load(idsite)
-        cursor = saved or Cursor(self.settings.START_DATE, 0)
+        cursor = self.store.load(idsite) or Cursor(self.settings.START_DATE, 0)
         site.cursor, site.last_closed = cursor, last_day
         self._site_started(site, cursor, last_day)
         pager = self._pager(idsite, transform, cursor, last_day, fetch_pool)
@@ -328,7 +327,7 @@ class Pipeline:
         try:
             for page in pager:
                 if in_flight is not None:
-                    saved = self._commit(site, *in_flight, saved, progress)
+                    self._commit(site, *in_flight, progress)
                     in_flight = None
                 self._check_stop(idsite)
                 headers = page_headers(idsite, page.day.isoformat())
@@ -336,10 +335,10 @@ class Pipeline:
         except (MatomoError, TransformError, Interrupted, Stopped):
             # The next page failed: the page already sent still deserves its checkpoint.
             if in_flight is not None:
-                self._commit(site, *in_flight, saved, progress)
+                self._commit(site, *in_flight, progress)
             raise
         if in_flight is not None:
-            self._commit(site, *in_flight, saved, progress)
+            self._commit(site, *in_flight, progress)
         self._rescan(site, transform, cursor.day, last_day, fetch_pool, self._send_and_wait)
 
     def _send_and_wait(self, messages: list[Message], headers: Headers) -> None:
@@ -383,7 +382,7 @@ class Pipeline:
         sink = TransactionalSink(self.settings, idsite)
         try:
             sink.init()  # from here on, an older producer of this site is fenced
-            cursor, seq, saved = self._exactly_once_start(idsite)
+            cursor, seq = self._exactly_once_start(idsite)
             site.cursor, site.last_closed = cursor, last_day
             self._site_started(site, cursor, last_day)
             progress = _DayProgress()
@@ -398,8 +397,7 @@ class Pipeline:
                 value = encode(self.settings, idsite, committed, seq, "run")
                 sink.commit(page.items, page_headers(idsite, page.day.isoformat()), key, value)
                 self._record_sent(idsite, page)
-                saved = self._save(idsite, committed, saved)
-                site.cursor = saved
+                site.cursor = self._save(idsite, committed)
                 self._page_counted(site, page, progress)
                 if page.last:
                     self._day_counted(site, page, progress)
@@ -411,10 +409,10 @@ class Pipeline:
         finally:
             sink.close()
 
-    def _exactly_once_start(self, idsite: int) -> tuple[Cursor, int, Cursor | None]:
+    def _exactly_once_start(self, idsite: int) -> tuple[Cursor, int]:
         """The site's cursor and seq: the state topic's latest committed checkpoint, which
         wins over the files (rewritten to match); without one, the files are imported (or
-        START_DATE). Also what the files hold now (None: no files yet)."""
+        START_DATE)."""
         assert self.state is not None, "exactly-once needs the state reader (Pipeline.run)"
         record = self.state.latest(idsite)
         topic = self.settings.state_topic
@@ -426,7 +424,7 @@ class Pipeline:
                 "site %d: no checkpoint in the state topic %s yet: %s offset %d (%s)",
                 idsite, topic, cursor.day, cursor.offset, source,
             )  # fmt: skip
-            return cursor, 0, files
+            return cursor, 0
         try:
             files = self.store.load(idsite)
         except CheckpointError as exc:
@@ -443,28 +441,24 @@ class Pipeline:
             else:
                 log.info("site %d: checkpoint files written from the state topic %s", idsite,
                          topic)  # fmt: skip
-            self._save(idsite, record.cursor, files)
-        return record.cursor, record.seq, record.cursor
+            self._save(idsite, record.cursor)
+        return record.cursor, record.seq
 
     def _commit(
         self,
         site: SiteReport,
         page: Page[Message],
         ack: PageAck,
-        saved: Cursor | None,
         progress: _DayProgress,
-    ) -> Cursor:
+    ) -> None:
         """Once Kafka acknowledged the page: checkpoint it, and the day's end if it is last."""
         self.sink.wait(ack)
         self._record_sent(site.idsite, page)
-        saved = self._save(site.idsite, page.next_cursor, saved)
-        site.cursor = saved
+        site.cursor = self._save(site.idsite, page.next_cursor)
         self._page_counted(site, page, progress)
         if page.last:
-            saved = self._save(site.idsite, Cursor(page.day + timedelta(days=1), 0), saved)
-            site.cursor = saved
+            site.cursor = self._save(site.idsite, Cursor(page.day + timedelta(days=1), 0))
             self._day_counted(site, page, progress)
-        return saved
 
     def _record_sent(self, idsite: int, page: Page[Message]) -> None:
         """Once acknowledged: what a later re-scan compares against (see sentlog.py). Every
@@ -548,8 +542,8 @@ class Pipeline:
                  seconds)  # fmt: skip
         self.observer.day_done(site, page.day, visits, seconds)
 
-    def _save(self, idsite: int, cursor: Cursor, previous: Cursor | None) -> Cursor:
-        self.store.save(idsite, cursor, previous)
+    def _save(self, idsite: int, cursor: Cursor) -> Cursor:
+        self.store.save(idsite, cursor)
         return cursor
 
     def _check_stop(self, idsite: int) -> None:

@@ -48,4 +48,4 @@ def plan_reset(store: CheckpointStore, idsite: int, day: date) -> ResetPlan:
 
 def apply_reset(store: CheckpointStore, plan: ResetPlan) -> None:
     """Writes (day, 0): offset first when the day changes, as the run does."""
-    store.save(plan.idsite, plan.new, plan.old)
+    store.save(plan.idsite, plan.new)
