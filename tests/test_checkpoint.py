@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -18,6 +21,27 @@ from matomo_kafka.errors import CheckpointError, LockedError
 
 def store(tmp_path: Path) -> CheckpointStore:
     return CheckpointStore(str(tmp_path / "filterdate"), str(tmp_path / "last_filter_offset"))
+
+
+@contextmanager
+def crash_after(writes: int) -> Iterator[None]:
+    """Checkpoint writes fail (as on a full disk, or a process killed) after `writes` of them:
+    what a crash at that point leaves on disk."""
+    real_write = checkpoint_module._write_atomic
+    done = 0
+
+    def crashing_write(path: Path, text: str) -> None:
+        nonlocal done
+        if done >= writes:
+            raise OSError(28, "No space left on device")
+        done += 1
+        real_write(path, text)
+
+    checkpoint_module._write_atomic = crashing_write
+    try:
+        yield
+    finally:
+        checkpoint_module._write_atomic = real_write
 
 
 def test_reads_seed_files_as_written_by_producerMatomo(tmp_path: Path) -> None:
@@ -60,33 +84,19 @@ def test_save_round_trip_and_files(tmp_path: Path) -> None:
         "filterdate6.boundary", "filterdate6.txt", "last_filter_offset6.txt"]  # fmt: skip
 
 
-def test_crash_during_a_day_change_resumes_at_old_or_new_cursor(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_crash_during_a_day_change_resumes_at_old_or_new_cursor(tmp_path: Path) -> None:
     """A day change is five writes (boundary, marker, offset 0, day, offset): a crash after
     any prefix of them resumes at the old cursor or at the new one, never elsewhere."""
     s = store(tmp_path)
     before = Cursor(date(2024, 3, 1), 1234)
     after = Cursor(date(2024, 3, 2), 0)
-    real_write = checkpoint_module._write_atomic
-    for crash_after in range(5):
-        monkeypatch.setattr(checkpoint_module, "_write_atomic", real_write)
+    for writes in range(5):
         s.save(6, before)
         assert s.load(6) == before
-        writes = 0
-
-        def crashing_write(path: Path, text: str, limit: int = crash_after) -> None:
-            nonlocal writes
-            if writes >= limit:
-                raise OSError(28, "No space left on device")
-            writes += 1
-            real_write(path, text)
-
-        monkeypatch.setattr(checkpoint_module, "_write_atomic", crashing_write)
-        with pytest.raises(CheckpointError, match="No space left"):
+        with crash_after(writes), pytest.raises(CheckpointError, match="No space left"):
             s.save(6, after)
         resumed = s.load(6)
-        assert resumed == (before if crash_after == 0 else after), crash_after
+        assert resumed == (before if writes == 0 else after), writes
 
 
 def test_boundary_round_trip(tmp_path: Path) -> None:
@@ -99,28 +109,14 @@ def test_boundary_round_trip(tmp_path: Path) -> None:
     assert (tmp_path / "last_filter_offset6.txt").read_text() == "1000\n"  # still the seed's
 
 
-def test_crash_between_boundary_and_offset_uses_the_boundary(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_crash_between_boundary_and_offset_uses_the_boundary(tmp_path: Path) -> None:
     """The boundary file is written first: a crash before the offset file resumes at it."""
     s = store(tmp_path)
     one = Cursor(date(2024, 3, 1), 1000, 1_709_251_200, frozenset({7}))
     s.save(6, one)
     two = Cursor(date(2024, 3, 1), 2000, 1_709_260_000, frozenset({8, 11}))
-    real_write = checkpoint_module._write_atomic
-    calls = 0
-
-    def crash_second(path: Path, text: str) -> None:
-        nonlocal calls
-        calls += 1
-        if calls > 1:
-            raise OSError(28, "No space left on device")
-        real_write(path, text)
-
-    monkeypatch.setattr(checkpoint_module, "_write_atomic", crash_second)
-    with pytest.raises(CheckpointError):
+    with crash_after(1), pytest.raises(CheckpointError):
         s.save(6, two)
-    monkeypatch.undo()
     assert (tmp_path / "last_filter_offset6.txt").read_text() == "1000\n"
     assert s.load(6) == two
 
@@ -208,31 +204,16 @@ def test_crash_at_any_write_of_any_save_resumes_at_old_or_new_cursor(
     next one continuing from what load() gives (as a resumed run does): load() always gives
     the cursor before the cut save or the one it was saving, never anything else."""
     s = store(tmp_path_factory.mktemp("crash"))
-    real_write = checkpoint_module._write_atomic
     current = Cursor(date(2024, 3, 1), 0)
     s.save(6, current)
-    for new_day, visits, crash_after in steps:
+    for new_day, visits, writes in steps:
         if new_day:
             target = Cursor(current.day + timedelta(days=1), 0)
         else:
             offset = current.offset + visits
             target = Cursor(current.day, offset, 1_709_251_200 + offset, frozenset({offset}))
-        writes = 0
-
-        def crashing_write(path: Path, text: str, limit: int = crash_after) -> None:
-            nonlocal writes
-            if writes >= limit:
-                raise OSError(28, "No space left on device")
-            writes += 1
-            real_write(path, text)
-
-        checkpoint_module._write_atomic = crashing_write  # type: ignore[assignment]
-        try:
+        with crash_after(writes), contextlib.suppress(CheckpointError):
             s.save(6, target)
-        except CheckpointError:
-            pass
-        finally:
-            checkpoint_module._write_atomic = real_write
         resumed = s.load(6)
-        assert resumed in (current, target), (current, target, crash_after)
+        assert resumed in (current, target), (current, target, writes)
         current = resumed
