@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from matomo_kafka.errors import TransformError
 from matomo_kafka.transform import (
     Dimension,
+    KeyedHash,
     SiteTransform,
     parse_dimensions,
     parse_goals,
@@ -117,3 +118,29 @@ def test_two_dimensions_with_one_name() -> None:
 def test_hmac_matches_reference(value: str, salt: str) -> None:
     expected = hmac.new(salt.encode(), value.encode(), hashlib.sha256).hexdigest()
     assert pseudonymise(salt.encode(), value) == expected
+
+
+# Integers within 64 bits: orjson, which parses Matomo's answers, holds no larger ones.
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300)
+@given(key=st.binary(max_size=150), value=json_values)
+def test_prepared_key_hashes_as_the_rule_says(key: bytes, value: object) -> None:
+    """KeyedHash (the hot path, key states prepared once) equals hmac.digest's HMAC-SHA256,
+    for empty keys, keys longer than SHA-256's 64-byte block, and any JSON value."""
+    assert KeyedHash(key)(value) == pseudonymise(key, value)
+
+
+def test_prepared_key_never_shows_in_a_repr() -> None:
+    transform = SiteTransform.build(1, [], {}, ["visitIp"], "sel-secret-42")
+    assert "sel-secret-42" not in repr(transform)
+    assert b"sel-secret-42" not in repr(transform).encode()
