@@ -12,7 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from matomo_kafka import paging
 from matomo_kafka.checkpoint import Cursor
+from matomo_kafka.errors import MatomoResponseError
 from matomo_kafka.matomo import RequestGate
 from matomo_kafka.paging import Batch, Pager, Request
 
@@ -230,3 +232,10 @@ def test_gate_spaces_request_starts() -> None:
         with gate.slot():
             pass
     assert time.monotonic() - started >= 0.39
+
+
+def test_a_second_beyond_the_cap_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(paging, "MAX_VISITS_IN_ONE_SECOND", 40)
+    days = tied_days([[3, 50, 4]])
+    with pytest.raises(MatomoResponseError, match="more than 40 visits end in the same second"):
+        read_ids(TiedDays(days, 1), Cursor(FIRST, 0), FIRST, 7, 2)

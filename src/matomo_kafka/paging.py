@@ -34,8 +34,13 @@ from datetime import date, timedelta
 from typing import Generic, TypeVar
 
 from matomo_kafka.checkpoint import Cursor
+from matomo_kafka.errors import MatomoResponseError
 
 log = logging.getLogger(__name__)
+
+#: A second holding more visits than this cannot be a real site's: a broken answer, which
+#: would otherwise grow the whole-second request without end.
+MAX_VISITS_IN_ONE_SECOND = 50_000
 
 T = TypeVar("T")
 
@@ -188,7 +193,13 @@ class Pager(Generic[T]):
             batch = self.fetch(Request(day, second - 1, limit, 0))
             if len(batch.stamps) < limit or max(batch.stamps) > second:
                 return batch
-            limit *= 2
+            if limit >= MAX_VISITS_IN_ONE_SECOND:
+                raise MatomoResponseError(
+                    f"{day}: more than {MAX_VISITS_IN_ONE_SECOND} visits end in the same second "
+                    f"({second}), too many to read at once; MATOMO_PAGING=offset reads the day "
+                    "without keyset paging"
+                )
+            limit = min(limit * 2, MAX_VISITS_IN_ONE_SECOND)
 
     @staticmethod
     def _advance(
