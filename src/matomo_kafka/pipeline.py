@@ -3,8 +3,10 @@ once Kafka has acknowledged it, move the site's checkpoint past it.
 
 Per site: read its timezone, custom dimensions and goals; then for each closed day from its
 checkpoint (or START_DATE) read Live.getLastVisitsDetails page by page (ascending last action
-time, `filter_limit` visits a page) until a short page. A site that Matomo refuses fails alone;
-a Kafka, checkpoint or token failure stops the run, since every other site would hit it too.
+time, `filter_limit` visits a page, keyset-checked boundaries: paging.py) until a short page;
+then, with MATOMO_RESCAN_DAYS, re-read the days before the start and re-send what is new or
+changed (sentlog.py). A site that Matomo refuses fails alone; a Kafka, checkpoint or token
+failure stops the run, since every other site would hit it too.
 
 DELIVERY=exactly_once: each page and the site's new checkpoint (a record of the state topic,
 see state.py) are committed in one Kafka transaction by the site's transactional producer;
@@ -339,10 +341,7 @@ class Pipeline:
             raise
         if in_flight is not None:
             self._commit(site, *in_flight, progress)
-        self._rescan(site, transform, cursor.day, last_day, fetch_pool, self._send_and_wait)
-
-    def _send_and_wait(self, messages: list[Message], headers: Headers) -> None:
-        self.sink.wait(self.sink.send(messages, headers))
+        self._rescan(site, transform, cursor.day, last_day, fetch_pool, self.sink.deliver)
 
     def _site_started(self, site: SiteReport, cursor: Cursor, last_day: date) -> None:
         log.info(
