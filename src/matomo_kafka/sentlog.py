@@ -2,9 +2,10 @@
 
 A re-scan re-reads days already sent and re-sends only the visits that are new (late tracking:
 queued tracking processed late, log imports, back-dated hits) or changed (a visit that got more
-actions). To know which, each visit sent for a day that a later run may re-scan is recorded
-once Kafka has acknowledged it: its idVisit and an 8-byte BLAKE2b digest of the message sent,
-16 bytes appended to `<FILE_PATH_FILTERDATE><idsite>.sent/<YYYY-MM-DD>.bin`.
+actions). To know which, while the window is on, each visit sent is recorded once Kafka has
+acknowledged it: its idVisit and an 8-byte BLAKE2b digest of the message sent, 16 bytes
+appended to `<FILE_PATH_FILTERDATE><idsite>.sent/<YYYY-MM-DD>.bin`; days that no later run
+will re-scan are pruned after each re-scan.
 
 The record is an optimisation, never a source of loss: a visit missing from it (a crash before
 the append, a deleted file, a first re-scan) is simply re-sent, as an update of the same key.
