@@ -217,3 +217,19 @@ def test_crash_at_any_write_of_any_save_resumes_at_old_or_new_cursor(
         resumed = s.load(6)
         assert resumed in (current, target), (current, target, writes)
         current = resumed
+
+
+def test_lock_removes_temp_files_a_killed_run_left(tmp_path: Path) -> None:
+    """A SIGKILL inside an atomic write leaves its temp file; the next run holding the site's
+    lock removes those of its sites, and leaves other sites' (maybe being written) alone."""
+    s = store(tmp_path)
+    s.save(1, Cursor(date(2024, 3, 1), 10))
+    left = [tmp_path / ".filterdate1.txt.k2j3.tmp", tmp_path / ".last_filter_offset1.txt.a.tmp",
+            tmp_path / ".filterdate1.boundary.zz.tmp"]  # fmt: skip
+    other = [tmp_path / ".filterdate12.txt.q.tmp", tmp_path / ".last_filter_offset2.txt.b.tmp"]
+    for path in left + other:
+        path.write_text("partial")
+    with s.lock([1]):
+        assert not any(path.exists() for path in left)
+        assert all(path.exists() for path in other)
+    assert s.load(1) == Cursor(date(2024, 3, 1), 10)

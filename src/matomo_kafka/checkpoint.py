@@ -20,11 +20,13 @@ files is someone's edit, which wins: the day resumes at their offset without a b
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import glob
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -215,8 +217,26 @@ class CheckpointStore:
 
     def lock(self, sites: Iterable[int]) -> CheckpointLock:
         """Locks every given site's checkpoint up front: all of them, or none (LockedError).
-        Per-site locks let shards of one site list run at once on shared checkpoint files."""
-        return CheckpointLock([self.lock_path(idsite) for idsite in sorted(set(sites))])
+        Per-site locks let shards of one site list run at once on shared checkpoint files.
+        Once locked, the temp files a killed run left beside them are removed."""
+        ids = sorted(set(sites))
+        return CheckpointLock(
+            [self.lock_path(idsite) for idsite in ids], lambda: self.remove_temp_files(ids)
+        )
+
+    def remove_temp_files(self, sites: Iterable[int]) -> int:
+        """Removes the temp files of interrupted atomic writes (never read: a write either
+        renamed its temp file or left it). Only while holding the sites' locks, so no running
+        write of another process can lose its file."""
+        removed = 0
+        for idsite in sites:
+            for path in (self.boundary_path(idsite), self.marker_path(idsite),
+                         self.date_path(idsite), self.offset_path(idsite)):  # fmt: skip
+                for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+                    with contextlib.suppress(OSError):
+                        temp.unlink()
+                        removed += 1
+        return removed
 
 
 def _is_count(value: object) -> bool:
@@ -272,14 +292,17 @@ def _write_atomic(path: Path, text: str) -> None:
 class CheckpointLock:
     """Exclusive flocks beside the checkpoint files; the kernel frees them even on SIGKILL."""
 
-    def __init__(self, paths: list[Path]) -> None:
+    def __init__(self, paths: list[Path], on_locked: Callable[[], object] | None = None) -> None:
         self.paths = paths
+        self.on_locked = on_locked
         self._fds: list[int] = []
 
     def __enter__(self) -> CheckpointLock:
         try:
             for path in self.paths:
                 self._fds.append(_lock_one(path))
+            if self.on_locked is not None:
+                self.on_locked()
         except BaseException:
             self.release()
             raise
