@@ -788,6 +788,38 @@ def _make_plan(ctx: _SiteCtx, day: date, n: int, seed: int) -> _DayPlan:
     )
 
 
+def _page_view(
+    url: str,
+    title: str,
+    pid: Any,
+    idpageview: str,
+    pretty: str,
+    page_id: int,
+    position: int,
+    timestamp: int,
+    dim2: Any,
+) -> JSON:
+    """A page-view entry of actionDetails, in Matomo 5.0.2's key order (timeSpent filled later)."""
+    return {
+        "type": "action",
+        "url": url,
+        "pageTitle": title,
+        "pageIdAction": pid,
+        "idpageview": idpageview,
+        "serverTimePretty": pretty,
+        "pageId": page_id,
+        "timeSpent": 0,
+        "timeSpentPretty": "0s",
+        "pageviewPosition": position,
+        "title": title,
+        "subtitle": url,
+        "icon": "",
+        "iconSVG": _ICON_ACTION_SVG,
+        "timestamp": timestamp,
+        "dimension2": dim2,
+    }
+
+
 def _make_visit(p: _DayPlan, i: int, seed: int) -> JSON:
     """Visit i (asc order) of a day: a pure function of (seed, idsite, day, i, n)."""
     h = p.digest(i)
@@ -859,24 +891,7 @@ def _make_visit(p: _DayPlan, i: int, seed: int) -> JSON:
                 url, title, pid, dim2 = ctx.pages[h2[6 + j] % len(ctx.pages)]
             cur_url, cur_page_id = url, page_id
             cur_idpv = h2[24 + 3 * j : 27 + 3 * j].hex()
-            e = {
-                "type": "action",
-                "url": url,
-                "pageTitle": title,
-                "pageIdAction": pid,
-                "idpageview": cur_idpv,
-                "serverTimePretty": pretty,
-                "pageId": page_id,
-                "timeSpent": 0,
-                "timeSpentPretty": "0s",
-                "pageviewPosition": pv_pos,
-                "title": title,
-                "subtitle": url,
-                "icon": "",
-                "iconSVG": _ICON_ACTION_SVG,
-                "timestamp": lt,
-                "dimension2": dim2,
-            }
+            e = _page_view(url, title, pid, cur_idpv, pretty, page_id, pv_pos, lt, dim2)
         elif kind == "event":
             n_actions += 1
             n_events += 1
@@ -1120,26 +1135,10 @@ def _grown_visit(p: _DayPlan, i: int, seed: int, new_last: int) -> JSON:
             break
     url, title, pid, dim2 = p.ctx.pages[gh[2] % len(p.ctx.pages)]
     lt = new_last + p.offset(new_last)
-    entries.append(
-        {
-            "type": "action",
-            "url": url,
-            "pageTitle": title,
-            "pageIdAction": pid,
-            "idpageview": gh[3:6].hex(),
-            "serverTimePretty": f"{_dates(lt // 86400)[2]} {_hms(lt)}",
-            "pageId": v["idVisit"] * 8 + len(entries),
-            "timeSpent": 0,
-            "timeSpentPretty": "0s",
-            "pageviewPosition": 1 + sum(1 for e in entries if e["type"] in ("action", "search")),
-            "title": title,
-            "subtitle": url,
-            "icon": "",
-            "iconSVG": _ICON_ACTION_SVG,
-            "timestamp": lt,
-            "dimension2": dim2,
-        }
-    )
+    position = 1 + sum(1 for e in entries if e["type"] in ("action", "search"))
+    pretty = f"{_dates(lt // 86400)[2]} {_hms(lt)}"
+    page_id = v["idVisit"] * 8 + len(entries)
+    entries.append(_page_view(url, title, pid, gh[3:6].hex(), pretty, page_id, position, lt, dim2))
     duration = new_last - v["firstActionTimestamp"] + p.digest(i)[46] % 3
     utc_iso = _dates(new_last // 86400)[0]
     last_local = new_last + p.offset(new_last)
