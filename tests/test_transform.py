@@ -6,14 +6,17 @@ import copy
 import hashlib
 import hmac
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from matomo_kafka.errors import TransformError
+from matomo_kafka.errors import MatomoResponseError, TransformError
+from matomo_kafka.pipeline import page_messages
 from matomo_kafka.transform import (
     Dimension,
     KeyedHash,
@@ -144,3 +147,93 @@ def test_prepared_key_never_shows_in_a_repr() -> None:
     transform = SiteTransform.build(1, [], {}, ["visitIp"], "sel-secret-42")
     assert "sel-secret-42" not in repr(transform)
     assert b"sel-secret-42" not in repr(transform).encode()
+
+
+# -- one visit at a time: the hot path (pipeline.page_messages) ------------------------------
+
+
+def whole_page_messages(raw: bytes, transform: SiteTransform) -> list[tuple[bytes, bytes]]:
+    """The reference: the page parsed at once, each visit transformed and serialised."""
+    return [
+        (
+            f"{transform.idsite}:{int(visit['idVisit'])}".encode(),
+            orjson.dumps(transform.apply(visit)),
+        )
+        for visit in orjson.loads(raw)
+    ]
+
+
+def test_page_messages_equal_the_whole_page_way_on_real_answers() -> None:
+    columns = ("visitIp", "visitorId", "actionDetails.url")
+    for path in sorted(SAMPLES.glob("live_site1_*.json")):
+        raw = path.read_bytes()
+        if not raw.lstrip().startswith(b"["):
+            continue
+        batch = page_messages(raw, 1, date(2024, 3, 10), 100, site1_transform(columns))
+        expected = whole_page_messages(raw, site1_transform(columns))
+        assert [(m.key, m.value) for m in batch.items] == expected, path.name
+        assert list(batch.ids) == [int(key.split(b":")[1]) for key, _ in expected]
+
+
+finite_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+visit_fields = st.dictionaries(
+    st.text(min_size=1, max_size=12).filter(lambda k: k not in ("idVisit", "actionDetails")),
+    finite_json_values,
+    max_size=6,
+)
+
+
+@settings(max_examples=200)
+@given(
+    visits=st.lists(
+        st.tuples(st.integers(1, 2**53), visit_fields, st.lists(visit_fields, max_size=3)),
+        max_size=6,
+    ),
+    ascii_only=st.booleans(),
+)
+def test_page_messages_equal_the_whole_page_way_on_any_page(
+    visits: list[tuple[int, dict[str, Any], list[dict[str, Any]]]], ascii_only: bool
+) -> None:
+    """Cutting a page into visits (msgspec) before parsing each one changes nothing: same
+    messages, whatever the values, escapes (PHP's \\/ and \\uXXXX) or unicode."""
+    page = [
+        {"idVisit": idvisit, **fields, "lastActionTimestamp": 1710000000 + n,
+         "actionDetails": actions}
+        for n, (idvisit, fields, actions) in enumerate(visits)
+    ]  # fmt: skip
+    text = json.dumps(page, ensure_ascii=ascii_only)
+    raw = (text.replace("/", "\\/") if ascii_only else text).encode()
+    columns = ("visitIp", "actionDetails.url")
+    batch = page_messages(raw, 1, date(2024, 3, 10), 10, site1_transform(columns))
+    assert [(m.key, m.value) for m in batch.items] == whole_page_messages(
+        raw, site1_transform(columns)
+    )
+    assert list(batch.stamps) == [1710000000 + n for n in range(len(page))]
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b'{"idVisit": 1}', "expected a JSON list of objects"),
+        (b"[1, 2]", "expected a JSON list of objects"),
+        (b'[{"idVisit": 1}, ["x"]]', "expected a JSON list of objects"),
+        (b'[{"idVisit": 1}, {"idVisit": 2', "invalid JSON"),
+        (b'[{"idVisit": 1},, {"idVisit": 2}]', "invalid JSON"),
+        (b'[{"idVisit": "x1"}]', "a visit has no valid idVisit"),
+        (b'[{"visitIp": "192.0.2.1"}]', "a visit has no valid idVisit"),
+        (b'[{"idVisit": 1}, {"idVisit": 2}, {"idVisit": 3}]', "3 visits for filter_limit=2"),
+    ],
+)
+def test_page_messages_refuse_a_bad_page_with_one_line(raw: bytes, error: str) -> None:
+    with pytest.raises(MatomoResponseError, match=error) as caught:
+        page_messages(raw, 1, date(2024, 3, 10), 2, site1_transform(), keyset=False)
+    assert "\n" not in str(caught.value)
+    assert str(caught.value).startswith("Live.getLastVisitsDetails for site 1 on 2024-03-10: ")

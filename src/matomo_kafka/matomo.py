@@ -19,6 +19,7 @@ from datetime import date
 from typing import Any, TypeVar
 
 import httpx
+import msgspec
 import orjson
 from tenacity import (
     RetryCallState,
@@ -370,22 +371,49 @@ def last_action_time(visit: Visit, idsite: int, id_visit: int) -> int:
     return stamp
 
 
-def parse_visits(raw: bytes, idsite: int, day: date, limit: int) -> list[Visit]:
-    """Parses and checks one Live page: a list of visit objects, each with an idVisit."""
-    where = f"Live.getLastVisitsDetails for site {idsite} on {day}"
+_split_page = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def page_where(idsite: int, day: date) -> str:
+    return f"Live.getLastVisitsDetails for site {idsite} on {day}"
+
+
+def split_visits(raw: bytes, idsite: int, day: date, limit: int) -> list[msgspec.Raw]:
+    """Cuts one Live page into its visits' JSON, unparsed. msgspec checks the page's syntax
+    and finds each visit's bounds without building Python objects, so each visit is then
+    parsed, transformed and serialised alone, while its objects are still in the CPU cache
+    (a 1000-visit page parsed at once is ~30 MB of objects: see README, Performance)."""
+    where = page_where(idsite, day)
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        visits = _split_page.decode(raw)
+    except msgspec.ValidationError:
+        raise MatomoResponseError(f"{where}: expected a JSON list of objects") from None
+    except msgspec.DecodeError:
         raise MatomoResponseError(f"{where}: invalid JSON") from None
-    visits = _list_of_objects(body, where)
     if len(visits) > limit:
         raise MatomoResponseError(
             f"{where}: {len(visits)} visits for filter_limit={limit} (paging ignored?)"
         )
-    for visit in visits:
-        if as_int(visit.get("idVisit")) is None:
-            raise MatomoResponseError(f"{where}: a visit has no valid idVisit")
     return visits
+
+
+def parse_visit(raw: msgspec.Raw, where: str) -> Visit:
+    """Parses and checks one visit of a page (split_visits): an object with an idVisit."""
+    try:
+        visit = orjson.loads(memoryview(raw))
+    except orjson.JSONDecodeError:
+        raise MatomoResponseError(f"{where}: invalid JSON") from None
+    if type(visit) is not dict:
+        raise MatomoResponseError(f"{where}: expected a JSON list of objects")
+    if as_int(visit.get("idVisit")) is None:
+        raise MatomoResponseError(f"{where}: a visit has no valid idVisit")
+    return visit
+
+
+def parse_visits(raw: bytes, idsite: int, day: date, limit: int) -> list[Visit]:
+    """Parses and checks one whole Live page: a list of visit objects, each with an idVisit."""
+    where = page_where(idsite, day)
+    return [parse_visit(visit, where) for visit in split_visits(raw, idsite, day, limit)]
 
 
 def _list_of_objects(body: Any, where: str) -> list[dict[str, Any]]:
