@@ -938,6 +938,21 @@ def ids(visits: list[Any]) -> list[int]:
     return [v["idVisit"] for v in visits]
 
 
+def assert_same_live_answers(
+    client: httpx.Client, url_a: str, url_b: str, idsite: int, offset: int, limit: int
+) -> None:
+    """Two simulators answer the day's whole Live listing, and one ascending page, byte for
+    byte alike."""
+    page = {"filter_limit": limit, "filter_offset": offset, "filter_sort_order": "asc"}
+    for params in ({"filter_limit": -1}, page):
+        answers = [
+            api(client, url, "Live.getLastVisitsDetails", idSite=idsite, period="day",
+                date=DAY, **params).content
+            for url in (url_a, url_b)
+        ]  # fmt: skip
+        assert answers[0] == answers[1], params
+
+
 def stamps_of(visits: list[Any]) -> list[int]:
     return [v["lastActionTimestamp"] for v in visits]
 
@@ -1038,13 +1053,7 @@ def test_tie_group_makes_groups_of_equal_last_action(client: httpx.Client) -> No
     plain = hazard_config()
     plain.sites[0] = SimSite(1, "Ties", "UTC", visits={DAY: 300})
     with MatomoSimulator(one) as a, MatomoSimulator(plain) as b:
-        for kw in ({"filter_limit": -1}, {"filter_limit": 30, "filter_offset": 7,
-                                           "filter_sort_order": "asc"}):  # fmt: skip
-            ra = api(client, a.url, "Live.getLastVisitsDetails", idSite=1, period="day",
-                     date=DAY, **kw)  # fmt: skip
-            rb = api(client, b.url, "Live.getLastVisitsDetails", idSite=1, period="day",
-                     date=DAY, **kw)  # fmt: skip
-            assert ra.content == rb.content
+        assert_same_live_answers(client, a.url, b.url, 1, offset=7, limit=30)
         assert len(set(stamps_of(a.expected_visits(1, DAY)))) == 300
 
 
@@ -1149,13 +1158,8 @@ def test_late_visits_hidden_until_released(client: httpx.Client) -> None:
         s.release_late(2, DAY)
         assert s.hidden_visit_ids(2, DAY) == set()
         assert len(s.hidden_visit_ids(2, "2024-03-11")) == 3
-        for kw in ({"filter_limit": -1}, {"filter_limit": 50, "filter_offset": 20,
-                                          "filter_sort_order": "asc"}):  # fmt: skip
-            r = api(client, s.url, "Live.getLastVisitsDetails", idSite=2, period="day",
-                    date=DAY, **kw)  # fmt: skip
-            rp = api(client, plain.url, "Live.getLastVisitsDetails", idSite=2, period="day",
-                     date=DAY, **kw)  # fmt: skip
-            assert r.content == rp.content  # in their normal place, byte for byte
+        # In their normal place, byte for byte.
+        assert_same_live_answers(client, s.url, plain.url, 2, offset=20, limit=50)
         summary = api(client, s.url, "VisitsSummary.get", idSite=2, period="day", date=DAY)
         assert summary.json()["nb_visits"] == 200
         assert summary.content == api(client, plain.url, "VisitsSummary.get", idSite=2,

@@ -143,9 +143,9 @@ def page_messages(
     integers), with each visit's id and last action time for the pager (keyset: checked,
     else 0).
 
-    Visits are parsed one at a time (split_visits, then parse_visit): a visit's objects are
-    built, transformed, serialised and dropped while still in the CPU cache, where parsing
-    the page at once built ten times its JSON in objects, then walked them all again.
+    Visits are parsed one at a time (split_visits, then parse_visit): each visit's objects
+    are built, transformed, serialised and dropped while still in the CPU cache. Parsing the
+    whole page first built ten times its JSON in objects and walked them again, cold.
     """
     where = page_where(idsite, day)
     prefix = f"{idsite}:"
@@ -369,9 +369,9 @@ class Pipeline:
         keyset = self.settings.MATOMO_PAGING == "keyset"
 
         def fetch(request: Request) -> Batch[Message]:
-            # Runs on the fetch pool. Requests overlap; parsing does not: a parsed page is
-            # ten times its JSON, and threads parsing at once only fight over the GIL. The
-            # page leaves already serialised, so only compact bytes wait in the read-ahead.
+            # Runs on the fetch pool. Requests overlap; parsing does not: threads parsing at
+            # once only fight over the GIL. The page leaves already serialised, so only
+            # compact bytes wait in the read-ahead.
             day, limit = request.day, request.limit
             raw = self.matomo.visits_page_raw(idsite, day, limit, request.offset, request.after)
             with self._parse_lock:
