@@ -258,14 +258,24 @@ def snapshot(root: Path) -> dict[str, str | bytes]:
 # -- Kafka -------------------------------------------------------------------------------
 
 
-def create_topic(bootstrap: str, partitions: int = 3) -> str:
-    name = f"reliability.visits.{uuid.uuid4().hex[:10]}"
+def create_topic(bootstrap: str, partitions: int = 3, prefix: str = "reliability.visits") -> str:
+    """A fresh topic, returned once the broker's metadata shows all its partitions: created is
+    not yet visible, and a reader that saw fewer partitions would miss their messages."""
+    name = f"{prefix}.{uuid.uuid4().hex[:10]}"
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
     futures = admin.create_topics([NewTopic(name, num_partitions=partitions,
                                             replication_factor=1)])  # fmt: skip
     for future in futures.values():
         future.result(timeout=60)
-    return name
+    deadline = time.monotonic() + 30
+    while True:
+        topics = admin.list_topics(name, timeout=10).topics
+        if name in topics and topics[name].error is None \
+                and len(topics[name].partitions) == partitions:  # fmt: skip
+            return name
+        if time.monotonic() > deadline:
+            raise ProofFailed(f"topic {name}: its {partitions} partitions not visible in 30s")
+        time.sleep(0.1)
 
 
 def delete_topic(bootstrap: str, name: str) -> None:
@@ -309,8 +319,10 @@ class TopicReader:
             # Watermark queries wait behind a pending long-poll fetch: keep fetches short.
             "fetch.wait.max.ms": 10,
         })  # fmt: skip
-        metadata = self._consumer.list_topics(topic, timeout=30)
-        self.partitions = sorted(metadata.topics[topic].partitions)
+        metadata = self._consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            raise ProofFailed(f"reading {topic}: no partitions in its metadata")
+        self.partitions = sorted(metadata.partitions)
         self._next = dict.fromkeys(self.partitions, 0)
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
                                for p in self.partitions])  # fmt: skip

@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from matomo_kafka.config import ALL_KEYS
 from matomo_kafka.simulator import MatomoSimulator, SimConfig, SimSite
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import reliability as rel  # bench/: topic helpers shared with the proofs
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "matomo-samples"
@@ -45,21 +47,9 @@ def kafka_bootstrap() -> str:
 
 @pytest.fixture
 def topic(kafka_bootstrap: str) -> str:
-    """A fresh 3-partition topic per test, so tests never see each other's messages."""
-    name = f"test.visits.{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    futures = admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
-    for future in futures.values():
-        future.result(timeout=30)
-    # A new topic's metadata reaches every listener a moment after creation: wait for it, so a
-    # run started at once never sees "unknown topic".
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        topics = admin.list_topics(name, timeout=10).topics
-        if name in topics and topics[name].error is None and len(topics[name].partitions) == 3:
-            break
-        time.sleep(0.1)
-    return name
+    """A fresh 3-partition topic per test, so tests never see each other's messages; ready
+    (all partitions in the metadata), so a run started at once never sees "unknown topic"."""
+    return rel.create_topic(kafka_bootstrap, prefix="test.visits")
 
 
 @dataclass
