@@ -90,6 +90,7 @@ def main() -> None:
         finally:
             simulator.terminate()
             simulator.wait()
+            bench.delete_created_topics()
     per_visit = 1e6 / options.visits
     for cpu, _ in runs:
         print(f"run: {cpu * per_visit:.1f} us CPU a visit")
