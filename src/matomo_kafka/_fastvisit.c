@@ -1,0 +1,740 @@
+/* The hot path of transform.py in C: one visit's JSON in, the published message out, byte for
+ * byte what `orjson.dumps(SiteTransform.apply(orjson.loads(raw)))` gives, without building a
+ * Python object per field (parsing into objects was half of the tool's CPU a visit).
+ *
+ * The rewriter copies the visit while normalising it as orjson writes JSON (escapes decoded,
+ * "\/" -> "/", control characters as \b \t \n \f \r or \u00xx, no whitespace), renames the
+ * custom-dimension keys (moved to the end of their object, in the rename order, as
+ * dict.pop + insert does), replaces the pseudonymised columns by what the Python hasher
+ * returns, and reads idVisit and lastActionTimestamp (as integers) on the way.
+ *
+ * It only takes the common road. Anything else makes it answer None and the caller runs the
+ * Python path on that visit, which gives the reference result or the reference error:
+ * invalid JSON, a non-object visit, non-ASCII bytes or lone surrogates in strings, escaped or
+ * non-ASCII keys in the objects it rewrites, numbers other than small integers (floats,
+ * -0, more than 18 digits), nesting deeper than MAX_DEPTH, a key equal to a rename target,
+ * a repeated rename source, an escaped action type, a goal action without a goalName string.
+ * One difference is left, documented: a key repeated inside one object (PHP's arrays cannot
+ * repeat a key, so Matomo never sends one) is kept twice here, once by orjson.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+#define FALLBACK (-2) /* not the common road: the caller takes the Python path */
+#define MAX_DEPTH 128
+#define MAX_RENAMES 64
+#define STACK_BUFFER 16384
+
+typedef struct {
+    const char *text;
+    Py_ssize_t len;
+} Name;
+
+typedef struct {
+    Name source;    /* dimensionN, as in Matomo's answer */
+    Name target;    /* the configured name, UTF-8 */
+    Name target_json; /* the same as a JSON string, quotes included */
+    int hashed;     /* the target is a pseudonymised column */
+} Rename;
+
+typedef struct {
+    Rename renames[MAX_RENAMES];
+    int rename_count;
+    Name *columns;
+    int column_count;
+} Scope;
+
+typedef struct {
+    PyObject_HEAD
+    Scope visit;
+    Scope action;
+    int rewrite_actions; /* action renames, action columns or goal checks to do */
+    int check_goals;
+    PyObject *hash_raw;  /* bytes (a JSON value) -> bytes (its pseudonym as JSON) */
+    PyObject *hash_text; /* str (a plain string value) -> str (its pseudonym, hex) */
+    PyObject *keep;      /* the bytes objects the Names point into */
+} Rewriter;
+
+typedef struct {
+    const unsigned char *p;
+    const unsigned char *end;
+    char *buf;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+    int on_heap;
+    Rewriter *rw;
+} State;
+
+typedef struct {
+    const unsigned char *start;
+    const unsigned char *end;
+} Span;
+
+/* -- output buffer -------------------------------------------------------------------- */
+
+static int grow(State *s, Py_ssize_t need) {
+    Py_ssize_t cap = s->cap * 2;
+    while (cap < s->len + need) cap *= 2;
+    char *buf;
+    if (s->on_heap) {
+        buf = PyMem_Realloc(s->buf, (size_t)cap);
+    } else {
+        buf = PyMem_Malloc((size_t)cap);
+        if (buf != NULL) memcpy(buf, s->buf, (size_t)s->len);
+    }
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    s->buf = buf;
+    s->cap = cap;
+    s->on_heap = 1;
+    return 0;
+}
+
+static inline int put(State *s, const void *data, Py_ssize_t n) {
+    if (s->len + n > s->cap && grow(s, n) < 0) return -1;
+    memcpy(s->buf + s->len, data, (size_t)n);
+    s->len += n;
+    return 0;
+}
+
+static inline int put_char(State *s, char c) { return put(s, &c, 1); }
+
+/* -- scanning ------------------------------------------------------------------------- */
+
+/* Bytes copied as they are inside a string: printable ASCII but the quote and backslash. */
+static unsigned char plain_byte[256];
+
+static void init_plain_bytes(void) {
+    for (int c = 0x20; c < 0x80; c++) plain_byte[c] = c != '"' && c != '\\';
+}
+
+static inline void skip_ws(State *s) {
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+static inline int name_is(const char *text, Py_ssize_t len, const char *literal) {
+    Py_ssize_t n = (Py_ssize_t)strlen(literal);
+    return len == n && memcmp(text, literal, (size_t)n) == 0;
+}
+
+static inline int name_eq(const char *text, Py_ssize_t len, const Name *name) {
+    return len == name->len && memcmp(text, name->text, (size_t)len) == 0;
+}
+
+static int read_hex4(const unsigned char *p, unsigned *out) {
+    unsigned value = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = p[i];
+        value <<= 4;
+        if (c >= '0' && c <= '9') value |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') value |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') value |= (unsigned)(c - 'A' + 10);
+        else return -1;
+    }
+    *out = value;
+    return 0;
+}
+
+/* One code point as orjson writes it. */
+static int put_code_point(State *s, unsigned cp) {
+    static const char hex[] = "0123456789abcdef";
+    char b[6];
+    switch (cp) {
+    case '"': return put(s, "\\\"", 2);
+    case '\\': return put(s, "\\\\", 2);
+    case '\b': return put(s, "\\b", 2);
+    case '\t': return put(s, "\\t", 2);
+    case '\n': return put(s, "\\n", 2);
+    case '\f': return put(s, "\\f", 2);
+    case '\r': return put(s, "\\r", 2);
+    default: break;
+    }
+    if (cp < 0x20) {
+        b[0] = '\\'; b[1] = 'u'; b[2] = '0'; b[3] = '0';
+        b[4] = hex[cp >> 4]; b[5] = hex[cp & 0xF];
+        return put(s, b, 6);
+    }
+    if (cp < 0x80) return put_char(s, (char)cp);
+    if (cp < 0x800) {
+        b[0] = (char)(0xC0 | (cp >> 6));
+        b[1] = (char)(0x80 | (cp & 0x3F));
+        return put(s, b, 2);
+    }
+    if (cp < 0x10000) {
+        b[0] = (char)(0xE0 | (cp >> 12));
+        b[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        b[2] = (char)(0x80 | (cp & 0x3F));
+        return put(s, b, 3);
+    }
+    b[0] = (char)(0xF0 | (cp >> 18));
+    b[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    b[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    b[3] = (char)(0x80 | (cp & 0x3F));
+    return put(s, b, 4);
+}
+
+/* A string (s->p on its opening quote), re-escaped as orjson does. */
+static int copy_string(State *s) {
+    const unsigned char *p = s->p + 1, *end = s->end;
+    if (put_char(s, '"') < 0) return -1;
+    for (;;) {
+        const unsigned char *run = p;
+        while (p < end && plain_byte[*p]) p++;
+        if (p > run && put(s, run, p - run) < 0) return -1;
+        if (p >= end) return FALLBACK;
+        if (*p == '"') {
+            p++;
+            break;
+        }
+        if (*p != '\\' || end - p < 2) return FALLBACK; /* control or non-ASCII byte */
+        unsigned char c = p[1];
+        p += 2;
+        int rc;
+        switch (c) {
+        case '"': rc = put(s, "\\\"", 2); break;
+        case '\\': rc = put(s, "\\\\", 2); break;
+        case '/': rc = put_char(s, '/'); break;
+        case 'b': rc = put(s, "\\b", 2); break;
+        case 'f': rc = put(s, "\\f", 2); break;
+        case 'n': rc = put(s, "\\n", 2); break;
+        case 'r': rc = put(s, "\\r", 2); break;
+        case 't': rc = put(s, "\\t", 2); break;
+        case 'u': {
+            unsigned cp, low;
+            if (end - p < 4 || read_hex4(p, &cp) < 0) return FALLBACK;
+            p += 4;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || read_hex4(p + 2, &low) < 0
+                    || low < 0xDC00 || low > 0xDFFF)
+                    return FALLBACK;
+                p += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                return FALLBACK;
+            }
+            rc = put_code_point(s, cp);
+            break;
+        }
+        default: return FALLBACK;
+        }
+        if (rc < 0) return -1;
+    }
+    s->p = p;
+    return put_char(s, '"');
+}
+
+static int copy_number(State *s) {
+    const unsigned char *start = s->p, *p = s->p, *end = s->end;
+    if (*p == '-') p++;
+    if (p >= end) return FALLBACK;
+    if (*p == '0') {
+        p++;
+        if (*start == '-') return FALLBACK; /* -0: orjson writes 0 */
+    } else if (*p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    } else {
+        return FALLBACK;
+    }
+    if (p < end && (*p == '.' || *p == 'e' || *p == 'E' || (*p >= '0' && *p <= '9')))
+        return FALLBACK; /* a float (orjson re-formats it) or a leading zero */
+    if (p - start > 18) return FALLBACK; /* beyond 64 bits orjson reads a float */
+    s->p = p;
+    return put(s, start, p - start);
+}
+
+static int copy_literal(State *s, const char *word, Py_ssize_t n) {
+    if (s->end - s->p < n || memcmp(s->p, word, (size_t)n) != 0) return FALLBACK;
+    s->p += n;
+    return put(s, word, n);
+}
+
+static int copy_value(State *s, int depth);
+
+static int copy_object(State *s, int depth) {
+    if (depth > MAX_DEPTH) return FALLBACK;
+    s->p++;
+    if (put_char(s, '{') < 0) return -1;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        return put_char(s, '}');
+    }
+    for (;;) {
+        int rc;
+        skip_ws(s);
+        if (s->p >= s->end || *s->p != '"') return FALLBACK;
+        if ((rc = copy_string(s)) != 0) return rc;
+        skip_ws(s);
+        if (s->p >= s->end || *s->p != ':') return FALLBACK;
+        s->p++;
+        if (put_char(s, ':') < 0) return -1;
+        if ((rc = copy_value(s, depth)) != 0) return rc;
+        skip_ws(s);
+        if (s->p >= s->end) return FALLBACK;
+        if (*s->p == ',') {
+            s->p++;
+            if (put_char(s, ',') < 0) return -1;
+            continue;
+        }
+        if (*s->p == '}') {
+            s->p++;
+            return put_char(s, '}');
+        }
+        return FALLBACK;
+    }
+}
+
+static int copy_array(State *s, int depth) {
+    if (depth > MAX_DEPTH) return FALLBACK;
+    s->p++;
+    if (put_char(s, '[') < 0) return -1;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == ']') {
+        s->p++;
+        return put_char(s, ']');
+    }
+    for (;;) {
+        int rc = copy_value(s, depth);
+        if (rc != 0) return rc;
+        skip_ws(s);
+        if (s->p >= s->end) return FALLBACK;
+        if (*s->p == ',') {
+            s->p++;
+            if (put_char(s, ',') < 0) return -1;
+            continue;
+        }
+        if (*s->p == ']') {
+            s->p++;
+            return put_char(s, ']');
+        }
+        return FALLBACK;
+    }
+}
+
+static int copy_value(State *s, int depth) {
+    skip_ws(s);
+    if (s->p >= s->end) return FALLBACK;
+    switch (*s->p) {
+    case '"': return copy_string(s);
+    case '{': return copy_object(s, depth + 1);
+    case '[': return copy_array(s, depth + 1);
+    case 't': return copy_literal(s, "true", 4);
+    case 'f': return copy_literal(s, "false", 5);
+    case 'n': return copy_literal(s, "null", 4);
+    default:
+        if (*s->p == '-' || (*s->p >= '0' && *s->p <= '9')) return copy_number(s);
+        return FALLBACK;
+    }
+}
+
+/* Checks a value and returns its bounds in the input, writing nothing. */
+static int skip_value(State *s, int depth, Span *span) {
+    Py_ssize_t mark = s->len;
+    skip_ws(s);
+    span->start = s->p;
+    int rc = copy_value(s, depth);
+    s->len = mark;
+    span->end = s->p;
+    return rc;
+}
+
+/* Writes a value of the input again (already checked by skip_value). */
+static int copy_span(State *s, Span span, int depth) {
+    const unsigned char *p = s->p, *end = s->end;
+    s->p = span.start;
+    s->end = span.end;
+    int rc = copy_value(s, depth);
+    s->p = p;
+    s->end = end;
+    return rc;
+}
+
+/* Writes the pseudonym of a value of the input: null stays null; a plain string (ASCII, no
+ * escape: the common case) goes to hash_text as a str; any other value to hash_raw as JSON. */
+static int put_hashed(State *s, Span span) {
+    Py_ssize_t n = span.end - span.start;
+    if (n == 4 && memcmp(span.start, "null", 4) == 0) return put(s, "null", 4);
+    if (n >= 2 && *span.start == '"' && memchr(span.start, '\\', (size_t)n) == NULL) {
+        Py_ssize_t i = 1;
+        while (i < n - 1 && span.start[i] < 0x80) i++;
+        if (i == n - 1) {
+            PyObject *text = PyUnicode_FromStringAndSize((const char *)span.start + 1, n - 2);
+            if (text == NULL) return -1;
+            PyObject *hex = PyObject_CallOneArg(s->rw->hash_text, text);
+            Py_DECREF(text);
+            if (hex == NULL) return -1;
+            Py_ssize_t hex_len;
+            const char *hex_text = PyUnicode_Check(hex) ? PyUnicode_AsUTF8AndSize(hex, &hex_len)
+                                                        : NULL;
+            int rc = hex_text == NULL ? -1
+                     : (put_char(s, '"') < 0 || put(s, hex_text, hex_len) < 0
+                        || put_char(s, '"') < 0) ? -1 : 0;
+            if (hex_text == NULL && !PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "hash_text must return str");
+            Py_DECREF(hex);
+            return rc;
+        }
+    }
+    PyObject *raw = PyBytes_FromStringAndSize((const char *)span.start, n);
+    if (raw == NULL) return -1;
+    PyObject *hashed = PyObject_CallOneArg(s->rw->hash_raw, raw);
+    Py_DECREF(raw);
+    if (hashed == NULL) return -1;
+    if (!PyBytes_Check(hashed)) {
+        Py_DECREF(hashed);
+        PyErr_SetString(PyExc_TypeError, "the hasher must return bytes");
+        return -1;
+    }
+    int rc = put(s, PyBytes_AS_STRING(hashed), PyBytes_GET_SIZE(hashed));
+    Py_DECREF(hashed);
+    return rc;
+}
+
+/* A key of an object being rewritten: plain ASCII, no escape (else the Python path). */
+static int read_plain_key(State *s, const char **key, Py_ssize_t *len) {
+    const unsigned char *p = s->p + 1, *start = p, *end = s->end;
+    while (p < end && plain_byte[*p]) p++;
+    if (p >= end || *p != '"') return FALLBACK;
+    *key = (const char *)start;
+    *len = p - start;
+    s->p = p + 1;
+    return 0;
+}
+
+static int is_column(const Scope *scope, const char *key, Py_ssize_t len) {
+    for (int i = 0; i < scope->column_count; i++)
+        if (name_eq(key, len, &scope->columns[i])) return 1;
+    return 0;
+}
+
+typedef struct {
+    Span id_visit;
+    Span last_action;
+} VisitKeys;
+
+static int rewrite_actions(State *s, int depth);
+
+/* A visit (keys != NULL) or an action object (keys == NULL), s->p on its '{'. */
+static int rewrite_object(State *s, const Scope *scope, VisitKeys *keys, int depth) {
+    Rewriter *rw = s->rw;
+    Span found[MAX_RENAMES];
+    int first = 1, is_goal = 0, has_goal_name = 0, rc;
+    if (depth > MAX_DEPTH) return FALLBACK;
+    memset(found, 0, sizeof(Span) * (size_t)scope->rename_count);
+    s->p++;
+    if (put_char(s, '{') < 0) return -1;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+    } else {
+        for (;;) {
+            const char *key;
+            Py_ssize_t key_len;
+            int rename = -1;
+            skip_ws(s);
+            if (s->p >= s->end || *s->p != '"') return FALLBACK;
+            if ((rc = read_plain_key(s, &key, &key_len)) != 0) return rc;
+            skip_ws(s);
+            if (s->p >= s->end || *s->p != ':') return FALLBACK;
+            s->p++;
+            for (int i = 0; i < scope->rename_count; i++) {
+                if (name_eq(key, key_len, &scope->renames[i].target)) return FALLBACK;
+                if (name_eq(key, key_len, &scope->renames[i].source)) rename = i;
+            }
+            if (rename >= 0) { /* written at the end of the object, renamed */
+                if (found[rename].start != NULL) return FALLBACK;
+                if ((rc = skip_value(s, depth, &found[rename])) != 0) return rc;
+            } else {
+                Span value;
+                if (!first && put_char(s, ',') < 0) return -1;
+                first = 0;
+                if (put_char(s, '"') < 0 || put(s, key, key_len) < 0 || put(s, "\":", 2) < 0)
+                    return -1;
+                skip_ws(s);
+                value.start = s->p;
+                if (is_column(scope, key, key_len)) {
+                    if ((rc = skip_value(s, depth, &value)) != 0) return rc;
+                    if ((rc = put_hashed(s, value)) != 0) return rc;
+                } else if (keys != NULL && rw->rewrite_actions && s->p < s->end && *s->p == '['
+                           && name_is(key, key_len, "actionDetails")) {
+                    if ((rc = rewrite_actions(s, depth + 1)) != 0) return rc;
+                } else {
+                    if ((rc = copy_value(s, depth)) != 0) return rc;
+                }
+                value.end = s->p;
+                if (keys != NULL) {
+                    if (name_is(key, key_len, "idVisit")) keys->id_visit = value;
+                    else if (name_is(key, key_len, "lastActionTimestamp")) keys->last_action = value;
+                } else if (rw->check_goals && name_is(key, key_len, "type")) {
+                    if (memchr(value.start, '\\', (size_t)(value.end - value.start)) != NULL)
+                        return FALLBACK;
+                    is_goal = value.end - value.start == 6 && memcmp(value.start, "\"goal\"", 6) == 0;
+                } else if (rw->check_goals && name_is(key, key_len, "goalName")) {
+                    has_goal_name = *value.start == '"' && value.end - value.start > 2;
+                }
+            }
+            skip_ws(s);
+            if (s->p >= s->end) return FALLBACK;
+            if (*s->p == ',') {
+                s->p++;
+                continue;
+            }
+            if (*s->p == '}') {
+                s->p++;
+                break;
+            }
+            return FALLBACK;
+        }
+    }
+    for (int i = 0; i < scope->rename_count; i++) {
+        const Rename *r = &scope->renames[i];
+        if (found[i].start == NULL) continue;
+        if (!first && put_char(s, ',') < 0) return -1;
+        first = 0;
+        if (put(s, r->target_json.text, r->target_json.len) < 0 || put_char(s, ':') < 0) return -1;
+        rc = r->hashed ? put_hashed(s, found[i]) : copy_span(s, found[i], depth);
+        if (rc != 0) return rc;
+    }
+    if (is_goal && !has_goal_name) return FALLBACK; /* a goal name to add: Python does it */
+    return put_char(s, '}');
+}
+
+static int rewrite_actions(State *s, int depth) {
+    int rc;
+    if (depth > MAX_DEPTH) return FALLBACK;
+    s->p++;
+    if (put_char(s, '[') < 0) return -1;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == ']') {
+        s->p++;
+        return put_char(s, ']');
+    }
+    for (;;) {
+        skip_ws(s);
+        if (s->p < s->end && *s->p == '{')
+            rc = rewrite_object(s, &s->rw->action, NULL, depth + 1);
+        else
+            rc = copy_value(s, depth);
+        if (rc != 0) return rc;
+        skip_ws(s);
+        if (s->p >= s->end) return FALLBACK;
+        if (*s->p == ',') {
+            s->p++;
+            if (put_char(s, ',') < 0) return -1;
+            continue;
+        }
+        if (*s->p == ']') {
+            s->p++;
+            return put_char(s, ']');
+        }
+        return FALLBACK;
+    }
+}
+
+/* -- the Python type ------------------------------------------------------------------ */
+
+/* An id or a time as matomo.as_int reads it: a JSON integer, or a string of digits (older
+ * Matomo versions); None for anything else, which the caller leaves to the Python path. */
+static PyObject *span_int(Span span) {
+    const unsigned char *p = span.start, *end = span.end;
+    int negative = 0, digits = 0;
+    long long value = 0;
+    if (p == NULL) Py_RETURN_NONE;
+    if (*p == '"') {
+        p++;
+        end--;
+    } else if (*p == '-') {
+        negative = 1;
+        p++;
+    }
+    for (; p < end && *p >= '0' && *p <= '9'; p++, digits++) value = value * 10 + (*p - '0');
+    if (p != end || digits == 0 || digits > 18) Py_RETURN_NONE;
+    return PyLong_FromLongLong(negative ? -value : value);
+}
+
+static PyObject *Rewriter_rewrite(Rewriter *self, PyObject *arg) {
+    Py_buffer view;
+    char stack[STACK_BUFFER];
+    VisitKeys keys = {{NULL, NULL}, {NULL, NULL}};
+    PyObject *result = NULL;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    State s = {(const unsigned char *)view.buf, (const unsigned char *)view.buf + view.len,
+               stack, 0, STACK_BUFFER, 0, self};
+    skip_ws(&s);
+    int rc = (s.p < s.end && *s.p == '{') ? rewrite_object(&s, &self->visit, &keys, 1) : FALLBACK;
+    if (rc == 0) {
+        skip_ws(&s);
+        if (s.p != s.end) rc = FALLBACK;
+    }
+    if (rc == FALLBACK) {
+        result = Py_NewRef(Py_None);
+    } else if (rc == 0) {
+        PyObject *message = PyBytes_FromStringAndSize(s.buf, s.len);
+        PyObject *id_visit = message ? span_int(keys.id_visit) : NULL;
+        PyObject *last_action = id_visit ? span_int(keys.last_action) : NULL;
+        if (last_action != NULL) result = PyTuple_Pack(3, message, id_visit, last_action);
+        Py_XDECREF(message);
+        Py_XDECREF(id_visit);
+        Py_XDECREF(last_action);
+    }
+    if (s.on_heap) PyMem_Free(s.buf);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static int load_name(PyObject *keep, PyObject *item, Name *name) {
+    if (!PyBytes_Check(item)) {
+        PyErr_SetString(PyExc_TypeError, "names must be bytes");
+        return -1;
+    }
+    if (PyList_Append(keep, item) < 0) return -1;
+    name->text = PyBytes_AS_STRING(item);
+    name->len = PyBytes_GET_SIZE(item);
+    return 0;
+}
+
+/* renames: ((source, target, target_json), ...); columns: (name, ...): all bytes. */
+static int load_scope(PyObject *keep, PyObject *renames, PyObject *columns, Scope *scope) {
+    if (!PyTuple_Check(renames) || !PyTuple_Check(columns)) {
+        PyErr_SetString(PyExc_TypeError, "renames and columns must be tuples");
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(renames);
+    if (n > MAX_RENAMES) {
+        PyErr_SetString(PyExc_ValueError, "too many renames");
+        return -1;
+    }
+    Py_ssize_t column_count = PyTuple_GET_SIZE(columns);
+    scope->columns = PyMem_Calloc((size_t)(column_count + 1), sizeof(Name));
+    if (scope->columns == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < column_count; i++) {
+        if (load_name(keep, PyTuple_GET_ITEM(columns, i), &scope->columns[i]) < 0) return -1;
+        scope->column_count = (int)(i + 1);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(renames, i);
+        Rename *r = &scope->renames[i];
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+            PyErr_SetString(PyExc_TypeError, "a rename is (source, target, target_json)");
+            return -1;
+        }
+        if (load_name(keep, PyTuple_GET_ITEM(item, 0), &r->source) < 0
+            || load_name(keep, PyTuple_GET_ITEM(item, 1), &r->target) < 0
+            || load_name(keep, PyTuple_GET_ITEM(item, 2), &r->target_json) < 0)
+            return -1;
+        r->hashed = is_column(scope, r->target.text, r->target.len);
+        scope->rename_count = (int)(i + 1);
+    }
+    return 0;
+}
+
+static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"visit_renames", "visit_columns", "action_renames",
+                             "action_columns", "check_goals", "hash_raw", "hash_text", NULL};
+    PyObject *visit_renames, *visit_columns, *action_renames, *action_columns, *hash_raw;
+    PyObject *hash_text;
+    int check_goals;
+    if (self->keep != NULL) {
+        PyErr_SetString(PyExc_TypeError, "VisitRewriter is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOpOO", kwlist, &visit_renames,
+                                     &visit_columns, &action_renames, &action_columns,
+                                     &check_goals, &hash_raw, &hash_text))
+        return -1;
+    if (!PyCallable_Check(hash_raw) || !PyCallable_Check(hash_text)) {
+        PyErr_SetString(PyExc_TypeError, "hash_raw and hash_text must be callable");
+        return -1;
+    }
+    self->keep = PyList_New(0);
+    if (self->keep == NULL) return -1;
+    if (load_scope(self->keep, visit_renames, visit_columns, &self->visit) < 0
+        || load_scope(self->keep, action_renames, action_columns, &self->action) < 0)
+        return -1;
+    self->check_goals = check_goals;
+    self->rewrite_actions = check_goals || self->action.rename_count > 0
+                            || self->action.column_count > 0;
+    self->hash_raw = Py_NewRef(hash_raw);
+    self->hash_text = Py_NewRef(hash_text);
+    return 0;
+}
+
+static int Rewriter_traverse(Rewriter *self, visitproc visit, void *arg) {
+    Py_VISIT(self->hash_raw);
+    Py_VISIT(self->hash_text);
+    Py_VISIT(self->keep);
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static int Rewriter_clear(Rewriter *self) {
+    Py_CLEAR(self->hash_raw);
+    Py_CLEAR(self->hash_text);
+    return 0;
+}
+
+static void Rewriter_dealloc(Rewriter *self) {
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Rewriter_clear(self);
+    Py_CLEAR(self->keep);
+    PyMem_Free(self->visit.columns);
+    PyMem_Free(self->action.columns);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyMethodDef Rewriter_methods[] = {
+    {"rewrite", (PyCFunction)Rewriter_rewrite, METH_O,
+     "rewrite(raw) -> (message, idVisit, lastActionTimestamp), ints or None where "
+     "matomo.as_int would not read one, or None when the visit must take the Python path."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot Rewriter_slots[] = {
+    {Py_tp_doc, "One site's visit transform, in C (see transform.py)."},
+    {Py_tp_init, Rewriter_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, Rewriter_dealloc},
+    {Py_tp_traverse, Rewriter_traverse},
+    {Py_tp_clear, Rewriter_clear},
+    {Py_tp_methods, Rewriter_methods},
+    {0, NULL},
+};
+
+static PyType_Spec Rewriter_spec = {
+    "matomo_kafka._fastvisit.VisitRewriter",
+    sizeof(Rewriter),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    Rewriter_slots,
+};
+
+static int module_exec(PyObject *module) {
+    init_plain_bytes();
+    PyObject *type = PyType_FromModuleAndSpec(module, &Rewriter_spec, NULL);
+    if (type == NULL) return -1;
+    int rc = PyModule_AddObjectRef(module, "VisitRewriter", type);
+    Py_DECREF(type);
+    return rc;
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "matomo_kafka._fastvisit",
+    "The visit transform's hot path in C; transform.py holds the reference.",
+    0, NULL, module_slots, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastvisit(void) { return PyModuleDef_Init(&module_def); }
