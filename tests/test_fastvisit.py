@@ -24,7 +24,13 @@ from conftest import TOKEN
 from matomo_kafka.matomo import MatomoClient, as_int, split_visits
 from matomo_kafka.pipeline import page_messages
 from matomo_kafka.simulator import MatomoSimulator, SimSite
-from matomo_kafka.transform import Dimension, SiteTransform, VisitRewriter
+from matomo_kafka.transform import (
+    Dimension,
+    KeyedHash,
+    SiteTransform,
+    VisitRewriter,
+    pseudonymise,
+)
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "matomo-samples"
 
@@ -245,3 +251,26 @@ def test_strings_re_escaped_as_orjson_does() -> None:
         assert check(transform(), php_json(visit, style)), style
     short = b'{"idVisit":1,"s":"\\b\\f\\n\\r\\t\\/\\\\\\"\\u001f\\u001A\\u007f"}'
     assert check(transform(), short)
+
+
+def test_pseudonyms_are_computed_in_c_through_libcrypto() -> None:
+    rewriter = transform().rewriter()
+    assert rewriter is not None and rewriter.native_hmac
+
+
+@settings(max_examples=300)
+@given(
+    key=st.binary(max_size=150),
+    text=st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80),
+)
+def test_c_pseudonyms_equal_the_rule(key: bytes, text: str) -> None:
+    """Empty keys, keys longer than SHA-256's 64-byte block, any plain string."""
+    site = SiteTransform.build(1, [], {}, ("visitIp", "actionDetails.url"), None)
+    site.hash = KeyedHash(key)
+    rewriter = site.rewriter()
+    assert rewriter is not None and rewriter.native_hmac
+    raw = orjson.dumps({"idVisit": 1, "visitIp": text, "actionDetails": [{"url": text}]})
+    got = rewriter.rewrite(raw)
+    assert got is not None
+    visit = orjson.loads(got[0])
+    assert visit["visitIp"] == visit["actionDetails"][0]["url"] == pseudonymise(key, text)

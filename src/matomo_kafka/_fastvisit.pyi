@@ -1,4 +1,5 @@
 from collections.abc import Callable
+from typing import Any
 
 class VisitRewriter:
     """One site's visit transform in C (_fastvisit.c); transform.py is the reference."""
@@ -12,5 +13,11 @@ class VisitRewriter:
         check_goals: bool,
         hash_raw: Callable[[bytes], bytes],
         hash_text: Callable[[str], str],
+        hmac_key: bytes | None = None,
     ) -> None: ...
+    @property
+    def native_hmac(self) -> bool: ...
     def rewrite(self, raw: object) -> tuple[bytes, int | None, int | None] | None: ...
+    def rewrite_page(
+        self, raws: list[Any], prefix: bytes, message_type: type[tuple[Any, ...]], keyset: bool
+    ) -> tuple[list[Any], list[Any], list[Any], list[int]]: ...
