@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import TOKEN
+from matomo_kafka.errors import MatomoResponseError, TransformError
 from matomo_kafka.matomo import MatomoClient, as_int, split_visits
 from matomo_kafka.pipeline import page_messages
 from matomo_kafka.simulator import MatomoSimulator, SimSite
@@ -113,10 +114,7 @@ def test_page_messages_are_the_same_with_and_without_the_c_path() -> None:
         ]
     )
     with_c = page_messages(raw, 1, date(2024, 3, 10), 10, transform())
-    python_only = transform()
-    python_only._rewriter_applies = lambda: False  # type: ignore[method-assign]
-    without_c = page_messages(raw, 1, date(2024, 3, 10), 10, python_only)
-    assert python_only.rewriter() is None
+    without_c = page_messages(raw, 1, date(2024, 3, 10), 10, python_only())
     assert with_c.items == without_c.items
     assert list(with_c.ids) == list(without_c.ids) == [7, 8]
     assert list(with_c.stamps) == list(without_c.stamps) == [1710000000, 1710000001]
@@ -274,3 +272,47 @@ def test_c_pseudonyms_equal_the_rule(key: bytes, text: str) -> None:
     assert got is not None
     visit = orjson.loads(got[0])
     assert visit["visitIp"] == visit["actionDetails"][0]["url"] == pseudonymise(key, text)
+
+
+def python_only() -> SiteTransform:
+    site = transform()
+    site._rewriter_applies = lambda: False  # type: ignore[method-assign]
+    return site
+
+
+def outcome(raw: bytes, site: SiteTransform, limit: int, keyset: bool) -> tuple[Any, ...]:
+    try:
+        batch = page_messages(raw, 1, date(2024, 3, 10), limit, site, keyset)
+    except (MatomoResponseError, TransformError) as exc:
+        return ("error", type(exc).__name__, str(exc))
+    return ("ok", batch.items, list(batch.ids), list(batch.stamps))
+
+
+#: Mostly visits with an id and a time (pages that pass), some without, some not visits.
+good_visits = st.builds(
+    lambda visit, id_visit, stamp: {**visit, "idVisit": id_visit, "lastActionTimestamp": stamp},
+    visits,
+    st.integers(1, 2**40) | st.sampled_from(["17", "x"]),
+    st.integers(0, 2**31) | st.sampled_from(["1710000000", None]),
+)
+page_items = st.one_of(good_visits, good_visits, good_visits, good_visits, visits, values)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    page=st.lists(page_items, max_size=5),
+    style=st.sampled_from(["php", "unicode", "spaced"]),
+    damage=st.none() | st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
+    limit=st.integers(1, 6),
+    keyset=st.booleans(),
+)
+def test_whole_pages_give_the_same_messages_and_errors_with_or_without_c(
+    page: list[Any], style: str, damage: tuple[int, int] | None, limit: int, keyset: bool
+) -> None:
+    """The C path reads whole pages (its own cutting into visits): same messages, ids,
+    stamps, and the same error where the page or a visit is bad."""
+    raw = php_json(page, style)
+    if damage is not None:
+        at = damage[0] % len(raw)
+        raw = raw[:at] + bytes([damage[1]]) + raw[at + 1 :]
+    assert outcome(raw, transform(), limit, keyset) == outcome(raw, python_only(), limit, keyset)

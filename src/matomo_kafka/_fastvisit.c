@@ -671,30 +671,58 @@ typedef struct {
     int has_id_visit, has_last_action;
 } VisitIds;
 
-/* One visit: 0 with *message set, FALLBACK, or -1 with a Python error. */
-static int rewrite_visit(Rewriter *self, PyObject *raw, PyObject **message, VisitIds *ids) {
-    Py_buffer view;
+/* The visit object at *p (no further than end): 0 with *message set and *p after the object,
+ * FALLBACK, or -1 with a Python error. */
+static int rewrite_visit(Rewriter *self, const unsigned char **p, const unsigned char *end,
+                         PyObject **message, VisitIds *ids) {
     char stack[STACK_BUFFER];
     VisitKeys keys = {{NULL, NULL}, {NULL, NULL}};
+    State s = {*p, end, stack, 0, STACK_BUFFER, 0, self};
     *message = NULL;
-    if (PyObject_GetBuffer(raw, &view, PyBUF_SIMPLE) < 0) return -1;
-    State s = {(const unsigned char *)view.buf, (const unsigned char *)view.buf + view.len,
-               stack, 0, STACK_BUFFER, 0, self};
-    skip_ws(&s);
     int rc = (s.p < s.end && *s.p == '{') ? rewrite_object(&s, &self->visit, &keys, 1) : FALLBACK;
-    if (rc == 0) {
-        skip_ws(&s);
-        if (s.p != s.end) rc = FALLBACK;
-    }
     if (rc == 0) {
         ids->has_id_visit = span_long(keys.id_visit, &ids->id_visit);
         ids->has_last_action = span_long(keys.last_action, &ids->last_action);
         *message = PyBytes_FromStringAndSize(s.buf, s.len);
         if (*message == NULL) rc = -1;
+        *p = s.p;
     }
     if (s.on_heap) PyMem_Free(s.buf);
-    PyBuffer_Release(&view);
     return rc;
+}
+
+/* Any JSON value at *p, checked only for its bounds (strings, brackets): where a visit the
+ * rewriter leaves ends, so Python can parse it alone. -1 if the bounds are not found. */
+static int skip_any(const unsigned char **at, const unsigned char *end) {
+    const unsigned char *p = *at;
+    int depth = 0;
+    do {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+        if (p >= end) return -1;
+        if (*p == '"') {
+            for (p++; p < end && *p != '"'; p++)
+                if (*p == '\\') p++;
+            if (p >= end) return -1;
+            p++;
+        } else if (*p == '{' || *p == '[') {
+            if (++depth > 100000) return -1;
+            p++;
+            continue;
+        } else if (*p == '}' || *p == ']') {
+            if (--depth < 0) return -1;
+            p++;
+        } else if (*p == ',' || *p == ':') {
+            if (depth == 0) return -1;
+            p++;
+            continue;
+        } else {
+            while (p < end && *p != ',' && *p != ':' && *p != '}' && *p != ']' && *p != ' '
+                   && *p != '\t' && *p != '\n' && *p != '\r' && *p != '"' && *p != '{' && *p != '[')
+                p++;
+        }
+    } while (depth > 0);
+    *at = p;
+    return 0;
 }
 
 static PyObject *long_or_none(int has, long long value) {
@@ -703,9 +731,19 @@ static PyObject *long_or_none(int has, long long value) {
 }
 
 static PyObject *Rewriter_rewrite(Rewriter *self, PyObject *raw) {
+    Py_buffer view;
     PyObject *message;
     VisitIds ids;
-    int rc = rewrite_visit(self, raw, &message, &ids);
+    if (PyObject_GetBuffer(raw, &view, PyBUF_SIMPLE) < 0) return NULL;
+    const unsigned char *p = view.buf, *end = p + view.len;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    int rc = rewrite_visit(self, &p, end, &message, &ids);
+    while (rc == 0 && p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    PyBuffer_Release(&view);
+    if (rc == 0 && p != end) {
+        Py_DECREF(message);
+        rc = FALLBACK;
+    }
     if (rc == FALLBACK) Py_RETURN_NONE;
     if (rc < 0) return NULL;
     PyObject *id_visit = long_or_none(ids.has_id_visit, ids.id_visit);
@@ -717,74 +755,108 @@ static PyObject *Rewriter_rewrite(Rewriter *self, PyObject *raw) {
     return result;
 }
 
-/* rewrite_page(raws, prefix, message_type, keyset) -> (messages, ids, stamps, todo): the
- * visits of a page at once (no Python loop a visit); messages are message_type(key, value)
- * with key = prefix + idVisit. The visits listed in todo are left to the Python path: their
- * entries are None. */
+static int append_todo(PyObject *todo, Py_ssize_t index, Py_ssize_t start, Py_ssize_t stop) {
+    PyObject *item = Py_BuildValue("(nnn)", index, start, stop);
+    int rc = item ? PyList_Append(todo, item) : -1;
+    Py_XDECREF(item);
+    return rc;
+}
+
+/* rewrite_page(page, prefix, message_type, keyset) -> (messages, ids, stamps, todo), or None
+ * when the page is not a JSON list as far as this reader sees: a whole Live page at once,
+ * with no Python loop or object a visit but the results. messages are message_type(key,
+ * value), key = prefix + idVisit; todo lists the visits left to the Python path as (index,
+ * start, end) in the page, their entries None. A page given back whole is checked by
+ * Python, whose errors stay those of the reference. */
 static PyObject *Rewriter_rewrite_page(Rewriter *self, PyObject *args) {
-    PyObject *raws, *prefix, *type_object, *lists[4] = {NULL, NULL, NULL, NULL};
+    Py_buffer view;
+    PyObject *prefix, *type_object, *lists[4] = {NULL, NULL, NULL, NULL}, *result = NULL;
     int keyset;
-    if (!PyArg_ParseTuple(args, "O!O!O!p", &PyList_Type, &raws, &PyBytes_Type, &prefix,
-                          &PyType_Type, &type_object, &keyset))
+    if (!PyArg_ParseTuple(args, "y*O!O!p", &view, &PyBytes_Type, &prefix, &PyType_Type,
+                          &type_object, &keyset))
         return NULL;
     PyTypeObject *message_type = (PyTypeObject *)type_object;
-    if (!PyType_IsSubtype(message_type, &PyTuple_Type) || message_type->tp_itemsize == 0) {
-        PyErr_SetString(PyExc_TypeError, "message_type must be a tuple type");
-        return NULL;
+    Py_ssize_t prefix_len = PyBytes_GET_SIZE(prefix);
+    if (!PyType_IsSubtype(message_type, &PyTuple_Type) || message_type->tp_itemsize == 0
+        || prefix_len > 40) {
+        PyErr_SetString(PyExc_TypeError, "message_type must be a tuple type, prefix short");
+        goto done;
     }
-    Py_ssize_t n = PyList_GET_SIZE(raws), prefix_len = PyBytes_GET_SIZE(prefix);
-    if (prefix_len > 40) {
-        PyErr_SetString(PyExc_ValueError, "prefix too long");
-        return NULL;
-    }
-    for (int k = 0; k < 3; k++)
-        if ((lists[k] = PyList_New(n)) == NULL) goto error;
-    if ((lists[3] = PyList_New(0)) == NULL) goto error;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *value, *key, *message, *id_visit, *stamp;
-        VisitIds ids;
-        int rc = rewrite_visit(self, PyList_GET_ITEM(raws, i), &value, &ids);
-        if (rc == -1) goto error;
-        if (rc == FALLBACK || !ids.has_id_visit || (keyset && !ids.has_last_action)) {
-            Py_XDECREF(value);
-            for (int k = 0; k < 3; k++) PyList_SET_ITEM(lists[k], i, Py_NewRef(Py_None));
-            PyObject *index = PyLong_FromSsize_t(i);
-            if (index == NULL || PyList_Append(lists[3], index) < 0) {
-                Py_XDECREF(index);
-                goto error;
+    for (int k = 0; k < 4; k++)
+        if ((lists[k] = PyList_New(0)) == NULL) goto done;
+    const unsigned char *base = view.buf, *p = base, *end = base + view.len;
+#define WS() while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++
+    WS();
+    if (p >= end || *p != '[') goto whole_page_to_python;
+    p++;
+    WS();
+    if (p < end && *p == ']') {
+        p++;
+    } else {
+        for (Py_ssize_t i = 0;; i++) {
+            PyObject *value, *key, *message, *id_visit, *stamp;
+            VisitIds ids;
+            WS();
+            const unsigned char *start = p;
+            int rc = rewrite_visit(self, &p, end, &value, &ids);
+            if (rc == -1) goto done;
+            if (rc == 0 && (!ids.has_id_visit || (keyset && !ids.has_last_action))) {
+                Py_DECREF(value);
+                rc = FALLBACK;
             }
-            Py_DECREF(index);
-            continue;
+            if (rc == FALLBACK) {
+                p = start;
+                if (skip_any(&p, end) < 0) goto whole_page_to_python;
+                if (append_todo(lists[3], i, start - base, p - base) < 0) goto done;
+                for (int k = 0; k < 3; k++)
+                    if (PyList_Append(lists[k], Py_None) < 0) goto done;
+            } else {
+                char key_text[64];
+                memcpy(key_text, PyBytes_AS_STRING(prefix), (size_t)prefix_len);
+                int digits = snprintf(key_text + prefix_len, sizeof key_text - (size_t)prefix_len,
+                                      "%lld", ids.id_visit);
+                key = PyBytes_FromStringAndSize(key_text, prefix_len + digits);
+                message = key ? message_type->tp_alloc(message_type, 2) : NULL;
+                if (message == NULL) {
+                    Py_DECREF(value);
+                    Py_XDECREF(key);
+                    goto done;
+                }
+                PyTuple_SET_ITEM(message, 0, key);
+                PyTuple_SET_ITEM(message, 1, value);
+                rc = PyList_Append(lists[0], message);
+                Py_DECREF(message);
+                id_visit = rc == 0 ? PyLong_FromLongLong(ids.id_visit) : NULL;
+                rc = id_visit ? PyList_Append(lists[1], id_visit) : -1;
+                Py_XDECREF(id_visit);
+                stamp = rc == 0 ? PyLong_FromLongLong(keyset ? ids.last_action : 0) : NULL;
+                rc = stamp ? PyList_Append(lists[2], stamp) : -1;
+                Py_XDECREF(stamp);
+                if (rc < 0) goto done;
+            }
+            WS();
+            if (p < end && *p == ',') {
+                p++;
+                continue;
+            }
+            if (p < end && *p == ']') {
+                p++;
+                break;
+            }
+            goto whole_page_to_python;
         }
-        char key_text[64];
-        memcpy(key_text, PyBytes_AS_STRING(prefix), (size_t)prefix_len);
-        int digits = snprintf(key_text + prefix_len, sizeof key_text - (size_t)prefix_len, "%lld",
-                              ids.id_visit);
-        key = PyBytes_FromStringAndSize(key_text, prefix_len + digits);
-        message = key ? message_type->tp_alloc(message_type, 2) : NULL;
-        id_visit = message ? PyLong_FromLongLong(ids.id_visit) : NULL;
-        stamp = id_visit ? PyLong_FromLongLong(keyset ? ids.last_action : 0) : NULL;
-        if (stamp == NULL) {
-            Py_DECREF(value);
-            Py_XDECREF(key);
-            Py_XDECREF(message);
-            Py_XDECREF(id_visit);
-            for (int k = 0; k < 3; k++) PyList_SET_ITEM(lists[k], i, Py_NewRef(Py_None));
-            goto error;
-        }
-        PyTuple_SET_ITEM(message, 0, key);
-        PyTuple_SET_ITEM(message, 1, value);
-        PyList_SET_ITEM(lists[0], i, message);
-        PyList_SET_ITEM(lists[1], i, id_visit);
-        PyList_SET_ITEM(lists[2], i, stamp);
     }
-    PyObject *result = PyTuple_Pack(4, lists[0], lists[1], lists[2], lists[3]);
-    for (int k = 0; k < 4; k++) Py_DECREF(lists[k]);
-    return result;
-error:
-    /* entries not yet set are NULL, which list deallocation skips */
+    WS();
+    if (p != end) goto whole_page_to_python;
+#undef WS
+    result = PyTuple_Pack(4, lists[0], lists[1], lists[2], lists[3]);
+    goto done;
+whole_page_to_python:
+    result = Py_NewRef(Py_None);
+done:
     for (int k = 0; k < 4; k++) Py_XDECREF(lists[k]);
-    return NULL;
+    PyBuffer_Release(&view);
+    return result;
 }
 
 static int load_name(PyObject *keep, PyObject *item, Name *name) {
@@ -904,7 +976,8 @@ static PyMethodDef Rewriter_methods[] = {
      "rewrite(raw) -> (message, idVisit, lastActionTimestamp), ints or None where "
      "matomo.as_int would not read one, or None when the visit must take the Python path."},
     {"rewrite_page", (PyCFunction)Rewriter_rewrite_page, METH_VARARGS,
-     "rewrite_page(raws, prefix, message_type, keyset) -> (messages, ids, stamps, todo)."},
+     "rewrite_page(page, prefix, message_type, keyset) -> (messages, ids, stamps, todo) "
+     "or None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -143,30 +143,39 @@ def page_messages(
     integers), with each visit's id and last action time for the pager (keyset: checked,
     else 0).
 
-    The page is cut into its visits (split_visits); each visit is then rewritten by the C
-    hot path (SiteTransform.rewriter: no Python object per field), or, where that does not
-    apply, parsed, transformed and serialised in Python while its objects are still in the
-    CPU cache. Both give the same bytes (tests/test_fastvisit.py).
+    The C hot path (SiteTransform.rewriter) reads the whole page and rewrites its visits
+    with no Python object per field; the visits it leaves, or every visit where it does not
+    apply, are parsed, transformed and serialised in Python one at a time, while their
+    objects are still in the CPU cache. Both give the same bytes and the same errors
+    (tests/test_fastvisit.py).
     """
     where = page_where(idsite, day)
     prefix = f"{idsite}:"
-    raws = split_visits(raw, idsite, day, limit)
     rewriter = transform.rewriter()
-    if rewriter is not None:  # the C path, ids read as matomo.as_int does; todo: left to Python
-        messages, ids, stamps, todo = rewriter.rewrite_page(raws, prefix.encode(), Message, keyset)
-    else:
+    done = rewriter.rewrite_page(raw, prefix.encode(), Message, keyset) if rewriter else None
+    todo: list[tuple[int, Any]]
+    if done is not None and len(done[0]) <= limit:  # the C path, ids read as as_int does
+        messages, ids, stamps, bounds = done
+        page = memoryview(raw)
+        todo = [(index, page[start:end]) for index, start, end in bounds]
+    else:  # no C path, or a page it does not read: cut by msgspec, page-level errors raised
+        raws = split_visits(raw, idsite, day, limit)
         messages, ids, stamps = [None] * len(raws), [0] * len(raws), [0] * len(raws)
-        todo = list(range(len(raws)))
+        todo = list(enumerate(raws))
     apply, dumps = transform.apply, orjson.dumps
-    for index in todo:  # the Python path: the reference, and the errors of a bad visit
-        visit = parse_visit(raws[index], where)
-        id_visit = int(visit["idVisit"])
+    for index, raw_visit in todo:  # the Python path: the reference, and its errors
+        try:
+            visit = parse_visit(raw_visit, where)
+            id_visit = int(visit["idVisit"])
+            stamps[index] = last_action_time(visit, idsite, id_visit) if keyset else 0
+            value = dumps(apply(visit))
+        except (MatomoResponseError, TransformError):
+            split_visits(raw, idsite, day, limit)  # a page-level error comes first, as ever
+            raise
         ids[index] = id_visit
-        stamps[index] = last_action_time(visit, idsite, id_visit) if keyset else 0
         # orjson's bytes keep its 32 KiB write buffer; a right-sized copy (0.4 us) keeps a
         # page of 1000 messages at 3.5 MB instead of 32 MB while it waits to be sent.
-        value = memoryview(dumps(apply(visit))).tobytes()
-        messages[index] = Message((prefix + str(id_visit)).encode(), value)
+        messages[index] = Message((prefix + str(id_visit)).encode(), memoryview(value).tobytes())
     return Batch(messages, ids, stamps)
 
 
