@@ -1,19 +1,20 @@
-/* The hot path of transform.py in C: one visit's JSON in, the published message out, byte for
- * byte what `orjson.dumps(SiteTransform.apply(orjson.loads(raw)))` gives, without building a
- * Python object per field (parsing into objects was half of the tool's CPU a visit).
+/* The hot path of transform.py in C: a Live page's JSON in, the published messages out, each
+ * byte for byte what `orjson.dumps(SiteTransform.apply(orjson.loads(visit)))` gives, without
+ * building a Python object per field (parsing into objects was half of the tool's CPU).
  *
- * The rewriter copies the visit while normalising it as orjson writes JSON (escapes decoded,
- * "\/" -> "/", control characters as \b \t \n \f \r or \u00xx, no whitespace), renames the
- * custom-dimension keys (moved to the end of their object, in the rename order, as
- * dict.pop + insert does), replaces the pseudonymised columns by what the Python hasher
- * returns, and reads idVisit and lastActionTimestamp (as integers) on the way.
+ * The rewriter copies each visit while normalising it as orjson writes JSON (escapes
+ * decoded, "\/" -> "/", control characters as \b \t \n \f \r or \u00xx, no whitespace),
+ * renames the custom-dimension keys (moved to the end of their object, in the rename order,
+ * as dict.pop + insert does), replaces the pseudonymised columns by their HMAC (OpenSSL,
+ * below; other than plain strings, by what the Python hasher returns), and reads idVisit and
+ * lastActionTimestamp (as integers) on the way.
  *
- * It only takes the common road. Anything else makes it answer None and the caller runs the
- * Python path on that visit, which gives the reference result or the reference error:
- * invalid JSON, a non-object visit, non-ASCII bytes or lone surrogates in strings, escaped or
- * non-ASCII keys in the objects it rewrites, numbers other than small integers (floats,
- * -0, more than 18 digits), nesting deeper than MAX_DEPTH, a key equal to a rename target,
- * a repeated rename source, an escaped action type, a goal action without a goalName string.
+ * It only takes the common road. Anything else leaves the visit (or the whole page) to the
+ * Python path, which gives the reference result or the reference error: invalid JSON, a
+ * non-object visit, non-ASCII bytes or lone surrogates in strings, escaped or non-ASCII keys
+ * in the objects it rewrites, numbers other than small integers (floats, -0, more than 18
+ * digits), nesting deeper than MAX_DEPTH, a key equal to a rename target, a repeated rename
+ * source, an escaped action type, a goal action without a goalName string, no idVisit.
  * One difference is left, documented: a key repeated inside one object (PHP's arrays cannot
  * repeat a key, so Matomo never sends one) is kept twice here, once by orjson.
  */
