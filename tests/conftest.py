@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import reliability as rel  # bench/: topic helpers shared with the proofs
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO.parent / "shared" / "matomo-samples"
 KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
 BOOTSTRAP = f"127.0.0.1:{KAFKA_PORT}"
 TOKEN = "sim-token-5f1e9c0b7a"
