@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from matomo_kafka.errors import MatomoResponseError, TransformError
-from matomo_kafka.pipeline import page_messages
 from matomo_kafka.transform import (
     Dimension,
     KeyedHash,
     SiteTransform,
+    page_messages,
     parse_dimensions,
     parse_goals,
     pseudonymise,

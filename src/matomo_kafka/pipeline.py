@@ -23,9 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Protocol
-
-import orjson
+from typing import Protocol
 
 from matomo_kafka.checkpoint import CheckpointStore, Cursor
 from matomo_kafka.config import Settings
@@ -39,13 +37,7 @@ from matomo_kafka.errors import (
     MatomoResponseError,
     TransformError,
 )
-from matomo_kafka.matomo import (
-    MatomoClient,
-    last_action_time,
-    page_where,
-    parse_visit,
-    split_visits,
-)
+from matomo_kafka.matomo import MatomoClient
 from matomo_kafka.paging import Batch, Page, Pager, Request
 from matomo_kafka.sentlog import SentLog, digest, visit_id
 from matomo_kafka.sink import (
@@ -63,7 +55,7 @@ from matomo_kafka.state import (
     ensure_state_topic,
     state_key,
 )
-from matomo_kafka.transform import SiteTransform, parse_dimensions, parse_goals
+from matomo_kafka.transform import SiteTransform, page_messages, parse_dimensions, parse_goals
 
 log = logging.getLogger(__name__)
 
@@ -134,49 +126,6 @@ class RunReport:
     @property
     def visits(self) -> int:
         return sum(site.visits for site in self.sites)
-
-
-def page_messages(
-    raw: bytes, idsite: int, day: date, limit: int, transform: SiteTransform, keyset: bool = True
-) -> Batch[Message]:
-    """One compact JSON message per visit of a Live page, keyed `<idSite>:<idVisit>` (ids as
-    integers), with each visit's id and last action time for the pager (keyset: checked,
-    else 0).
-
-    The C hot path (SiteTransform.rewriter) reads the whole page and rewrites its visits
-    with no Python object per field; the visits it leaves, or every visit where it does not
-    apply, are parsed, transformed and serialised in Python one at a time, while their
-    objects are still in the CPU cache. Both give the same bytes and the same errors
-    (tests/test_fastvisit.py).
-    """
-    where = page_where(idsite, day)
-    prefix = f"{idsite}:"
-    rewriter = transform.rewriter()
-    done = rewriter.rewrite_page(raw, prefix.encode(), Message, keyset) if rewriter else None
-    todo: list[tuple[int, Any]]
-    if done is not None and len(done[0]) <= limit:  # the C path, ids read as as_int does
-        messages, ids, stamps, bounds = done
-        page = memoryview(raw)
-        todo = [(index, page[start:end]) for index, start, end in bounds]
-    else:  # no C path, or a page it does not read: cut by msgspec, page-level errors raised
-        raws = split_visits(raw, idsite, day, limit)
-        messages, ids, stamps = [None] * len(raws), [0] * len(raws), [0] * len(raws)
-        todo = list(enumerate(raws))
-    apply, dumps = transform.apply, orjson.dumps
-    for index, raw_visit in todo:  # the Python path: the reference, and its errors
-        try:
-            visit = parse_visit(raw_visit, where)
-            id_visit = int(visit["idVisit"])
-            stamps[index] = last_action_time(visit, idsite, id_visit) if keyset else 0
-            value = dumps(apply(visit))
-        except (MatomoResponseError, TransformError):
-            split_visits(raw, idsite, day, limit)  # a page-level error comes first, as ever
-            raise
-        ids[index] = id_visit
-        # orjson's bytes keep its 32 KiB write buffer; a right-sized copy (0.4 us) keeps a
-        # page of 1000 messages at 3.5 MB instead of 32 MB while it waits to be sent.
-        messages[index] = Message((prefix + str(id_visit)).encode(), memoryview(value).tobytes())
-    return Batch(messages, ids, stamps)
 
 
 class Stopped(MatomoKafkaError):
