@@ -625,6 +625,7 @@ class KillFigures:
     lost: int = 0
     duplicated: int = 0
     max_fresh: int = 0  # most visits one kill newly left beyond a site's checkpoint
+    max_fresh_total: int = 0  # the same, all sites together
     max_window: int = 0  # same, for kills in the day-change window (a whole day)
     delivery: str = "at_least_once"
     temp_files_left: int = 0  # .tmp files a kill left beside the checkpoints
@@ -655,6 +656,7 @@ class _KillRound:
         workdir: Path,
         collector: Collector,
         delivery: str = "at_least_once",
+        concurrency: int | None = None,
     ) -> None:
         first = date(2024, 1, 1) + timedelta(days=index * (days + 1))
         self.days = tuple(first + timedelta(days=n) for n in range(days))
@@ -668,7 +670,8 @@ class _KillRound:
         values = parm_values(self.dir / "data", sim.url, topic, bootstrap,
                              START_DATE=first.isoformat(),
                              MATOMO_ID_SITE=",".join(map(str, sites)),
-                             MATOMO_MAX_CONCURRENCY=str(len(sites)), DELIVERY=delivery,
+                             MATOMO_MAX_CONCURRENCY=str(concurrency or len(sites)),
+                             DELIVERY=delivery,
                              KAFKA_STATE_TOPIC=f"{topic}.state.{index}")  # fmt: skip
         self.parm = write_parm(self.dir / "parm", values)
         self.store = store_for(self.dir / "data")
@@ -704,6 +707,7 @@ def kill_proof(
     say: Say = print,
     tolerate_day_window: bool = False,
     delivery: str = "at_least_once",
+    concurrency: int | None = None,
 ) -> KillFigures:
     """SIGKILLs `matomo-kafka run` at least `kills` times at random points, checking the
     checkpoints against the topic after each kill, then runs the last round to completion.
@@ -711,8 +715,11 @@ def kill_proof(
     (code before the `.next` marker) instead of failing on the first one.
     `delivery="exactly_once"`: the topic is read (read_committed) only once a round is
     complete, since a killed run's open transaction blocks such readers until the next run
-    aborts it, and no visit may then be seen twice."""
+    aborts it, and no visit may then be seen twice.
+    `concurrency`: MATOMO_MAX_CONCURRENCY (default: one per site); a kill may newly leave at
+    most that many pages beyond the checkpoints of all sites together."""
     exactly_once = delivery == "exactly_once"
+    concurrency = concurrency or sites
     rng = random.Random(seed)
     site_ids = tuple(range(1, sites + 1))
     figures = KillFigures(seed=seed, sites=sites, delivery=delivery)
@@ -732,7 +739,7 @@ def kill_proof(
 
     def new_round() -> _KillRound:
         round_ = _KillRound(figures.rounds, sim, rng, site_ids, days, topic, bootstrap, workdir,
-                            collector, delivery)  # fmt: skip
+                            collector, delivery, concurrency)  # fmt: skip
         figures.rounds += 1
         owned.update(round_.data.all_keys())
         return round_
@@ -806,6 +813,7 @@ def kill_proof(
             collector.add_messages(reader.settle())
             context = f"seed {seed}, kill {figures.kills}"
             in_window = False
+            fresh_total = 0
             for site in site_ids:
                 exposure = check_site(current.store, current.data, site, reader.counts,
                                       current.beyond[site], context)  # fmt: skip
@@ -828,6 +836,14 @@ def kill_proof(
                     )
                 else:
                     figures.max_fresh = max(figures.max_fresh, len(exposure.fresh))
+                    fresh_total += len(exposure.fresh)
+            figures.max_fresh_total = max(figures.max_fresh_total, fresh_total)
+            if fresh_total > concurrency * (LIMIT + TIE_GROUP):
+                raise ProofFailed(
+                    f"{context}: {fresh_total} visits beyond the checkpoints were newly sent, "
+                    f"more than MATOMO_MAX_CONCURRENCY={concurrency} pages ({LIMIT} + a tie "
+                    "group each)"
+                )
             figures.window_kills += in_window
             if figures.kills % 25 == 0:
                 say(f"  {figures.kills} kills, {figures.rounds} rounds, "

@@ -17,6 +17,7 @@ from matomo_kafka.checkpoint import Cursor
 from matomo_kafka.errors import MatomoResponseError
 from matomo_kafka.matomo import RequestGate
 from matomo_kafka.paging import Batch, Pager, Request
+from matomo_kafka.schedule import PageScheduler, drive
 
 LIMIT = 10
 FIRST = date(2024, 3, 1)
@@ -42,9 +43,9 @@ def read_all(
     days: FakeDays, start: Cursor, lookahead: int, keyset: bool = True
 ) -> list[tuple[date, int, int, bool]]:
     last = FIRST + timedelta(days=len(days.counts) - 1)
-    with ThreadPoolExecutor(4) as pool:
-        pager = Pager(days.fetch, pool, start, last, LIMIT, lookahead, keyset)
-        return [(p.day, p.offset, len(p.items), p.last) for p in pager]
+    with PageScheduler(slots=4, budget=8) as scheduler:
+        pager = Pager(days.fetch, scheduler.submit, start, last, LIMIT, lookahead, keyset)
+        return [(p.day, p.offset, len(p.items), p.last) for p in drive(iter(pager), scheduler)]
 
 
 @pytest.mark.parametrize("keyset", [True, False])
@@ -135,12 +136,11 @@ def read_ids(
     """The ids of the pages read, and the cursor after the last one (a checkpoint)."""
     ids: list[int] = []
     cursor = start
-    with ThreadPoolExecutor(4) as pool:
-        for n, page in enumerate(Pager(source.fetch, pool, start, last, limit, lookahead, keyset)):
+    with PageScheduler(slots=4, budget=8) as scheduler:
+        pager = Pager(source.fetch, scheduler.submit, start, last, limit, lookahead, keyset)
+        for n, page in enumerate(drive(iter(pager), scheduler)):
             ids.extend(page.items)
-            cursor = page.next_cursor
-            if page.last:
-                cursor = Cursor(page.day + timedelta(days=1), 0)
+            cursor = page.checkpoint
             if stop_after is not None and n + 1 >= stop_after:
                 break
     return ids, cursor

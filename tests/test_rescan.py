@@ -78,6 +78,10 @@ def test_late_and_changed_visits_are_resent_once(
     third = run(tmp_path, simulator, topic, "2024-03-05", DELIVERY=delivery)
     assert third[1] == {"days": 2, "new": 0, "changed": 0}
     assert Counter(key for key, _ in read_records(topic)) == counts  # nothing re-sent
+    # The third run started at 03-05 with a window of 2 days: what was sent for the days
+    # before 03-03 is forgotten, since no later run re-scans them.
+    recorded = SentLog(str(tmp_path / "data" / "filterdate")).directory(1)
+    assert sorted(path.stem for path in recorded.glob("*.bin")) == [GROW_DAY, "2024-03-04"]
 
 
 def test_first_rescan_without_records_resends_the_window(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -30,6 +29,7 @@ from matomo_kafka.days import day_range
 from matomo_kafka.errors import KafkaReadError
 from matomo_kafka.matomo import MatomoClient, as_int, last_action_time, parse_visits
 from matomo_kafka.paging import Batch, Pager, Request
+from matomo_kafka.schedule import PageScheduler, drive
 from matomo_kafka.state import client_config
 
 STALL_SECONDS = 30.0
@@ -148,9 +148,9 @@ def live_ids(matomo: MatomoClient, idsite: int, day: date, limit: int) -> set[in
         stamps = [last_action_time(v, idsite, i) for v, i in zip(visits, ids, strict=True)]
         return Batch(ids, ids, stamps)
 
-    with ThreadPoolExecutor(1, "audit-fetch") as pool:
-        return {idvisit for page in Pager(fetch, pool, Cursor(day, 0), day, limit)
-                for idvisit in page.items}  # fmt: skip
+    with PageScheduler(slots=1, budget=2, name="audit-fetch") as scheduler:
+        pager = Pager(fetch, scheduler.submit, Cursor(day, 0), day, limit)
+        return {idvisit for page in drive(iter(pager), scheduler) for idvisit in page.items}
 
 
 def audit_site(

@@ -18,23 +18,25 @@ Keyset paging (the default) never trusts an order between visits of the same sec
   exactly there.
 Offset paging (`MATOMO_PAGING=offset`, the seed's way) trusts the order.
 
-Read-ahead: the next needed request is always issued before a page is handed over; the first
-page of each following day may be fetched early; with a lookahead above 1, further pages of a
-day that already gave a full page are fetched speculatively (at most `lookahead - 1` wasted at
-the day's end). Pages are yielded strictly in order, so checkpoints stay ordered per site.
+Read-ahead: the site's next request in order is always asked for (as NEEDED) before a page is
+handed over; with a lookahead above 1, further pages of a day that already gave a full page
+(READ_AHEAD: at most `lookahead - 1` wasted at the day's end) and the first pages of the
+following days (NEXT_DAY) are asked for too. The page scheduler (schedule.py) decides when
+each runs. Pages are yielded strictly in order, so checkpoints stay ordered per site; while
+the next one is not there the pager yields None, so one loop can serve many sites.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, Future
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Generic, TypeVar
 
 from matomo_kafka.checkpoint import Cursor
 from matomo_kafka.errors import MatomoResponseError
+from matomo_kafka.schedule import Priority, Ticket, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -67,44 +69,58 @@ class Batch(Generic[T]):
 
 
 Fetch = Callable[[Request], Batch[T]]
+#: Queues a request (a callable run on a Matomo slot) with its priority and depth.
+Submit = Callable[[Callable[[], Batch[T]], Priority, int], Ticket[Batch[T]]]
+#: What a pager yields: the next page in order, or None while that page is not there yet.
+Step = Generator[None, None, T]
 
 
 @dataclass(frozen=True)
 class Page(Generic[T]):
     """Items to send for `day`; `offset`: visits of the day sent before them; `last`: the day's
-    final page; `next_cursor`: the checkpoint once the page is acknowledged (inside the day)."""
+    final page; `next_cursor`: the checkpoint once the page is acknowledged (inside the day);
+    `rescan`: a day re-read after the catch-up (MATOMO_RESCAN_DAYS): it moves no checkpoint."""
 
     day: date
     offset: int
     items: Sequence[T]
     last: bool
     next_cursor: Cursor
+    rescan: bool = False
+
+    @property
+    def checkpoint(self) -> Cursor:
+        """Where the site stands once this page is acknowledged: the next day after a day's
+        last page."""
+        return Cursor(self.day + timedelta(days=1), 0) if self.last else self.next_cursor
 
 
 class Pager(Generic[T]):
-    """Yields a site's pages from `start` through `last_day`, fetching up to `lookahead` ahead."""
+    """A site's pages from `start` through `last_day`, in order; None while waiting."""
 
     def __init__(
         self,
         fetch: Fetch[T],
-        executor: Executor,
+        submit: Submit[T],
         start: Cursor,
         last_day: date,
         limit: int,
         lookahead: int = 1,
         keyset: bool = True,
+        rescan: bool = False,
     ) -> None:
         self.fetch = fetch
-        self.executor = executor
+        self.submit = submit
+        self.rescan = rescan
         self.start = start
         self.last_day = last_day
         self.limit = limit
         self.lookahead = max(1, lookahead)
         self.keyset = keyset
         self.repairs = 0  # pages that started inside the boundary second (keyset)
-        self._futures: dict[Request, Future[Batch[T]]] = {}
+        self._tickets: dict[Request, Ticket[Batch[T]]] = {}
 
-    def __iter__(self) -> Iterator[Page[T]]:
+    def __iter__(self) -> Iterator[Page[T] | None]:
         cursor = self.start
         try:
             while cursor.day <= self.last_day:
@@ -113,7 +129,7 @@ class Pager(Generic[T]):
         finally:
             self.close()
 
-    def _read_day(self, cursor: Cursor) -> Iterator[Page[T]]:
+    def _read_day(self, cursor: Cursor) -> Iterator[Page[T] | None]:
         day, sent = cursor.day, cursor.offset
         boundary, seen = cursor.last_action, set(cursor.ids)
         if self.keyset and boundary is not None:
@@ -126,26 +142,26 @@ class Pager(Generic[T]):
         day_is_big = False
         while True:
             self._fill(request, day_is_big)
-            batch = self._futures.pop(request).result()
+            batch = yield from wait_for(self._tickets.pop(request))
             full = len(batch.items) >= request.limit
             following = Request(day, request.after, self.limit, request.offset + request.limit)
             if full:
                 day_is_big = True
-                self._fill(following, day_is_big)  # prefetch before handing over
+                self._fill(following, day_is_big)  # asked for before handing over
             else:
                 self._drop_day(day)
                 if day < self.last_day:
                     self._fill(Request(day + timedelta(days=1), None, self.limit, 0), False)
             items: Sequence[T]
             if self.keyset:
-                items, boundary, seen = self._new_items(
+                items, boundary, seen = yield from self._new_items(
                     batch, request, request is anchor, boundary, seen
                 )
             else:
                 items = batch.items
             next_cursor = Cursor(day, sent + len(items), boundary, frozenset(seen))
             if items or not full:
-                yield Page(day, sent, items, not full, next_cursor)
+                yield Page(day, sent, items, not full, next_cursor, self.rescan)
             sent += len(items)
             if not full:
                 return
@@ -158,7 +174,7 @@ class Pager(Generic[T]):
         from_anchor: bool,
         boundary: int | None,
         seen: set[int],
-    ) -> tuple[list[T], int | None, set[int]]:
+    ) -> Step[tuple[list[T], int | None, set[int]]]:
         """The batch's visits not sent yet, the new boundary second and the ids sent at it."""
         stamps, ids = batch.stamps, batch.ids
         if boundary is None or min(stamps, default=boundary + 1) > boundary:
@@ -170,7 +186,9 @@ class Pager(Generic[T]):
         else:
             self.repairs += 1
             in_batch = sum(1 for stamp in stamps if stamp == boundary)
-            group = self._whole_second(request.day, boundary, len(seen) + in_batch + 16)
+            day, second, limit = request.day, boundary, len(seen) + in_batch + 16
+            ticket = self.submit(lambda: self._whole_second(day, second, limit), Priority.NEEDED, 0)
+            group = yield from wait_for(ticket)
         earlier = [i for i, stamp in enumerate(stamps) if stamp < boundary and ids[i] not in seen]
         if earlier:
             log.warning(
@@ -188,7 +206,8 @@ class Pager(Generic[T]):
 
     def _whole_second(self, day: date, second: int, limit: int) -> Batch[T]:
         """Every visit of `day` whose last action is at `second`, read with minTimestamp; the
-        limit doubles until the answer shows the second's end (a short page or a later one)."""
+        limit doubles until the answer shows the second's end (a short page or a later one).
+        Runs on one Matomo slot, its requests one after the other."""
         while True:
             batch = self.fetch(Request(day, second - 1, limit, 0))
             if len(batch.stamps) < limit or max(batch.stamps) > second:
@@ -214,29 +233,42 @@ class Pager(Generic[T]):
         return [source.items[i] for i in picked], boundary, seen
 
     def _fill(self, request: Request, day_is_big: bool) -> None:
-        wanted = [request]
+        """Asks for `request` (the site's next one in order) and, up to `lookahead` in all,
+        the next pages of a big day, then the first pages of the following days."""
+        wanted = [(request, Priority.NEEDED, 0)]
         if day_is_big:
             wanted += [
-                Request(request.day, request.after, self.limit, request.offset + k * self.limit)
+                (
+                    Request(request.day, request.after, self.limit,
+                            request.offset + k * self.limit),
+                    Priority.READ_AHEAD, k,
+                )
                 for k in range(1, self.lookahead)
-            ]
-        following = request.day + timedelta(days=1)
+            ]  # fmt: skip
+        following, ahead = request.day + timedelta(days=1), 1
         while len(wanted) < self.lookahead and following <= self.last_day:
-            wanted.append(Request(following, None, self.limit, 0))
-            following += timedelta(days=1)
-        for key in wanted[: self.lookahead]:
-            if key not in self._futures:
-                self._futures[key] = self.executor.submit(self.fetch, key)
+            wanted.append((Request(following, None, self.limit, 0), Priority.NEXT_DAY, ahead))
+            following, ahead = following + timedelta(days=1), ahead + 1
+        for key, priority, depth in wanted[: self.lookahead]:
+            ticket = self._tickets.get(key)
+            if ticket is None:
+                self._tickets[key] = self.submit(_bind(self.fetch, key), priority, depth)
+            elif priority == Priority.NEEDED:
+                ticket.promote()
 
     def _drop_day(self, day: date) -> None:
         """Speculative requests past a day's short page are not needed: cancel or ignore."""
-        for key in [key for key in self._futures if key.day == day]:
-            self._futures.pop(key).cancel()
+        for key in [key for key in self._tickets if key.day == day]:
+            self._tickets.pop(key).cancel()
 
     def close(self) -> None:
-        for future in self._futures.values():
-            future.cancel()
-        self._futures.clear()
+        for ticket in self._tickets.values():
+            ticket.cancel()
+        self._tickets.clear()
+
+
+def _bind(fetch: Fetch[T], request: Request) -> Callable[[], Batch[T]]:
+    return lambda: fetch(request)
 
 
 class _Merged(Generic[T]):

@@ -1,5 +1,5 @@
-"""The run loop, in Kafka Connect's order: read a page, transform it, deliver it, and only
-once Kafka has acknowledged it, move the site's checkpoint past it.
+"""The run loop, in Kafka Connect's order: read pages, transform them, deliver them, and only
+once Kafka has acknowledged a page, move its site's checkpoint past it.
 
 Per site: read its timezone, custom dimensions and goals; then for each closed day from its
 checkpoint (or START_DATE) read Live.getLastVisitsDetails page by page (ascending last action
@@ -8,10 +8,14 @@ then, with MATOMO_RESCAN_DAYS, re-read the days before the start and re-send wha
 changed (sentlog.py). A site that Matomo refuses fails alone; a Kafka, checkpoint or token
 failure stops the run, since every other site would hit it too.
 
-DELIVERY=exactly_once: each page and the site's new checkpoint (a record of the state topic,
-see state.py) are committed in one Kafka transaction by the site's transactional producer;
-the checkpoint files are written after each commit, and the state topic is what a run starts
-from (the files are imported when it has nothing for a site).
+Fetching runs ahead, delivery runs in order. One page scheduler (schedule.py) keeps up to
+MATOMO_MAX_CONCURRENCY Matomo requests in flight for the whole run, taking the most useful
+next request of any site; pages are transformed on its slots. One loop (`Pipeline._loop`)
+takes each site's pages strictly in order and hands them to the delivery (delivery.py: at-
+least-once, or exactly-once with the checkpoint in the same Kafka transaction), then writes
+the checkpoint files of what Kafka acknowledged. A site's next page is handed over only once
+its previous page is acknowledged and checkpointed, and at most MATOMO_MAX_CONCURRENCY pages
+are unacknowledged in all: a kill re-sends at most that.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections import deque
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Protocol
@@ -28,6 +32,7 @@ from typing import Protocol
 from matomo_kafka.checkpoint import CheckpointStore, Cursor
 from matomo_kafka.config import Settings
 from matomo_kafka.days import days_behind, last_closed_day, site_timezone
+from matomo_kafka.delivery import AtLeastOnce, Delivery, ExactlyOnce, Outgoing
 from matomo_kafka.errors import (
     CheckpointError,
     KafkaDeliveryError,
@@ -39,22 +44,10 @@ from matomo_kafka.errors import (
 )
 from matomo_kafka.matomo import MatomoClient
 from matomo_kafka.paging import Batch, Page, Pager, Request
+from matomo_kafka.schedule import PageScheduler, Priority, wait_for
 from matomo_kafka.sentlog import SentLog, digest, visit_id
-from matomo_kafka.sink import (
-    Headers,
-    KafkaSink,
-    Message,
-    PageAck,
-    TransactionalSink,
-    page_headers,
-)
-from matomo_kafka.state import (
-    StateReader,
-    claim_sites,
-    encode,
-    ensure_state_topic,
-    state_key,
-)
+from matomo_kafka.sink import KafkaSink, Message, page_headers
+from matomo_kafka.state import StateReader, claim_sites, ensure_state_topic
 from matomo_kafka.transform import SiteTransform, page_messages, parse_dimensions, parse_goals
 
 log = logging.getLogger(__name__)
@@ -86,8 +79,8 @@ class SiteReport:
 
 
 class RunObserver(Protocol):
-    """Hooks for progress displays and metrics. Calls may come from several threads (one per
-    site being extracted), so implementations must be thread-safe and cheap (once per page)."""
+    """Hooks for progress displays and metrics, called from the run's one loop: they must be
+    cheap (once per page), since the loop delivers every site's pages."""
 
     def site_started(self, site: SiteReport, first_day: date) -> None: ...
 
@@ -132,14 +125,43 @@ class Stopped(MatomoKafkaError):
     """Another site hit a run-wide failure: this one stopped after its last acknowledged page."""
 
 
-class Pipeline:
-    """Moves every closed day of every configured site from Matomo to Kafka.
+#: Failures every other site would hit too: the run stops (after checkpointing what Kafka
+#: acknowledged). Any other MatomoError or TransformError fails its site alone.
+RUN_WIDE = (MatomoAuthError, KafkaDeliveryError, CheckpointError)
 
-    Up to MATOMO_MAX_CONCURRENCY sites run at once, each in its own thread with its pages
-    fetched ahead (see paging.py); all Matomo requests share one RequestGate. Per site, page
-    k+1 is transformed while page k's acks arrive, and is sent only once page k is
-    acknowledged and checkpointed: at most one page per site is ever unacknowledged.
-    """
+
+@dataclass
+class _Rescan:
+    """The day a site is re-scanning: what was sent for it, and what the re-scan found."""
+
+    day: date
+    known: dict[int, bytes]
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+
+
+@dataclass
+class _SiteRun:
+    """One open site: its pages in order (None while waiting), and where its delivery is."""
+
+    report: SiteReport
+    steps: Generator[Page[Message] | None, None, None] = field(init=False)
+    started: float = field(default_factory=time.monotonic)
+    start_day: date | None = None  # the checkpoint's day when the site started
+    pending: int = 0  # pages handed to the delivery and not acknowledged yet
+    exhausted: bool = False  # no more pages
+    failure: MatomoKafkaError | None = None
+    rescan: _Rescan | None = None
+    progress: _DayProgress = field(default_factory=lambda: _DayProgress())
+
+    @property
+    def idsite(self) -> int:
+        return self.report.idsite
+
+
+class Pipeline:
+    """Moves every closed day of every configured site from Matomo to Kafka (see above)."""
 
     def __init__(
         self,
@@ -158,14 +180,13 @@ class Pipeline:
         self.run_date = run_date
         self.stop = stop or threading.Event()
         self.observer: RunObserver = observer or NullObserver()
-        self._abort = threading.Event()
+        self.slots = settings.MATOMO_MAX_CONCURRENCY
+        self.keyset = settings.MATOMO_PAGING == "keyset"
         self._parse_lock = threading.Lock()
-        self._fatal_lock = threading.Lock()
-        self.lookahead = 1
-        self.state: StateReader | None = None  # DELIVERY=exactly_once: checkpoints in Kafka
         self.sent_log = (
             SentLog(settings.FILE_PATH_FILTERDATE) if settings.MATOMO_RESCAN_DAYS else None
         )
+        self.scheduler: PageScheduler | None = None  # set while run() runs
 
     def run(self, sites: tuple[int, ...]) -> RunReport:
         report = RunReport(sites=[SiteReport(idsite) for idsite in sites])
@@ -173,92 +194,183 @@ class Pipeline:
             # One request before the sites start together: a refused token is tried once,
             # not once per site (repeated bad logins can get the caller's IP blocked).
             log.info("Matomo %s at %s", self.matomo.version(), self.matomo.api_url)
-        except (MatomoAuthError, MatomoError) as exc:
+            wake = threading.Event()  # set by Matomo answers and Kafka acks: the loop wakes
+            delivery = self._delivery(sites, wake)
+        except MatomoKafkaError as exc:
             report.fatal = exc
             for site in report.sites:
                 site.status, site.error, site.error_kind = "skipped", str(exc), type(exc).__name__
             return report
-        if self.settings.exactly_once and sites:
-            try:
-                self._prepare_exactly_once(sites)
-            except MatomoKafkaError as exc:
-                report.fatal = exc
-                for site in report.sites:
-                    site.status, site.error = "skipped", str(exc)
-                    site.error_kind = type(exc).__name__
-                return report
         try:
-            return self._run_sites(report, sites)
+            with PageScheduler(self.slots, 2 * self.slots, wake) as self.scheduler:
+                self._loop(report, delivery)
         finally:
-            if self.state is not None:
-                self.state.close()
-                self.state = None
+            self.scheduler = None
+            delivery.close()
+        return report
 
-    def _prepare_exactly_once(self, sites: tuple[int, ...]) -> None:
-        """The state topic (created compacted if missing), every site's transactional.id
-        claimed up front (fences other instances, aborts what a dead one left open), then a
-        reader of the committed checkpoints."""
+    def _delivery(self, sites: tuple[int, ...], wake: threading.Event) -> Delivery:
+        """At-least-once on the run's producer; or exactly-once: the state topic (created
+        compacted if missing), every site's transactional.id claimed up front (fences other
+        instances, aborts what a dead one left open), then a reader of the checkpoints."""
+        if not self.settings.exactly_once:
+            return AtLeastOnce(self.settings, self.sink, self.store, wake)
         partitions = ensure_state_topic(self.settings)
         claim_sites(self.settings, sites)
-        self.state = StateReader(self.settings, partitions)
+        state = StateReader(self.settings, partitions)
         log.info(
             "exactly-once: state topic %s, %d site(s) claimed (transactional ids "
             "matomo-kafka.%s.<site>)", self.settings.state_topic, len(sites),
             self.settings.KAFKA_TOPIC,
         )  # fmt: skip
+        return ExactlyOnce(self.settings, self.store, state)
 
-    def _run_sites(self, report: RunReport, sites: tuple[int, ...]) -> RunReport:
-        concurrency = self.settings.MATOMO_MAX_CONCURRENCY
-        workers = max(1, min(concurrency, len(sites)))
-        # Few sites: spend the spare request slots on reading ahead inside each site.
-        self.lookahead = max(1, -(-concurrency // workers))
-        fetch_pool = ThreadPoolExecutor(workers * self.lookahead + 1, "matomo-fetch")
+    # -- the one loop --------------------------------------------------------------------
+
+    def _loop(self, report: RunReport, delivery: Delivery) -> None:
+        """Opens sites while Matomo slots would idle, hands each site's next page to the
+        delivery once its previous one is checkpointed, checkpoints what Kafka acknowledged."""
+        assert self.scheduler is not None
+        scheduler = self.scheduler
+        waiting = deque(report.sites)
+        runs: dict[int, _SiteRun] = {}
         try:
-            with ThreadPoolExecutor(workers, "site") as site_pool:
-                futures = [
-                    site_pool.submit(self._run_one, report, site, fetch_pool)
-                    for site in report.sites
-                ]
-                for future in futures:
-                    future.result()
-        finally:
-            fetch_pool.shutdown(wait=True, cancel_futures=True)
-        return report
+            while runs or waiting:
+                for out in delivery.acknowledged():
+                    self._checkpointed(runs[out.idsite], out)
+                self._close_finished(runs, delivery)
+                if self.stop.is_set() or report.fatal is not None:
+                    break
+                progressed = False
+                while (
+                    waiting and len(runs) < 2 * self.slots and (not runs or scheduler.wants_work())
+                ):  # a slot would idle: the next site's metadata is asked for at once
+                    run = _SiteRun(waiting.popleft())
+                    run.steps = self._site_steps(run, delivery)
+                    runs[run.idsite] = run
+                    progressed |= self._step(report, run, delivery)
+                for run in list(runs.values()):
+                    if not run.pending and delivery.in_flight() < self.slots:
+                        progressed |= self._step(report, run, delivery)
+                if not progressed:
+                    scheduler.wait(0.25)
+        except RUN_WIDE as exc:  # from the delivery or the checkpoint files
+            self._set_fatal(report, exc)
+        self._wind_down(report, runs, waiting, delivery)
 
-    def _run_one(self, report: RunReport, site: SiteReport, fetch_pool: Executor) -> None:
-        if self._abort.is_set():
+    def _step(self, report: RunReport, run: _SiteRun, delivery: Delivery) -> bool:
+        """Advances a site to its next page, if it is there, and hands it over."""
+        if run.exhausted:
+            return False
+        try:
+            page = next(run.steps)
+        except StopIteration:
+            run.exhausted = True
+            return True
+        except (MatomoError, TransformError, KafkaDeliveryError, CheckpointError) as exc:
+            run.exhausted = True
+            self._site_failed(report, run, exc)
+            return True
+        if page is None:
+            return False
+        self._hand_over(run, page, delivery)
+        return True
+
+    def _wind_down(
+        self,
+        report: RunReport,
+        runs: dict[int, _SiteRun],
+        waiting: deque[SiteReport],
+        delivery: Delivery,
+    ) -> None:
+        """Stopping (done, a signal or a run-wide failure): the pages already handed over
+        still get their checkpoint once Kafka acknowledges them; then every site's outcome."""
+        try:
+            for out in delivery.acknowledged(wait=True):
+                self._checkpointed(runs[out.idsite], out)
+        except RUN_WIDE as exc:
+            self._set_fatal(report, exc)
+        if self.stop.is_set() and report.fatal is None:
+            report.fatal = Interrupted("interrupted; every site checkpointed after its last page")
+        for run in runs.values():
+            run.steps.close()  # cancels its queued requests
+            if run.failure is None and not run.exhausted:
+                reason: MatomoKafkaError
+                if self.stop.is_set():
+                    status = "interrupted"
+                    reason = Interrupted(
+                        f"interrupted; site {run.idsite} checkpointed after its last page"
+                    )
+                else:
+                    status = "stopped"
+                    reason = Stopped(
+                        "stopped by another site's failure after its last acknowledged page"
+                    )
+                run.report.status = status
+                run.report.error, run.report.error_kind = str(reason), type(reason).__name__
+            self._finish(run, delivery)
+        runs.clear()
+        for site in waiting:
             site.status = "skipped"
-            return
-        started = time.monotonic()
-        try:
-            self.run_site(site, fetch_pool)
-            site.status = "done"
-        except Interrupted as exc:
-            site.status = "interrupted"
-            site.error, site.error_kind = str(exc), type(exc).__name__
-            self._set_fatal(report, exc)
-        except Stopped as exc:
-            site.status = "stopped"
-            site.error, site.error_kind = str(exc), type(exc).__name__
-        except (MatomoAuthError, KafkaDeliveryError, CheckpointError) as exc:
-            site.status = "failed"
-            site.error, site.error_kind = str(exc), type(exc).__name__
-            log.error("site %d: %s", site.idsite, exc)
-            self._set_fatal(report, exc)
-        except (MatomoError, TransformError) as exc:
-            site.status = "failed"
-            site.error, site.error_kind = str(exc), type(exc).__name__
-            log.error("site %d: %s", site.idsite, exc)
-        finally:
-            site.seconds = time.monotonic() - started
-            self.observer.site_finished(site)
 
-    def _set_fatal(self, report: RunReport, exc: MatomoKafkaError) -> None:
-        """The first run-wide failure wins; the other sites stop after their current page."""
-        with self._fatal_lock:
-            if report.fatal is None:
-                report.fatal = exc
-        self._abort.set()
+    def _close_finished(self, runs: dict[int, _SiteRun], delivery: Delivery) -> None:
+        for run in [run for run in runs.values() if run.exhausted and not run.pending]:
+            del runs[run.idsite]
+            self._finish(run, delivery)
+
+    def _finish(self, run: _SiteRun, delivery: Delivery) -> None:
+        site = run.report
+        if run.failure is None and run.exhausted and not run.pending and site.status == "pending":
+            site.status = "done"
+            if self.sent_log is not None and run.start_day is not None:
+                # Later runs start later: the days before this run's window are not re-scanned.
+                days = timedelta(days=self.settings.MATOMO_RESCAN_DAYS)
+                self.sent_log.prune(site.idsite, run.start_day - days)
+        site.seconds = time.monotonic() - run.started
+        delivery.finish_site(site.idsite)
+        self.observer.site_finished(site)
+
+    def _site_failed(self, report: RunReport, run: _SiteRun, exc: MatomoKafkaError) -> None:
+        site = run.report
+        run.failure = exc
+        site.status, site.error, site.error_kind = "failed", str(exc), type(exc).__name__
+        log.error("site %d: %s", site.idsite, exc)
+        run.steps.close()
+        if isinstance(exc, RUN_WIDE):
+            self._set_fatal(report, exc)
+
+    @staticmethod
+    def _set_fatal(report: RunReport, exc: MatomoKafkaError) -> None:
+        """The first run-wide failure wins; the other sites stop after their last page."""
+        if report.fatal is None:
+            report.fatal = exc
+
+    # -- one site's pages ----------------------------------------------------------------
+
+    def _site_steps(
+        self, run: _SiteRun, delivery: Delivery
+    ) -> Generator[Page[Message] | None, None, None]:
+        """The site's pages in order (None while waiting): its metadata on a Matomo slot,
+        the catch-up from its checkpoint, then the re-scan window's days."""
+        assert self.scheduler is not None
+        site, idsite = run.report, run.idsite
+        ticket = self.scheduler.submit(lambda: self.prepare_site(idsite), Priority.NEEDED)
+        transform, last_day = yield from wait_for(ticket)
+        cursor = delivery.start(idsite)
+        run.start_day = run_start = cursor.day
+        site.cursor, site.last_closed = cursor, last_day
+        log.info(
+            "site %d: from %s (offset %d) to %s, %d day(s) to read",
+            idsite, cursor.day, cursor.offset, last_day, days_behind(cursor.day, last_day),
+        )  # fmt: skip
+        self.observer.site_started(site, cursor.day)
+        yield from self._pager(idsite, transform, cursor, last_day)
+        days = self.settings.MATOMO_RESCAN_DAYS
+        if self.sent_log is not None and days:
+            day = max(run_start - timedelta(days=days), self.settings.START_DATE)
+            while day < run_start and day <= last_day:
+                yield from self._pager(idsite, transform, Cursor(day, 0), day, rescan=True)
+                day += timedelta(days=1)
 
     def prepare_site(self, idsite: int) -> tuple[SiteTransform, date]:
         """Reads what transforming a site's visits needs, and its last closed day."""
@@ -285,241 +397,100 @@ class Pipeline:
             )  # fmt: skip
         return transform, last_day
 
-    def run_site(self, site: SiteReport, fetch_pool: Executor) -> None:
-        if self.settings.exactly_once:
-            self._run_site_exactly_once(site, fetch_pool)
-            return
-        idsite = site.idsite
-        transform, last_day = self.prepare_site(idsite)
-        cursor = self.store.load(idsite) or Cursor(self.settings.START_DATE, 0)
-        site.cursor, site.last_closed = cursor, last_day
-        self._site_started(site, cursor, last_day)
-        pager = self._pager(idsite, transform, cursor, last_day, fetch_pool)
-        progress = _DayProgress()
-        in_flight: tuple[Page[Message], PageAck] | None = None
-        try:
-            for page in pager:
-                if in_flight is not None:
-                    self._commit(site, *in_flight, progress)
-                    in_flight = None
-                self._check_stop(idsite)
-                headers = page_headers(idsite, page.day.isoformat())
-                in_flight = (page, self.sink.send(page.items, headers))
-        except (MatomoError, TransformError, Interrupted, Stopped):
-            # The next page failed: the page already sent still deserves its checkpoint.
-            if in_flight is not None:
-                self._commit(site, *in_flight, progress)
-            raise
-        if in_flight is not None:
-            self._commit(site, *in_flight, progress)
-        self._rescan(site, transform, cursor.day, last_day, fetch_pool, self.sink.deliver)
-
-    def _site_started(self, site: SiteReport, cursor: Cursor, last_day: date) -> None:
-        log.info(
-            "site %d: from %s (offset %d) to %s, %d day(s) to read",
-            site.idsite, cursor.day, cursor.offset, last_day, days_behind(cursor.day, last_day),
-        )  # fmt: skip
-        self.observer.site_started(site, cursor.day)
-
     def _pager(
         self,
         idsite: int,
         transform: SiteTransform,
         cursor: Cursor,
         last_day: date,
-        fetch_pool: Executor,
+        rescan: bool = False,
     ) -> Pager[Message]:
-        keyset = self.settings.MATOMO_PAGING == "keyset"
+        assert self.scheduler is not None
+        keyset = self.keyset
 
         def fetch(request: Request) -> Batch[Message]:
-            # Runs on the fetch pool. Requests overlap; parsing does not: threads parsing at
+            # Runs on a Matomo slot. Requests overlap; parsing does not: threads parsing at
             # once only fight over the GIL. The page leaves already serialised, so only
-            # compact bytes wait in the read-ahead.
+            # compact bytes wait in the scheduler's buffer.
             day, limit = request.day, request.limit
             raw = self.matomo.visits_page_raw(idsite, day, limit, request.offset, request.after)
             with self._parse_lock:
                 return page_messages(raw, idsite, day, limit, transform, keyset)
 
         limit = self.settings.MATOMO_FILTER_LIMIT
-        return Pager(fetch, fetch_pool, cursor, last_day, limit, self.lookahead, keyset)
+        submit = self.scheduler.submit
+        return Pager(fetch, submit, cursor, last_day, limit, self.slots, keyset, rescan)
 
-    def _run_site_exactly_once(self, site: SiteReport, fetch_pool: Executor) -> None:
-        """One transaction per page: the page's visits and the site's next checkpoint (the
-        day's end on its last page) commit together; the files follow each commit."""
-        idsite = site.idsite
-        transform, last_day = self.prepare_site(idsite)
-        sink = TransactionalSink(self.settings, idsite)
-        try:
-            sink.init()  # from here on, an older producer of this site is fenced
-            cursor, seq = self._exactly_once_start(idsite)
-            site.cursor, site.last_closed = cursor, last_day
-            self._site_started(site, cursor, last_day)
-            progress = _DayProgress()
-            key = state_key(idsite)
-            for page in self._pager(idsite, transform, cursor, last_day, fetch_pool):
-                self._check_stop(idsite)
-                if page.last:
-                    committed = Cursor(page.day + timedelta(days=1), 0)
-                else:
-                    committed = page.next_cursor
-                seq += 1
-                value = encode(self.settings, idsite, committed, seq, "run")
-                sink.commit(page.items, page_headers(idsite, page.day.isoformat()), key, value)
-                self._record_sent(idsite, page)
-                site.cursor = self._save(idsite, committed)
-                self._page_counted(site, page, progress)
-                if page.last:
-                    self._day_counted(site, page, progress)
+    # -- delivery and checkpoints --------------------------------------------------------
 
-            def commit_resent(messages: list[Message], headers: Headers) -> None:
-                sink.commit(messages, headers, None, None)  # no checkpoint moves
-
-            self._rescan(site, transform, cursor.day, last_day, fetch_pool, commit_resent)
-        finally:
-            sink.close()
-
-    def _exactly_once_start(self, idsite: int) -> tuple[Cursor, int]:
-        """The site's cursor and seq: the state topic's latest committed checkpoint, which
-        wins over the files (rewritten to match); without one, the files are imported (or
-        START_DATE)."""
-        assert self.state is not None, "exactly-once needs the state reader (Pipeline.run)"
-        record = self.state.latest(idsite)
-        topic = self.settings.state_topic
-        if record is None:
-            files = self.store.load(idsite)
-            cursor = files or Cursor(self.settings.START_DATE, 0)
-            source = "imported from the checkpoint files" if files else "START_DATE"
-            log.info(
-                "site %d: no checkpoint in the state topic %s yet: %s offset %d (%s)",
-                idsite, topic, cursor.day, cursor.offset, source,
-            )  # fmt: skip
-            return cursor, 0
-        try:
-            files = self.store.load(idsite)
-        except CheckpointError as exc:
-            log.warning("site %d: %s; the state topic's checkpoint replaces it", idsite, exc)
-            files = None
-        if files != record.cursor:
-            if files is not None:
-                log.warning(
-                    "site %d: the state topic %s says %s offset %d, the checkpoint files say %s "
-                    "offset %d: the state topic wins (files updated)",
-                    idsite, topic, record.cursor.day, record.cursor.offset, files.day,
-                    files.offset,
-                )  # fmt: skip
-            else:
-                log.info("site %d: checkpoint files written from the state topic %s", idsite,
-                         topic)  # fmt: skip
-            self._save(idsite, record.cursor)
-        return record.cursor, record.seq
-
-    def _commit(
-        self,
-        site: SiteReport,
-        page: Page[Message],
-        ack: PageAck,
-        progress: _DayProgress,
-    ) -> None:
-        """Once Kafka acknowledged the page: checkpoint it, and the day's end if it is last."""
-        self.sink.wait(ack)
-        self._record_sent(site.idsite, page)
-        site.cursor = self._save(site.idsite, page.next_cursor)
-        self._page_counted(site, page, progress)
-        if page.last:
-            site.cursor = self._save(site.idsite, Cursor(page.day + timedelta(days=1), 0))
-            self._day_counted(site, page, progress)
-
-    def _record_sent(self, idsite: int, page: Page[Message]) -> None:
-        """Once acknowledged: what a later re-scan compares against (see sentlog.py). Every
-        day is recorded (a run that stops early may be resumed far later); `_rescan` prunes."""
-        if self.sent_log is not None and page.items:
-            self.sent_log.append(idsite, page.day, page.items)
-
-    def _rescan(
-        self,
-        site: SiteReport,
-        transform: SiteTransform,
-        start_day: date,
-        last_day: date,
-        fetch_pool: Executor,
-        deliver: Callable[[list[Message], Headers], None],
-    ) -> None:
-        """MATOMO_RESCAN_DAYS=N: re-reads the N days before the day this run started from
-        (already sent by earlier runs) and re-sends the visits that are new or changed since;
-        a re-sent visit carries the same key, so it is an update of that visit."""
-        days = self.settings.MATOMO_RESCAN_DAYS
-        if self.sent_log is None or not days:
+    def _hand_over(self, run: _SiteRun, page: Page[Message], delivery: Delivery) -> None:
+        """A catch-up page goes as it is, with the checkpoint it moves to; a re-scan page
+        only with its visits that are new or changed since they were sent."""
+        idsite = run.idsite
+        headers = page_headers(idsite, page.day.isoformat())
+        if not page.rescan:
+            run.pending += 1
+            delivery.send(Outgoing(idsite, page, page.items, headers, page.checkpoint))
             return
-        idsite = site.idsite
-        first = max(start_day - timedelta(days=days), self.settings.START_DATE)
-        day = first
-        while day < start_day and day <= last_day:
-            self._rescan_day(site, transform, day, fetch_pool, deliver)
-            day += timedelta(days=1)
-        self.sent_log.prune(idsite, start_day - timedelta(days=days))  # later runs start later
+        resend = self._rescan_filter(run, page)
+        if resend:
+            run.pending += 1
+            headers = [*headers, ("matomo.rescan", b"1")]
+            delivery.send(Outgoing(idsite, page, resend, headers, None))
 
-    def _rescan_day(
-        self,
-        site: SiteReport,
-        transform: SiteTransform,
-        day: date,
-        fetch_pool: Executor,
-        deliver: Callable[[list[Message], Headers], None],
-    ) -> None:
+    def _rescan_filter(self, run: _SiteRun, page: Page[Message]) -> list[Message]:
         assert self.sent_log is not None
-        idsite = site.idsite
-        known = self.sent_log.load(idsite, day)
-        new = changed = unchanged = 0
-        headers = [*page_headers(idsite, day.isoformat()), ("matomo.rescan", b"1")]
-        for page in self._pager(idsite, transform, Cursor(day, 0), day, fetch_pool):
-            self._check_stop(idsite)
-            resend: list[Message] = []
-            for message in page.items:
-                before = known.get(visit_id(message))
-                if before is None:
-                    new += 1
-                elif before != digest(message.value):
-                    changed += 1
-                else:
-                    unchanged += 1
-                    continue
-                resend.append(message)
-            if resend:
-                deliver(resend, headers)
-                self.sent_log.append(idsite, day, resend)
-                known.update((visit_id(m), digest(m.value)) for m in resend)
-        site.rescanned_days += 1
-        site.rescan_new += new
-        site.rescan_changed += changed
-        log.info(
-            "site %d: re-scan of %s: %d new, %d changed, %d unchanged%s",
-            idsite, day, new, changed, unchanged,
-            "" if known or not new else " (nothing recorded for that day: all re-sent)",
-        )  # fmt: skip
+        state = run.rescan
+        if state is None or state.day != page.day:
+            state = run.rescan = _Rescan(page.day, self.sent_log.load(run.idsite, page.day))
+        resend: list[Message] = []
+        for message in page.items:
+            before = state.known.get(visit_id(message))
+            if before is None:
+                state.new += 1
+            elif before != digest(message.value):
+                state.changed += 1
+            else:
+                state.unchanged += 1
+                continue
+            resend.append(message)
+        state.known.update((visit_id(m), digest(m.value)) for m in resend)
+        if page.last:
+            site = run.report
+            site.rescanned_days += 1
+            site.rescan_new += state.new
+            site.rescan_changed += state.changed
+            log.info(
+                "site %d: re-scan of %s: %d new, %d changed, %d unchanged%s",
+                run.idsite, page.day, state.new, state.changed, state.unchanged,
+                " (nothing recorded for that day: all re-sent)"
+                if state.new and not state.changed and not state.unchanged else "",
+            )  # fmt: skip
+        return resend
 
-    def _page_counted(self, site: SiteReport, page: Page[Message], progress: _DayProgress) -> None:
+    def _checkpointed(self, run: _SiteRun, out: Outgoing) -> None:
+        """Kafka holds the page: record what was sent, then move the checkpoint past it."""
+        run.pending -= 1
+        idsite, page = out.idsite, out.page
+        if self.sent_log is not None and out.messages:
+            # Every day is recorded (a run that stops early may be resumed far later).
+            self.sent_log.append(idsite, page.day, out.messages)
+        if out.cursor is None:  # a re-scan page moves no checkpoint
+            return
+        site = run.report
+        self.store.save(idsite, out.cursor)
+        site.cursor = out.cursor
         count = len(page.items)
         site.pages += 1
         site.visits += count
-        progress.add(page.day, count)
+        run.progress.add(page.day, count)
         self.observer.page_done(site, page.day, count)
-
-    def _day_counted(self, site: SiteReport, page: Page[Message], progress: _DayProgress) -> None:
-        site.days_done += 1
-        visits, seconds = progress.finish()
-        log.info("site %d: %s done, %d visits sent (%.1fs)", site.idsite, page.day, visits,
-                 seconds)  # fmt: skip
-        self.observer.day_done(site, page.day, visits, seconds)
-
-    def _save(self, idsite: int, cursor: Cursor) -> Cursor:
-        self.store.save(idsite, cursor)
-        return cursor
-
-    def _check_stop(self, idsite: int) -> None:
-        if self.stop.is_set():
-            raise Interrupted(f"interrupted; site {idsite} checkpointed after its last page")
-        if self._abort.is_set():
-            raise Stopped("stopped by another site's failure after its last acknowledged page")
+        if page.last:
+            site.days_done += 1
+            visits, seconds = run.progress.finish()
+            log.info("site %d: %s done, %d visits sent (%.1fs)", idsite, page.day, visits,
+                     seconds)  # fmt: skip
+            self.observer.day_done(site, page.day, visits, seconds)
 
 
 class _DayProgress:

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, NoReturn
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -90,16 +90,23 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
 
 class PageAck:
-    """Delivery reports of one page: `done` once every message is acknowledged or failed."""
+    """Delivery reports of one page: `done` once every message is acknowledged or failed;
+    `notify` (if any) is then called, from librdkafka's poll thread."""
 
-    def __init__(self, expected: int) -> None:
+    def __init__(self, expected: int, notify: Callable[[], object] | None = None) -> None:
         self.remaining = expected
         self.failed = 0
         self.first_error = ""
         self.done = threading.Event()
+        self.notify = notify
         self._lock = threading.Lock()
         if expected == 0:
-            self.done.set()
+            self._finish()
+
+    def _finish(self) -> None:
+        self.done.set()
+        if self.notify is not None:
+            self.notify()
 
     def on_delivery(self, error: KafkaError | None, _message: Any) -> None:
         with self._lock:
@@ -108,7 +115,7 @@ class PageAck:
                 self.failed += 1
                 self.first_error = self.first_error or error.str()
             if self.remaining <= 0:
-                self.done.set()
+                self._finish()
 
 
 class KafkaSink:
@@ -168,9 +175,14 @@ class KafkaSink:
             raise KafkaDeliveryError(f"Kafka topic {self.topic!r} is not usable: {reason}")
         return len(topic.partitions)
 
-    def send(self, messages: Sequence[Message], headers: Headers) -> PageAck:
+    def send(
+        self,
+        messages: Sequence[Message],
+        headers: Headers,
+        notify: Callable[[], object] | None = None,
+    ) -> PageAck:
         """Queues a page for delivery and returns at once; `wait()` on the result."""
-        ack = PageAck(len(messages))
+        ack = PageAck(len(messages), notify)
         produce = self._producer.produce
         for message in messages:
             while True:

@@ -1,0 +1,244 @@
+"""The page scheduler: MATOMO_MAX_CONCURRENCY request slots shared by every site of the run.
+
+Wall time comes from keeping Matomo usefully busy. Each site's pager says which requests it
+wants (see paging.py) and how much it needs them; a free slot always runs the most useful
+queued request of ANY site:
+1. NEEDED: the request a site's delivery is waiting for (its metadata, its next page in
+   order, a boundary repair), oldest first;
+2. READ_AHEAD: the next pages of a day whose last page came back full (a short page ends the
+   day: at most the pages already asked for beyond its end are wasted), nearest first;
+3. NEXT_DAY: the first page of a site's following days, nearest first.
+When nothing is queued and a slot is free, the pipeline opens the next site (`wants_work`).
+
+Memory stays bounded whatever the sites and days: tickets running or holding a result not
+yet taken (`outstanding`) stay under `budget`, except NEEDED ones: each site waits for at
+most one, so a budget full of read-ahead can never keep a site's next page from being read.
+Results are taken by one consumer (the pipeline's loop); slots only run requests.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Generator, Iterator
+from enum import IntEnum
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Priority(IntEnum):
+    """How useful a request is; lower runs first (see the module docstring)."""
+
+    NEEDED = 0
+    READ_AHEAD = 1
+    NEXT_DAY = 2
+
+
+class Ticket(Generic[T]):
+    """One queued request and, once a slot ran it, its result (or its exception)."""
+
+    __slots__ = ("_error", "_released", "_scheduler", "_value", "depth", "fn", "priority", "state")
+
+    def __init__(
+        self, scheduler: PageScheduler, fn: Callable[[], T], priority: Priority, depth: int
+    ) -> None:
+        self._scheduler = scheduler
+        self.fn = fn
+        self.priority = priority
+        self.depth = depth
+        self.state = "queued"  # queued | running | done | cancelled
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._released = False
+
+    def done(self) -> bool:
+        return self.state == "done"
+
+    def result(self) -> T:
+        """The request's answer (raises its exception); taking it frees its budget place."""
+        assert self.state == "done", "result() of a ticket that is not done"
+        self._scheduler._release(self)
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+    def promote(self) -> None:
+        """The consumer now waits for this request: it runs before any speculation."""
+        self._scheduler._promote(self)
+
+    def cancel(self) -> None:
+        """Not needed any more: dropped if queued, its result dropped if running or done."""
+        self._scheduler._cancel(self)
+
+
+class PageScheduler:
+    """`slots` threads running queued tickets by priority, `budget` tickets outstanding."""
+
+    def __init__(
+        self, slots: int, budget: int, wake: threading.Event | None = None, name: str = "matomo"
+    ) -> None:
+        self.slots = max(1, slots)
+        self.budget = max(self.slots, budget)
+        self.wake = wake or threading.Event()  # set on every completion, for the consumer
+        self._cond = threading.Condition()
+        self._heap: list[tuple[int, int, int, Ticket[object]]] = []
+        self._seq = itertools.count()
+        self._queued = 0
+        self._running = 0
+        self._outstanding = 0  # running, or done with a result not taken yet
+        self._closed = False
+        self.max_outstanding = 0
+        self.max_running = 0
+        self.runs = 0
+        self._threads = [
+            threading.Thread(target=self._slot, name=f"{name}-{i}", daemon=True)
+            for i in range(self.slots)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def __enter__(self) -> PageScheduler:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- for the consumer ---------------------------------------------------------------
+
+    def submit(
+        self, fn: Callable[[], T], priority: Priority = Priority.NEEDED, depth: int = 0
+    ) -> Ticket[T]:
+        ticket: Ticket[T] = Ticket(self, fn, priority, depth)
+        with self._cond:
+            if self._closed:
+                ticket.state = "cancelled"
+                return ticket
+            self._push(ticket)  # type: ignore[arg-type]
+            self._queued += 1
+            self._cond.notify()
+        return ticket
+
+    def wants_work(self) -> bool:
+        """A slot would idle: nothing runnable is queued and the budget has room."""
+        with self._cond:
+            return (
+                self._running < self.slots and self._queued == 0 and self._outstanding < self.budget
+            )
+
+    def wait(self, timeout: float) -> None:
+        """Blocks until a request completes (or `wake` is set by anyone), at most `timeout`."""
+        self.wake.wait(timeout)
+        self.wake.clear()
+
+    def close(self, join_timeout: float = 5.0) -> None:
+        """Drops what is queued; requests in flight finish in their (daemon) threads, whose
+        results nobody takes: a run that stops does not wait for Matomo's retries."""
+        with self._cond:
+            self._closed = True
+            for *_, ticket in self._heap:
+                if ticket.state == "queued":
+                    ticket.state = "cancelled"
+            self._heap.clear()
+            self._queued = 0
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(join_timeout)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _push(self, ticket: Ticket[object]) -> None:
+        entry = (int(ticket.priority), ticket.depth, next(self._seq), ticket)
+        heapq.heappush(self._heap, entry)
+
+    def _promote(self, ticket: Ticket[T]) -> None:
+        with self._cond:
+            if ticket.state != "queued" or ticket.priority == Priority.NEEDED:
+                ticket.priority = Priority.NEEDED
+                return
+            ticket.priority, ticket.depth = Priority.NEEDED, 0
+            self._push(ticket)  # type: ignore[arg-type]  # the old entry is skipped when popped
+            self._cond.notify()
+
+    def _cancel(self, ticket: Ticket[T]) -> None:
+        with self._cond:
+            if ticket.state == "queued":
+                ticket.state = "cancelled"
+                self._queued -= 1
+            elif ticket.state in ("running", "done"):
+                self._release_locked(ticket)  # type: ignore[arg-type]
+            self._cond.notify_all()
+
+    def _release(self, ticket: Ticket[T]) -> None:
+        with self._cond:
+            self._release_locked(ticket)  # type: ignore[arg-type]
+            self._cond.notify_all()
+
+    def _release_locked(self, ticket: Ticket[object]) -> None:
+        if not ticket._released:
+            ticket._released = True
+            self._outstanding -= 1
+
+    def _next_locked(self) -> Ticket[object] | None:
+        """The most useful runnable ticket, or None (stale heap entries are dropped here)."""
+        while self._heap:
+            priority, _, _, ticket = self._heap[0]
+            if ticket.state != "queued" or priority != int(ticket.priority):
+                heapq.heappop(self._heap)  # cancelled, or promoted (pushed again)
+                continue
+            if priority != Priority.NEEDED and self._outstanding >= self.budget:
+                return None
+            heapq.heappop(self._heap)
+            return ticket
+        return None
+
+    def _slot(self) -> None:
+        while True:
+            with self._cond:
+                ticket = self._next_locked()
+                while ticket is None and not self._closed:
+                    self._cond.wait()
+                    ticket = self._next_locked()
+                if ticket is None:
+                    return
+                ticket.state = "running"
+                self._queued -= 1
+                self._running += 1
+                self._outstanding += 1
+                self.runs += 1
+                self.max_running = max(self.max_running, self._running)
+                self.max_outstanding = max(self.max_outstanding, self._outstanding)
+            try:
+                ticket._value = ticket.fn()
+            except BaseException as exc:  # handed to the consumer, raised by result()
+                ticket._error = exc
+            with self._cond:
+                self._running -= 1
+                ticket.state = "done"
+                if ticket._released:  # cancelled while running: nobody takes it
+                    ticket._value = ticket._error = None
+                self._cond.notify_all()
+            self.wake.set()
+
+
+def wait_for(ticket: Ticket[T]) -> Generator[None, None, T]:
+    """Inside a pager's steps: waits (yielding None) for a request it needs now, and returns
+    its answer (or raises its error)."""
+    ticket.promote()
+    while not ticket.done():
+        yield None
+    return ticket.result()
+
+
+def drive(steps: Iterator[T | None], scheduler: PageScheduler) -> Iterator[T]:
+    """Blocking iteration over a pager's steps (None: waiting for a request), for callers
+    that read one site alone (audit, tests)."""
+    for step in steps:
+        if step is None:
+            scheduler.wait(0.05)
+        else:
+            yield step
