@@ -2,6 +2,9 @@
 # POSIX sh, so it runs under ksh (as Control-M starts it), bash or dash alike.
 # - APP_HOME: the deliverable's root (the directory above shell/), overridable.
 # - PARM_DIR: its parm/ directory (wa7_conf.ini, wa7.env, logging.conf), overridable.
+# - $PARM_DIR/wa7.fonctions.env, the seed's shell environment (exported variables,
+#   functions, proxies, PYTHON...), is sourced (`. file`) when present, before the virtual
+#   environment is prepared and the run starts; its absence is fine.
 # - the Python virtual environment MATOMO_KAFKA_VENV (default $APP_HOME/.venv): created and
 #   filled from the deliverable on first use, then only activated.
 
@@ -14,6 +17,15 @@ export APP_HOME PARM_DIR MATOMO_KAFKA_VENV
 log_line() {
     printf '%s %s: %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "${JOB_NAME:-matomo-kafka}" "$*"
 }
+
+FONCTIONS_ENV=$PARM_DIR/wa7.fonctions.env
+if [ -e "$FONCTIONS_ENV" ]; then
+    if [ ! -r "$FONCTIONS_ENV" ]; then
+        log_line "cannot read $FONCTIONS_ENV (exit 4)"
+        exit 4
+    fi
+    . "$FONCTIONS_ENV"
+fi
 
 if [ ! -x "$MATOMO_KAFKA_VENV/bin/matomo-kafka" ]; then
     log_line "creating $MATOMO_KAFKA_VENV from $APP_HOME"

@@ -27,7 +27,7 @@ from rich.table import Table
 from matomo_kafka import __version__
 from matomo_kafka.audit import audit_site
 from matomo_kafka.checkpoint import CheckpointStore
-from matomo_kafka.config import ConfigError, Settings, load_settings, parse_site_selection
+from matomo_kafka.config import ConfigError, Settings, load_config, parse_site_selection
 from matomo_kafka.days import days_behind, last_closed_day, site_timezone
 from matomo_kafka.errors import (
     EXIT_CONFIG,
@@ -119,20 +119,27 @@ def parse_sites(value: str | None, settings: Settings) -> tuple[int, ...] | Lite
         fail(f"--sites {value!r} {exc}", EXIT_CONFIG)
 
 
-def load(parm_dir: Path, verbose: bool = False, quiet: bool = False) -> Settings:
-    """Validated settings, logging set up and secrets registered with the redactor."""
+def load(
+    parm_dir: Path, verbose: bool = False, quiet: bool = False, warn: bool = False
+) -> Settings:
+    """Validated settings, logging set up and secrets registered with the redactor; with
+    `warn` (run, check), the configuration's warnings logged once (a short salt...)."""
     try:
-        settings = load_settings(parm_dir)
+        loaded = load_config(parm_dir)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"matomo-kafka: config: {problem}", file=sys.stderr)
         fail(f"invalid configuration ({len(exc.problems)} problem(s)) in {parm_dir}", EXIT_CONFIG)
+    settings = loaded.settings
     _redactor.add(settings.secret_values())
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     try:
         setup_logging(parm_dir, _redactor, level, settings.CLUSTERID, settings.LOG_FORMAT == "json")
     except (OSError, ValueError, KeyError) as exc:
         fail(f"{parm_dir / 'logging.conf'} is invalid: {type(exc).__name__}: {exc}", EXIT_CONFIG)
+    if warn:
+        for warning in loaded.warnings:
+            log.warning("config: %s", warning)
     return settings
 
 
@@ -254,7 +261,7 @@ def _run(
         except ValueError as exc:
             fail(str(exc), EXIT_CONFIG)
         record.shard = str(shard_spec)
-    settings = load(parm_dir, verbose, quiet)
+    settings = load(parm_dir, verbose, quiet, warn=True)
     record.clusterid, record.topic = settings.CLUSTERID, settings.KAFKA_TOPIC
     selection = parse_sites(sites, settings)
     record.site_selection = selection if selection == "all" else ",".join(map(str, selection))
@@ -452,7 +459,7 @@ def check(
     sites: Sites = None,
 ) -> None:
     """Validates the config, reaches Matomo (version, sites, rights) and Kafka (topic)."""
-    settings = load(parm_dir, quiet=True)
+    settings = load(parm_dir, quiet=True, warn=True)
     selection = parse_sites(sites, settings)
     table = Table(title="matomo-kafka check", title_justify="left")
     table.add_column("check")

@@ -12,7 +12,7 @@ import configparser
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -318,37 +318,157 @@ class RawConfig:
     values: dict[str, str]
     sources: dict[str, str]
     unknown_keys: list[str]
+    #: Problems found while reading (a key set twice differently): reported with the
+    #: validation errors, so every problem shows at once.
+    problems: list[str] = field(default_factory=list)
+    #: Keys whose value is ambiguous (already reported in `problems`): not validated, so
+    #: they are never also reported as missing.
+    ambiguous: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class FileValues:
+    """What one parm file sets for the known keys (names upper-cased)."""
+
+    values: dict[str, str]
+    unknown_keys: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    ambiguous: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """Valid settings, and the warnings a run or a check prints once at its start."""
+
+    settings: Settings
+    warnings: list[str]
+
+
+#: Section given to the lines before any [section] header (or to a file without any):
+#: configparser needs a header, and no file can name a section this way.
+_TOP_SECTION = "\x00top of file"
+_INLINE_COMMENT = re.compile(r"\s([#;])")
+_KEY_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*[:=]")
+
+
+def known_key(name: str) -> str | None:
+    """The known key a file's name stands for: names are case-insensitive in the files
+    (configparser lower-cases them, and producerMatomo read its ini through it)."""
+    upper = name.strip().upper()
+    return upper if upper in ALL_KEYS else None
+
+
+def _quoted(value: str) -> bool:
+    return len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'"
 
 
 def _strip_quotes(value: str) -> str:
     value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-        return value[1:-1]
-    return value
+    return value[1:-1] if _quoted(value) else value
 
 
-def read_ini(path: Path) -> dict[str, str]:
-    """Reads wa7_conf.ini with or without a section header; `KEY: value` or `KEY = value`."""
-    text = path.read_text(encoding="utf-8")
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    if not re.search(r"^\s*\[[^\]]+\]", text, re.MULTILINE):
-        text = "[wa7]\n" + text
-    parser.read_string(text, source=str(path))
+def _clean(key: str, value: str) -> str:
+    """Secrets exactly as the file's format gives them, since a changed salt changes every
+    pseudonym and producerMatomo used its ini values verbatim (quotes included). Other values
+    are trimmed and unquoted: quotes there were never meant as part of a path or a topic."""
+    return value if key in SECRET_KEYS else _strip_quotes(value)
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _merge(path: Path, entries: list[tuple[str, str, str]]) -> FileValues:
+    """One value per known key from (place, name, value) entries. The same key in several
+    places (sections, spellings) is fine with one value, a problem with several: never
+    guess which one the user meant. Values are never echoed (they may be secrets)."""
+    found: dict[str, dict[str, str]] = {}
+    unknown: list[str] = []
+    for place, name, value in entries:
+        key = known_key(name)
+        if key is None:
+            unknown.append(f"{path}: {name}")
+        else:
+            found.setdefault(key, {})[place] = _clean(key, value)
     values: dict[str, str] = {}
+    problems: list[str] = []
+    for key, by_place in found.items():
+        if len(set(by_place.values())) == 1:
+            values[key] = next(iter(by_place.values()))
+            continue
+        places = list(by_place)
+        count = "twice" if len(places) == 2 else f"{len(places)} times"
+        problems.append(f"{key}: set {count} with different values in {path} ({_and(places)})")
+    ambiguous = frozenset(found) - frozenset(values)
+    return FileValues(values, unknown, problems, ambiguous)
+
+
+def _place(section: str) -> str:
+    return "top of file" if section == _TOP_SECTION else f"[{section}]"
+
+
+def _ini_read_problems(path: Path, exc: configparser.Error) -> list[str]:
+    """configparser's refusals as lines that never quote the file (a line may hold a secret);
+    line numbers discount the header added for the lines before any section."""
+    if isinstance(exc, configparser.DuplicateOptionError):
+        key = known_key(exc.option) or exc.option
+        line = f", line {exc.lineno - 1}" if exc.lineno else ""
+        return [f"{key}: set twice in {path} ({_place(exc.section)}{line}): keep one"]
+    if isinstance(exc, configparser.DuplicateSectionError):
+        line = f" (line {exc.lineno - 1})" if exc.lineno else ""
+        return [f"{path}: section [{exc.section}] appears twice{line}: merge them"]
+    if isinstance(exc, configparser.ParsingError):
+        return [
+            f"{path}: line {lineno - 1} is not `KEY: value`, `KEY = value`, a [section] "
+            "or a comment"
+            for lineno, _line in exc.errors
+        ]
+    return [f"{path}: cannot be read ({type(exc).__name__})"]
+
+
+def read_ini(path: Path) -> FileValues:
+    """Reads wa7_conf.ini as producerMatomo's `configparser.ConfigParser()` did, without
+    interpolation (`%` in a salt is kept): any sections, [DEFAULT] included, or none; a
+    UTF-8 BOM; `KEY: value` or `KEY = value`; full-line `#`/`;` comments only; names
+    case-insensitive; values verbatim (see `_clean`). Raises ConfigError if it cannot."""
+    text = path.read_text(encoding="utf-8-sig")
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(f"[{_TOP_SECTION}]\n{text}", source=str(path))
+    except configparser.Error as exc:
+        raise ConfigError(_ini_read_problems(path, exc)) from None
+    defaults = parser.defaults()
+    entries = [("[DEFAULT]", name, value) for name, value in defaults.items()]
     for section in parser.sections():
-        for key, value in parser.items(section, raw=True):
-            values[key.strip()] = _strip_quotes(value)
-    return values
+        for name, value in parser.items(section, raw=True):
+            # configparser copies [DEFAULT] into every section: the same value there is the
+            # default itself, not a second place.
+            if name not in defaults or value != defaults[name]:
+                entries.append((_place(section), name, value))
+    merged = _merge(path, entries)
+    problems, ambiguous = list(merged.problems), set(merged.ambiguous)
+    for place, name, value in entries:
+        for line in value.split("\n")[1:]:
+            match = _KEY_LINE.match(line)
+            inner = known_key(match.group(1)) if match else None
+            if inner is not None:
+                # An indented line continues the previous value (configparser's multi-line
+                # values): a known key there was surely meant as a key of its own.
+                outer = known_key(name) or name
+                problems.append(
+                    f"{inner}: indented under {outer} in {path} ({place}), so read as part "
+                    f"of {outer}'s value: remove the indentation"
+                )
+                ambiguous.update({inner, outer})
+    values = {key: value for key, value in merged.values.items() if key not in ambiguous}
+    return FileValues(values, merged.unknown_keys, problems, frozenset(ambiguous))
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """Reads wa7.env (`KEY="value"` lines, `export` allowed) without touching os.environ."""
-    return {
-        key: _strip_quotes(value)
-        for key, value in dotenv_values(path, interpolate=False).items()
-        if value is not None
-    }
+def read_env_file(path: Path) -> FileValues:
+    """Reads wa7.env like python-dotenv (`KEY="value"` lines, `export` allowed, quotes and
+    escapes as dotenv, a UTF-8 BOM skipped) without touching os.environ."""
+    found = dotenv_values(path, interpolate=False, encoding="utf-8-sig")
+    return _merge(path, [(name, name, value) for name, value in found.items() if value is not None])
 
 
 def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConfig:
@@ -357,7 +477,9 @@ def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConf
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
     unknown: list[str] = []
+    unreadable: list[str] = []
     problems: list[str] = []
+    ambiguous: set[str] = set()
     if not parm_dir.is_dir():
         raise ConfigError([f"parm directory {parm_dir} does not exist (use --parm-dir)"])
     for name, reader in ((CONF_FILE, read_ini), (ENV_FILE, read_env_file)):
@@ -365,23 +487,35 @@ def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConf
         if not path.exists():
             continue
         try:
-            file_values = reader(path)
-        except (configparser.Error, UnicodeDecodeError, OSError) as exc:
-            problems.append(f"{path}: cannot be read ({type(exc).__name__})")
+            found = reader(path)
+        except ConfigError as exc:
+            unreadable.extend(exc.problems)
             continue
-        for key, value in file_values.items():
-            if key in ALL_KEYS:
-                values[key] = value
-                sources[key] = str(path)
-            else:
-                unknown.append(f"{path}: {key}")
+        except (UnicodeDecodeError, OSError) as exc:
+            unreadable.append(f"{path}: cannot be read ({type(exc).__name__})")
+            continue
+        values.update(found.values)
+        sources.update(dict.fromkeys(found.values, str(path)))
+        unknown.extend(found.unknown_keys)
+        problems.extend(found.problems)
+        ambiguous.update(found.ambiguous)
     for key in ALL_KEYS:
         if key in environ:
             values[key] = environ[key]
             sources[key] = "environment"
-    if problems:
-        raise ConfigError(problems)
-    return RawConfig(values=values, sources=sources, unknown_keys=unknown)
+    if unreadable:
+        raise ConfigError(unreadable)
+    return RawConfig(values, sources, unknown, problems, frozenset(ambiguous - set(values)))
+
+
+def _inline_comment(key: str, raw: RawConfig) -> str | None:
+    """The comment mark (`#` or `;`) in a non-secret value of wa7_conf.ini that looks like an
+    inline comment, which configparser keeps as part of the value."""
+    source = raw.sources.get(key)
+    if key in SECRET_KEYS or source is None or Path(source).name != CONF_FILE:
+        return None
+    match = _INLINE_COMMENT.search(raw.values[key])
+    return match.group(1) if match else None
 
 
 def _format_errors(exc: ValidationError, raw: RawConfig) -> list[str]:
@@ -396,15 +530,80 @@ def _format_errors(exc: ValidationError, raw: RawConfig) -> list[str]:
             lines.append(f"{loc}: unknown key")
             continue
         where = f" (from {raw.sources[loc]})" if loc in raw.sources else ""
+        if loc in raw.values and raw.values[loc].strip() == "":
+            lines.append(f"{loc}: is required but empty{where}")
+            continue
+        mark = _inline_comment(loc, raw)
+        if mark is not None:
+            where = (
+                f" (from {raw.sources[loc]}; inline comments are not supported there: "
+                f"' {mark}' and what follows are part of the value)"
+            )
         for part in message.split("\n"):
             lines.append(f"{loc}: {part}{where}" if loc else part)
     return lines
 
 
-def load_settings(parm_dir: Path, environ: Mapping[str, str] | None = None) -> Settings:
+def _about(problem: str) -> set[str]:
+    """The keys a problem line is about (`KEY: ...` or `KEY1/KEY2: ...`)."""
+    return set(problem.split(":", 1)[0].split("/"))
+
+
+#: Below this many bytes, an HMAC key can be searched for from the pseudonyms of values
+#: with few possibilities (the 2^32 IPv4 addresses): a warning, never a refusal, since a
+#: new salt changes every pseudonym.
+MIN_SALT_BYTES = 16
+
+
+def config_warnings(settings: Settings, raw: RawConfig) -> list[str]:
+    """What is accepted but probably not what the user meant (never quoting a value)."""
+    warnings: list[str] = []
+    salt = settings.SALAGE.get_secret_value() if settings.SALAGE is not None else ""
+    if settings.COLONNE_ANNOMYSE and len(salt.encode()) < MIN_SALT_BYTES:
+        warnings.append(
+            f"SALAGE: shorter than {MIN_SALT_BYTES} bytes: pseudonyms of values with few "
+            "possibilities (IPv4 addresses, numeric ids) can be brute-forced with a short key; "
+            "a longer salt is safer but changes every pseudonym (this one is kept)"
+        )
+    for key in SECRET_KEYS:
+        source = raw.sources.get(key)
+        if source is not None and Path(source).name == CONF_FILE and _quoted(raw.values[key]):
+            warnings.append(
+                f"{key}: the quotes around its value in {source} are part of it (configparser "
+                "keeps them, as producerMatomo did)"
+            )
+    for key in ALL_KEYS:
+        mark = _inline_comment(key, raw) if key in raw.values else None
+        if mark is not None:
+            warnings.append(
+                f"{key}: its value in {raw.sources[key]} contains ' {mark}': inline comments "
+                "are not supported there, so that text is part of the value"
+            )
+    return warnings
+
+
+def load_config(parm_dir: Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:
     """Reads and validates everything; raises ConfigError listing every problem."""
     raw = collect(parm_dir, environ)
+    # An empty optional key means its default (the field's own, not another file's value);
+    # an empty required one is kept, to be reported as such.
+    values = {
+        key: value
+        for key, value in raw.values.items()
+        if value.strip() or Settings.model_fields[key].is_required()
+    }
     try:
-        return Settings.model_validate(raw.values)
+        settings = Settings.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, raw)) from None
+        errors = _format_errors(exc, raw)
+        # An ambiguous key is missing from the values: its problem is already listed.
+        errors = [line for line in errors if not _about(line) & raw.ambiguous]
+        raise ConfigError(raw.problems + errors) from None
+    if raw.problems:
+        raise ConfigError(raw.problems)
+    return LoadedConfig(settings, config_warnings(settings, raw))
+
+
+def load_settings(parm_dir: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Reads and validates everything; raises ConfigError listing every problem."""
+    return load_config(parm_dir, environ).settings

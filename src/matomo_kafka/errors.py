@@ -60,8 +60,21 @@ class KafkaReadError(MatomoKafkaError):
     """The topic could not be read back to its end (`audit`)."""
 
 
+#: Secrets shorter than this are not masked: see Redactor.
+MIN_MASKED_LENGTH = 8
+
+
 class Redactor:
-    """Replaces every known secret by *** in any text that leaves the process."""
+    """Replaces every known secret of MIN_MASKED_LENGTH characters or more by *** in any
+    text that leaves the process.
+
+    A shorter secret is not masked: it occurs by chance inside ordinary words (a salt `s`
+    turned `Europe/Paris` into `Europe/Pari***` and `sites` into `***ite***`), so masking it
+    mangles every output, and the mangling itself gives the secret away (the *** show where
+    it was). No secret is ever written to an output on purpose; masking is the last line of
+    defence for one that slips into a message, and it only works for a secret long enough
+    not to be part of everyday text.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: list[str] = []
@@ -69,7 +82,7 @@ class Redactor:
 
     def add(self, secrets: Iterable[str]) -> None:
         for secret in secrets:
-            if secret and secret not in self._secrets:
+            if len(secret) >= MIN_MASKED_LENGTH and secret not in self._secrets:
                 self._secrets.append(secret)
         # Longest first, so a secret containing another is fully masked.
         self._secrets.sort(key=len, reverse=True)
