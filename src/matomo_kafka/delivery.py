@@ -1,34 +1,35 @@
 """Delivery: one protocol, two guarantees, so the pipeline has one loop.
 
-The loop hands each page to `send()` with the checkpoint it moves to, and later takes back
-from `acknowledged()` the pages Kafka now holds, in the order it handed them over; only then
-does it write the checkpoint files (Kafka Connect's SourceTask draws the same line: offsets
-are committed only for what the producer acknowledged).
+`deliver(page)` returns once Kafka holds the page and its checkpoint is written:
+- `AtLeastOnce`: the idempotent producer sends the page and waits for every message's ack,
+  then the checkpoint files are written;
+- `ExactlyOnce`: the page and the site's checkpoint record (state topic) are committed in one
+  Kafka transaction of the site's transactional producer, then the files are written.
+Offsets are committed only for what the producer acknowledged, as in Kafka Connect's
+SourceTask. `start()` says where a site resumes: its checkpoint files (at-least-once), or the
+state topic's latest committed checkpoint, which wins over the files (exactly-once).
 
-- `AtLeastOnce`: the idempotent producer sends the page at once and its acks arrive in the
-  background; a page comes back from `acknowledged()` once every message of it is acked.
-- `ExactlyOnce`: `send()` commits the page and the site's checkpoint record (state topic) in
-  one Kafka transaction of the site's transactional producer; the page comes back at once.
-
-`start()` says where a site resumes: its checkpoint files (at-least-once), or the state
-topic's latest committed checkpoint, which wins over the files (exactly-once).
+`Handover` runs deliveries on a few worker threads, so the loop never waits for Kafka or for
+the disk: it hands a page over and later takes back the pages whose delivery ended. A site
+has at most one page handed over at a time, so its pages are delivered strictly in order.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from dataclasses import dataclass
 from datetime import date
 from typing import Protocol
 
 from matomo_kafka.checkpoint import CheckpointStore, Cursor
 from matomo_kafka.config import Settings
-from matomo_kafka.errors import CheckpointError, KafkaDeliveryError
+from matomo_kafka.errors import CheckpointError
 from matomo_kafka.paging import Page
-from matomo_kafka.sink import Headers, KafkaSink, Message, PageAck, TransactionalSink
+from matomo_kafka.sink import Headers, KafkaSink, Message, TransactionalSink
 from matomo_kafka.state import StateReader, encode, state_key
 
 log = logging.getLogger(__name__)
@@ -50,23 +51,21 @@ class Outgoing:
         return self.page.day
 
 
+#: A page whose delivery failed, and why.
+Failed = tuple[Outgoing, BaseException]
+
+#: Records what Kafka now holds (the sent log, the checkpoint files): the pipeline's.
+Record = Callable[[Outgoing], None]
+
+
 class Delivery(Protocol):
     def start(self, idsite: int) -> Cursor:
         """Where the site resumes (called once, before its first page)."""
         ...
 
-    def send(self, out: Outgoing) -> None:
-        """Hands a page over; the caller sends a site's next page only once this one came
-        back from acknowledged()."""
-        ...
-
-    def acknowledged(self, wait: bool = False) -> list[Outgoing]:
-        """The pages Kafka now holds, in the order they were handed over (`wait`: every page
-        handed over). A Kafka failure is raised once the pages before it are returned."""
-        ...
-
-    def in_flight(self) -> int:
-        """Pages handed over and not yet returned by acknowledged()."""
+    def deliver(self, out: Outgoing) -> None:
+        """Returns once Kafka holds the page and `record` wrote its checkpoint; raises
+        KafkaDeliveryError (nothing recorded) otherwise."""
         ...
 
     def finish_site(self, idsite: int) -> None:
@@ -77,45 +76,22 @@ class Delivery(Protocol):
 
 
 class AtLeastOnce:
-    """Pages sent by the idempotent producer; returned once every message is acknowledged."""
+    """Pages sent by the run's idempotent producer; recorded once every message is acked."""
 
     def __init__(
-        self, settings: Settings, sink: KafkaSink, store: CheckpointStore, wake: threading.Event
+        self, settings: Settings, sink: KafkaSink, store: CheckpointStore, record: Record
     ) -> None:
         self.settings = settings
         self.sink = sink
         self.store = store
-        self.wake = wake
-        self._pending: deque[tuple[Outgoing, PageAck]] = deque()
-        self._failure: KafkaDeliveryError | None = None
+        self.record = record
 
     def start(self, idsite: int) -> Cursor:
         return self.store.load(idsite) or Cursor(self.settings.START_DATE, 0)
 
-    def send(self, out: Outgoing) -> None:
-        self._pending.append((out, self.sink.send(out.messages, out.headers, self.wake.set)))
-
-    def acknowledged(self, wait: bool = False) -> list[Outgoing]:
-        if self._failure is not None:
-            raise self._failure
-        done: list[Outgoing] = []
-        while self._pending:
-            out, ack = self._pending[0]
-            if not wait and not ack.done.is_set():
-                break
-            try:
-                self.sink.wait(ack)
-            except KafkaDeliveryError as exc:
-                self._failure = exc
-                if not done:
-                    raise
-                break
-            self._pending.popleft()
-            done.append(out)
-        return done
-
-    def in_flight(self) -> int:
-        return len(self._pending)
+    def deliver(self, out: Outgoing) -> None:
+        self.sink.deliver(out.messages, out.headers)
+        self.record(out)
 
     def finish_site(self, idsite: int) -> None:
         pass
@@ -127,13 +103,15 @@ class AtLeastOnce:
 class ExactlyOnce:
     """One transaction per page: the page's visits and the site's checkpoint record."""
 
-    def __init__(self, settings: Settings, store: CheckpointStore, state: StateReader) -> None:
+    def __init__(
+        self, settings: Settings, store: CheckpointStore, state: StateReader, record: Record
+    ) -> None:
         self.settings = settings
         self.store = store
         self.state = state
+        self.record = record
         self._sinks: dict[int, TransactionalSink] = {}
         self._seq: dict[int, int] = {}
-        self._done: list[Outgoing] = []
 
     def start(self, idsite: int) -> Cursor:
         sink = TransactionalSink(self.settings, idsite)
@@ -175,22 +153,16 @@ class ExactlyOnce:
             self.store.save(idsite, record.cursor)
         return record.cursor, record.seq
 
-    def send(self, out: Outgoing) -> None:
+    def deliver(self, out: Outgoing) -> None:
         sink = self._sinks[out.idsite]
         if out.cursor is None:  # a re-scan page: no checkpoint moves
             sink.commit(out.messages, out.headers, None, None)
         else:
-            self._seq[out.idsite] += 1
-            value = encode(self.settings, out.idsite, out.cursor, self._seq[out.idsite], "run")
+            seq = self._seq[out.idsite] + 1
+            value = encode(self.settings, out.idsite, out.cursor, seq, "run")
             sink.commit(out.messages, out.headers, state_key(out.idsite), value)
-        self._done.append(out)
-
-    def acknowledged(self, wait: bool = False) -> list[Outgoing]:
-        done, self._done = self._done, []
-        return done
-
-    def in_flight(self) -> int:
-        return len(self._done)
+            self._seq[out.idsite] = seq
+        self.record(out)
 
     def finish_site(self, idsite: int) -> None:
         sink = self._sinks.pop(idsite, None)
@@ -201,3 +173,36 @@ class ExactlyOnce:
         for idsite in list(self._sinks):
             self.finish_site(idsite)
         self.state.close()
+
+
+class Handover:
+    """Runs `delivery.deliver` for the pages the loop hands over, on `workers` threads."""
+
+    def __init__(self, delivery: Delivery, workers: int, wake: threading.Event) -> None:
+        self.delivery = delivery
+        self.wake = wake
+        self._pool = ThreadPoolExecutor(max(1, workers), "delivery")
+        self._handed: list[tuple[Outgoing, Future[None]]] = []
+
+    def send(self, out: Outgoing) -> None:
+        future = self._pool.submit(self.delivery.deliver, out)
+        future.add_done_callback(lambda _: self.wake.set())
+        self._handed.append((out, future))
+
+    def in_flight(self) -> int:
+        return len(self._handed)
+
+    def finished(self, wait: bool = False) -> tuple[list[Outgoing], list[Failed]]:
+        """The pages whose delivery ended (`wait`: once every page's has ended): those Kafka
+        holds, with their checkpoint written, and those that failed, with their error."""
+        if wait:
+            wait_all([future for _, future in self._handed])
+        ended = [(out, future) for out, future in self._handed if future.done()]
+        self._handed = [(out, future) for out, future in self._handed if not future.done()]
+        ok = [out for out, future in ended if future.exception() is None]
+        failed = [(out, error) for out, f in ended if (error := f.exception()) is not None]
+        return ok, failed
+
+    def close(self) -> None:
+        """Waits for the deliveries under way (each bounded by Kafka's delivery timeout)."""
+        self._pool.shutdown(wait=True)

@@ -32,7 +32,7 @@ from typing import Protocol
 from matomo_kafka.checkpoint import CheckpointStore, Cursor
 from matomo_kafka.config import Settings
 from matomo_kafka.days import days_behind, last_closed_day, site_timezone
-from matomo_kafka.delivery import AtLeastOnce, Delivery, ExactlyOnce, Outgoing
+from matomo_kafka.delivery import AtLeastOnce, Delivery, ExactlyOnce, Handover, Outgoing
 from matomo_kafka.errors import (
     CheckpointError,
     KafkaDeliveryError,
@@ -194,27 +194,29 @@ class Pipeline:
             # One request before the sites start together: a refused token is tried once,
             # not once per site (repeated bad logins can get the caller's IP blocked).
             log.info("Matomo %s at %s", self.matomo.version(), self.matomo.api_url)
-            wake = threading.Event()  # set by Matomo answers and Kafka acks: the loop wakes
-            delivery = self._delivery(sites, wake)
+            delivery = self._delivery(sites)
         except MatomoKafkaError as exc:
             report.fatal = exc
             for site in report.sites:
                 site.status, site.error, site.error_kind = "skipped", str(exc), type(exc).__name__
             return report
+        wake = threading.Event()  # set by Matomo answers and ended deliveries: the loop wakes
+        handover = Handover(delivery, self.slots, wake)
         try:
             with PageScheduler(self.slots, 2 * self.slots, wake) as self.scheduler:
-                self._loop(report, delivery)
+                self._loop(report, handover)
         finally:
             self.scheduler = None
+            handover.close()
             delivery.close()
         return report
 
-    def _delivery(self, sites: tuple[int, ...], wake: threading.Event) -> Delivery:
+    def _delivery(self, sites: tuple[int, ...]) -> Delivery:
         """At-least-once on the run's producer; or exactly-once: the state topic (created
         compacted if missing), every site's transactional.id claimed up front (fences other
         instances, aborts what a dead one left open), then a reader of the checkpoints."""
         if not self.settings.exactly_once:
-            return AtLeastOnce(self.settings, self.sink, self.store, wake)
+            return AtLeastOnce(self.settings, self.sink, self.store, self._record)
         partitions = ensure_state_topic(self.settings)
         claim_sites(self.settings, sites)
         state = StateReader(self.settings, partitions)
@@ -223,73 +225,77 @@ class Pipeline:
             "matomo-kafka.%s.<site>)", self.settings.state_topic, len(sites),
             self.settings.KAFKA_TOPIC,
         )  # fmt: skip
-        return ExactlyOnce(self.settings, self.store, state)
+        return ExactlyOnce(self.settings, self.store, state, self._record)
 
     # -- the one loop --------------------------------------------------------------------
 
-    def _loop(self, report: RunReport, delivery: Delivery) -> None:
-        """Opens sites while Matomo slots would idle, hands each site's next page to the
-        delivery once its previous one is checkpointed, checkpoints what Kafka acknowledged."""
+    def _loop(self, report: RunReport, handover: Handover) -> None:
+        """Opens sites while Matomo slots would idle, hands each site's next page over once
+        its previous one is checkpointed, and counts what was delivered."""
         assert self.scheduler is not None
-        scheduler = self.scheduler
+        scheduler, delivery = self.scheduler, handover.delivery
         waiting = deque(report.sites)
         runs: dict[int, _SiteRun] = {}
-        try:
-            while runs or waiting:
-                for out in delivery.acknowledged():
-                    self._checkpointed(runs[out.idsite], out)
-                self._close_finished(runs, delivery)
-                if self.stop.is_set() or report.fatal is not None:
-                    break
-                progressed = False
-                while (
-                    waiting and len(runs) < 2 * self.slots and (not runs or scheduler.wants_work())
-                ):  # a slot would idle: the next site's metadata is asked for at once
-                    run = _SiteRun(waiting.popleft())
-                    run.steps = self._site_steps(run, delivery)
-                    runs[run.idsite] = run
-                    progressed |= self._step(report, run, delivery)
-                for run in list(runs.values()):
-                    if not run.pending and delivery.in_flight() < self.slots:
-                        progressed |= self._step(report, run, delivery)
-                if not progressed:
-                    scheduler.wait(0.25)
-        except RUN_WIDE as exc:  # from the delivery or the checkpoint files
-            self._set_fatal(report, exc)
-        self._wind_down(report, runs, waiting, delivery)
+        while runs or waiting:
+            self._ended(report, runs, handover)
+            self._close_finished(runs, delivery)
+            if self.stop.is_set() or report.fatal is not None:
+                break
+            progressed = False
+            while waiting and len(runs) < 2 * self.slots and (not runs or scheduler.wants_work()):
+                run = _SiteRun(waiting.popleft())  # a slot would idle: start the next site
+                run.steps = self._site_steps(run, delivery)
+                runs[run.idsite] = run
+                progressed |= self._step(report, run, handover)
+            for run in list(runs.values()):
+                if not run.pending and handover.in_flight() < self.slots:
+                    progressed |= self._step(report, run, handover)
+            if not progressed:
+                scheduler.wait(0.25)
+        self._wind_down(report, runs, waiting, handover)
 
-    def _step(self, report: RunReport, run: _SiteRun, delivery: Delivery) -> bool:
+    def _step(self, report: RunReport, run: _SiteRun, handover: Handover) -> bool:
         """Advances a site to its next page, if it is there, and hands it over."""
         if run.exhausted:
             return False
         try:
             page = next(run.steps)
+            if page is None:
+                return False
+            self._hand_over(run, page, handover)
         except StopIteration:
             run.exhausted = True
-            return True
         except (MatomoError, TransformError, KafkaDeliveryError, CheckpointError) as exc:
             run.exhausted = True
             self._site_failed(report, run, exc)
-            return True
-        if page is None:
-            return False
-        self._hand_over(run, page, delivery)
         return True
+
+    def _ended(
+        self, report: RunReport, runs: dict[int, _SiteRun], handover: Handover, wait: bool = False
+    ) -> None:
+        """Takes back the pages whose delivery ended: counted, or their site failed (a Kafka
+        or checkpoint failure stops the run)."""
+        delivered, failed = handover.finished(wait)
+        for out in delivered:
+            self._counted(runs[out.idsite], out)
+        for out, error in failed:
+            run = runs[out.idsite]
+            run.pending -= 1
+            if not isinstance(error, MatomoKafkaError):
+                raise error
+            run.exhausted = True
+            self._site_failed(report, run, error)
 
     def _wind_down(
         self,
         report: RunReport,
         runs: dict[int, _SiteRun],
         waiting: deque[SiteReport],
-        delivery: Delivery,
+        handover: Handover,
     ) -> None:
         """Stopping (done, a signal or a run-wide failure): the pages already handed over
-        still get their checkpoint once Kafka acknowledges them; then every site's outcome."""
-        try:
-            for out in delivery.acknowledged(wait=True):
-                self._checkpointed(runs[out.idsite], out)
-        except RUN_WIDE as exc:
-            self._set_fatal(report, exc)
+        end their delivery (checkpointed once Kafka holds them); then every site's outcome."""
+        self._ended(report, runs, handover, wait=True)
         if self.stop.is_set() and report.fatal is None:
             report.fatal = Interrupted("interrupted; every site checkpointed after its last page")
         for run in runs.values():
@@ -308,7 +314,7 @@ class Pipeline:
                     )
                 run.report.status = status
                 run.report.error, run.report.error_kind = str(reason), type(reason).__name__
-            self._finish(run, delivery)
+            self._finish(run, handover.delivery)
         runs.clear()
         for site in waiting:
             site.status = "skipped"
@@ -423,20 +429,20 @@ class Pipeline:
 
     # -- delivery and checkpoints --------------------------------------------------------
 
-    def _hand_over(self, run: _SiteRun, page: Page[Message], delivery: Delivery) -> None:
+    def _hand_over(self, run: _SiteRun, page: Page[Message], handover: Handover) -> None:
         """A catch-up page goes as it is, with the checkpoint it moves to; a re-scan page
         only with its visits that are new or changed since they were sent."""
         idsite = run.idsite
         headers = page_headers(idsite, page.day.isoformat())
         if not page.rescan:
             run.pending += 1
-            delivery.send(Outgoing(idsite, page, page.items, headers, page.checkpoint))
+            handover.send(Outgoing(idsite, page, page.items, headers, page.checkpoint))
             return
         resend = self._rescan_filter(run, page)
         if resend:
             run.pending += 1
             headers = [*headers, ("matomo.rescan", b"1")]
-            delivery.send(Outgoing(idsite, page, resend, headers, None))
+            handover.send(Outgoing(idsite, page, resend, headers, None))
 
     def _rescan_filter(self, run: _SiteRun, page: Page[Message]) -> list[Message]:
         assert self.sent_log is not None
@@ -468,17 +474,21 @@ class Pipeline:
             )  # fmt: skip
         return resend
 
-    def _checkpointed(self, run: _SiteRun, out: Outgoing) -> None:
-        """Kafka holds the page: record what was sent, then move the checkpoint past it."""
-        run.pending -= 1
-        idsite, page = out.idsite, out.page
+    def _record(self, out: Outgoing) -> None:
+        """Kafka holds the page (on a delivery thread): record what was sent, then move the
+        checkpoint past it."""
         if self.sent_log is not None and out.messages:
             # Every day is recorded (a run that stops early may be resumed far later).
-            self.sent_log.append(idsite, page.day, out.messages)
-        if out.cursor is None:  # a re-scan page moves no checkpoint
+            self.sent_log.append(out.idsite, out.day, out.messages)
+        if out.cursor is not None:  # a re-scan page moves no checkpoint
+            self.store.save(out.idsite, out.cursor)
+
+    def _counted(self, run: _SiteRun, out: Outgoing) -> None:
+        """The page is delivered and checkpointed: the site's figures and progress."""
+        run.pending -= 1
+        if out.cursor is None:
             return
-        site = run.report
-        self.store.save(idsite, out.cursor)
+        site, page = run.report, out.page
         site.cursor = out.cursor
         count = len(page.items)
         site.pages += 1
@@ -488,7 +498,7 @@ class Pipeline:
         if page.last:
             site.days_done += 1
             visits, seconds = run.progress.finish()
-            log.info("site %d: %s done, %d visits sent (%.1fs)", idsite, page.day, visits,
+            log.info("site %d: %s done, %d visits sent (%.1fs)", site.idsite, page.day, visits,
                      seconds)  # fmt: skip
             self.observer.day_done(site, page.day, visits, seconds)
 
