@@ -668,10 +668,27 @@ def simulate(
     basic_auth: Annotated[
         str | None, typer.Option("--basic-auth", help="user:password a gateway would require.")
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate (chain): serve HTTPS.")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")
+    ] = None,
 ) -> None:
-    """Serves a deterministic Matomo API simulator (demos and tests)."""
-    from matomo_kafka.simulator import SimConfig, SimSite, run_simulator
+    """Serves a deterministic Matomo API simulator (demos and tests), over HTTP or HTTPS."""
+    import ssl
 
+    from matomo_kafka.simulator import SimConfig, SimSite, run_simulator, tls_context
+
+    tls = None
+    if (tls_cert is None) != (tls_key is None):
+        fail("--tls-cert and --tls-key go together", EXIT_CONFIG)
+    if tls_cert is not None and tls_key is not None:
+        tls = (str(tls_cert), str(tls_key))
+        try:
+            tls_context(*tls)
+        except (OSError, ssl.SSLError) as exc:
+            fail(f"--tls-cert/--tls-key cannot be used: {exc}", EXIT_CONFIG)
     if config is not None:
         try:
             sim_config = SimConfig.from_json(config)
@@ -694,8 +711,9 @@ def simulate(
         sim_config = SimConfig(
             token=token, sites=sim_sites, latency_s=latency_ms / 1000, basic_auth=gateway
         )
-    print(f"matomo simulator on http://{host}:{port}/index.php", flush=True)
-    run_simulator(sim_config, host, port)
+    scheme = "https" if tls else "http"
+    print(f"matomo simulator on {scheme}://{host}:{port}/index.php", flush=True)
+    run_simulator(sim_config, host, port, tls)
 
 
 @app.callback(invoke_without_command=True)
