@@ -243,8 +243,10 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The test process's environment without any config key, so only parm/ counts."""
-    env = {key: value for key, value in os.environ.items() if key not in ALL_KEYS}
+    """The test process's environment without any config key (KAFKA_PRODUCER_* included), so
+    only parm/ counts."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ALL_KEYS and not key.startswith("KAFKA_PRODUCER_")}  # fmt: skip
     env.update(extra)
     return env
 

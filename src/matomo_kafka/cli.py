@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from matomo_kafka import __version__
+from matomo_kafka import __version__, kafka_validate
 from matomo_kafka.audit import audit_site
 from matomo_kafka.checkpoint import CheckpointStore
 from matomo_kafka.config import ConfigError, Settings, load_settings, parse_site_selection
@@ -120,7 +120,8 @@ def parse_sites(value: str | None, settings: Settings) -> tuple[int, ...] | Lite
 
 
 def load(parm_dir: Path, verbose: bool = False, quiet: bool = False) -> Settings:
-    """Validated settings, logging set up and secrets registered with the redactor."""
+    """Validated settings (the Kafka clients' by librdkafka too), logging set up and secrets
+    registered with the redactor."""
     try:
         settings = load_settings(parm_dir)
     except ConfigError as exc:
@@ -128,6 +129,12 @@ def load(parm_dir: Path, verbose: bool = False, quiet: bool = False) -> Settings
             print(f"matomo-kafka: config: {problem}", file=sys.stderr)
         fail(f"invalid configuration ({len(exc.problems)} problem(s)) in {parm_dir}", EXIT_CONFIG)
     _redactor.add(settings.secret_values())
+    kafka_problems = kafka_validate.problems(settings)
+    if kafka_problems:
+        for problem in kafka_problems:
+            print(f"matomo-kafka: config: {_redactor(problem)}", file=sys.stderr)
+        fail(f"invalid Kafka client configuration ({len(kafka_problems)} problem(s)) in "
+             f"{parm_dir}", EXIT_CONFIG)  # fmt: skip
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     try:
         setup_logging(parm_dir, _redactor, level, settings.CLUSTERID, settings.LOG_FORMAT == "json")

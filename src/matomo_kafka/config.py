@@ -4,6 +4,9 @@ producerMatomo users keep their `parm/wa7_conf.ini` and `parm/wa7.env` with the 
 Every problem is collected and reported together (one line each) before any network call, and
 no error message ever carries a secret value: pydantic's own messages echo inputs, so errors
 are rebuilt here from the field name and the reason only.
+
+Besides the named keys, any `KAFKA_PRODUCER_<property>` key passes a librdkafka property
+through (kafka_props.py says how it is named, what is refused and what is secret).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from matomo_kafka import kafka_props
 
 CONF_FILE = "wa7_conf.ini"
 ENV_FILE = "wa7.env"
@@ -84,6 +89,17 @@ ALL_KEYS = SEED_KEYS + EXTRA_KEYS
 SECRET_KEYS = ("SALAGE", "MATOMO_SPS_MDP", "MATOMO_API_TOKEN", "KAFKA_PASSWORD")
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+@dataclass(frozen=True)
+class ProducerProperty:
+    """A librdkafka property set by a KAFKA_PRODUCER_* key (kafka_props.py): its name, the
+    key as written and where it came from (to explain errors), the value kept secret."""
+
+    name: str
+    key: str
+    value: SecretStr
+    source: str
 
 
 class ConfigError(Exception):
@@ -155,6 +171,8 @@ class Settings(BaseModel):
     MATOMO_SETTLE_MINUTES: int = Field(default=10, ge=0, le=10_080)
     MATOMO_PAGING: Literal["keyset", "offset"] = "keyset"
     MATOMO_RESCAN_DAYS: int = Field(default=0, ge=0, le=366)
+    #: KAFKA_PRODUCER_* keys, one per librdkafka property (collected, not a key itself).
+    KAFKA_PRODUCER_PROPERTIES: tuple[ProducerProperty, ...] = ()
 
     @field_validator("*", mode="before")
     @classmethod
@@ -278,6 +296,11 @@ class Settings(BaseModel):
             return self.KAFKA_SECURITY_PROTOCOL
         return "SASL_SSL" if self.KAFKA_USER is not None else "PLAINTEXT"
 
+    @property
+    def producer_properties(self) -> dict[str, str]:
+        """KAFKA_PRODUCER_* as librdkafka properties, secrets in clear (never log this)."""
+        return {p.name: p.value.get_secret_value() for p in self.KAFKA_PRODUCER_PROPERTIES}
+
     def secret_values(self) -> list[str]:
         """Every secret in clear, for the log/error redactor only."""
         values: list[str] = []
@@ -285,6 +308,9 @@ class Settings(BaseModel):
             secret = getattr(self, key)
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())
+        for prop in self.KAFKA_PRODUCER_PROPERTIES:
+            if kafka_props.is_secret(prop.name):
+                values.append(prop.value.get_secret_value())
         return values
 
 
@@ -318,6 +344,10 @@ class RawConfig:
     values: dict[str, str]
     sources: dict[str, str]
     unknown_keys: list[str]
+    #: KAFKA_PRODUCER_* by librdkafka property (the highest layer wins, as for any key).
+    producer: dict[str, ProducerProperty]
+    #: Problems of those keys (one property set twice in one place, a refused property).
+    producer_problems: list[str]
 
 
 def _strip_quotes(value: str) -> str:
@@ -351,13 +381,34 @@ def read_env_file(path: Path) -> dict[str, str]:
     }
 
 
+def _take_producer_keys(
+    layer: Mapping[str, str], source: str, into: dict[str, ProducerProperty], problems: list[str]
+) -> None:
+    """The KAFKA_PRODUCER_* keys of one layer (a file or the environment) into `into`."""
+    seen: dict[str, str] = {}
+    for key, value in layer.items():
+        if not key.startswith(kafka_props.PREFIX):
+            continue
+        name = kafka_props.property_name(key)
+        if name in seen:
+            problems.append(f"{key}: sets {name} like {seen[name]} (in {source}): keep one")
+            continue
+        seen[name] = key
+        if value.strip() == "":  # blank means unset, as for every key
+            into.pop(name, None)
+            continue
+        into[name] = ProducerProperty(name, key, SecretStr(value), source)
+
+
 def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConfig:
-    """Merges ini < env file < environment for the known keys."""
+    """Merges ini < env file < environment for the known keys and KAFKA_PRODUCER_*."""
     environ = os.environ if environ is None else environ
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
     unknown: list[str] = []
     problems: list[str] = []
+    producer: dict[str, ProducerProperty] = {}
+    producer_problems: list[str] = []
     if not parm_dir.is_dir():
         raise ConfigError([f"parm directory {parm_dir} does not exist (use --parm-dir)"])
     for name, reader in ((CONF_FILE, read_ini), (ENV_FILE, read_env_file)):
@@ -373,15 +424,21 @@ def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConf
             if key in ALL_KEYS:
                 values[key] = value
                 sources[key] = str(path)
-            else:
+            elif not key.startswith(kafka_props.PREFIX):
                 unknown.append(f"{path}: {key}")
+        _take_producer_keys(file_values, str(path), producer, producer_problems)
     for key in ALL_KEYS:
         if key in environ:
             values[key] = environ[key]
             sources[key] = "environment"
+    _take_producer_keys(environ, "environment", producer, producer_problems)
+    for name, prop in producer.items():
+        reason = kafka_props.refusal(name)
+        if reason is not None:
+            producer_problems.append(f"{prop.key}: {name or repr(name)} {reason}")
     if problems:
         raise ConfigError(problems)
-    return RawConfig(values=values, sources=sources, unknown_keys=unknown)
+    return RawConfig(values, sources, unknown, producer, producer_problems)
 
 
 def _format_errors(exc: ValidationError, raw: RawConfig) -> list[str]:
@@ -405,6 +462,11 @@ def load_settings(parm_dir: Path, environ: Mapping[str, str] | None = None) -> S
     """Reads and validates everything; raises ConfigError listing every problem."""
     raw = collect(parm_dir, environ)
     try:
-        return Settings.model_validate(raw.values)
+        settings = Settings.model_validate(
+            {**raw.values, "KAFKA_PRODUCER_PROPERTIES": tuple(raw.producer.values())}
+        )
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, raw)) from None
+        raise ConfigError(_format_errors(exc, raw) + raw.producer_problems) from None
+    if raw.producer_problems:
+        raise ConfigError(raw.producer_problems)
+    return settings

@@ -69,7 +69,8 @@ class Message(NamedTuple):
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
-    """librdkafka settings for the run, secrets included (never log this dict)."""
+    """librdkafka settings for the run, secrets included (never log this dict). KAFKA_PRODUCER_*
+    properties come last: config.py already refused those that would override the above."""
     config: dict[str, Any] = {
         "bootstrap.servers": settings.KAFKA_SERVERS,
         "client.id": f"matomo-kafka-{settings.CLUSTERID}",
@@ -88,6 +89,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         config["sasl.password"] = settings.KAFKA_PASSWORD.get_secret_value()
     if settings.KAFKA_SSL_CA_LOCATION:
         config["ssl.ca.location"] = settings.KAFKA_SSL_CA_LOCATION
+    config.update(settings.producer_properties)
     return config
 
 
