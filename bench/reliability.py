@@ -1161,13 +1161,14 @@ class OwnBroker:
 
     def __init__(self, root: Path) -> None:
         self.dir = root / "kafka-own"
-        self.port = free_port_block(3)
+        self.port = free_port_block(5)
         if self.port == KAFKA_PORT or self.dir.resolve() == (REPO / ".kafka-local").resolve():
             raise ProofFailed("refusing to drive the shared broker")
         self.bootstrap = f"{LOCALHOST}:{self.port}"
         self.env = {**os.environ, "KAFKA_LOCAL_DIR": str(self.dir), "KAFKA_PORT": str(self.port),
                     "KAFKA_CONTROLLER_PORT": str(self.port + 1),
-                    "KAFKA_SASL_PORT": str(self.port + 2)}  # fmt: skip
+                    "KAFKA_SASL_PORT": str(self.port + 2), "KAFKA_SSL_PORT": str(self.port + 3),
+                    "KAFKA_MTLS_PORT": str(self.port + 4)}  # fmt: skip
         self._link_jar_cache()
         self._watchdog: subprocess.Popen[bytes] | None = None
 

@@ -10,7 +10,7 @@
 #                (idempotent: exits 0 if this dir's broker is already up)
 #   stop         SIGTERM, wait up to 30 s, then SIGKILL; exit 0 if not running
 #   stop --kill  SIGKILL at once (simulates a crash)
-#   status       print running/stopped; exit 0 if running, 3 if stopped
+#   status       print running/stopped (and the TLS files); exit 0 if running, 3 if stopped
 #   logs [-f]    last 100 lines of the broker log (-f: follow)
 #
 # Environment (defaults in brackets):
@@ -19,6 +19,10 @@
 #   KAFKA_CONTROLLER_PORT      KRaft controller listener [KAFKA_PORT+1]
 #   KAFKA_SASL_PORT            SASL_PLAINTEXT listener, PLAIN and SCRAM-SHA-512
 #                              [KAFKA_PORT+2]
+#   KAFKA_SSL_PORT             SASL_SSL listener, PLAIN and SCRAM-SHA-512 over TLS
+#                              [KAFKA_PORT+3]
+#   KAFKA_MTLS_PORT            SSL listener that requires a client certificate
+#                              (mutual TLS, no SASL) [KAFKA_PORT+4]
 #   KAFKA_LOCAL_SASL_USER      SASL user [matomo]
 #   KAFKA_LOCAL_SASL_PASSWORD  its password [matomo-local-secret]
 #   KAFKA_LOCAL_DIR            state dir: libs/ data/ logs/ server.properties
@@ -26,6 +30,14 @@
 #   KAFKA_HEAP                 max heap [512m]
 #   KAFKA_START_TIMEOUT        seconds to wait for readiness [120]
 #   JAVA_HOME                  java to use [java on PATH]
+#
+# TLS: the first start makes a throwaway CA and certificates with openssl into
+# $KAFKA_LOCAL_DIR/ssl/ (kept across restarts, remade when missing or within a
+# week of expiry; the CA is trusted by nothing but what is told to trust it):
+#   ssl/ca.pem                 the CA to trust (ssl.ca.location, KAFKA_SSL_CA_LOCATION)
+#   ssl/broker.pem             the broker's certificate, SAN DNS:localhost,IP:127.0.0.1
+#   ssl/client.pem, client.key a client certificate for the mTLS listener; the key is
+#                              encrypted with the password in ssl/client.key.password
 set -euo pipefail
 
 script_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
@@ -36,6 +48,8 @@ KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
 KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}
+KAFKA_SSL_PORT=${KAFKA_SSL_PORT:-$((KAFKA_PORT + 3))}
+KAFKA_MTLS_PORT=${KAFKA_MTLS_PORT:-$((KAFKA_PORT + 4))}
 KAFKA_LOCAL_SASL_USER=${KAFKA_LOCAL_SASL_USER:-matomo}
 KAFKA_LOCAL_SASL_PASSWORD=${KAFKA_LOCAL_SASL_PASSWORD:-matomo-local-secret}
 KAFKA_LOCAL_DIR=${KAFKA_LOCAL_DIR:-$repo_dir/.kafka-local}
@@ -61,6 +75,7 @@ data_dir=$state_dir/data
 logs_dir=$state_dir/logs
 props=$state_dir/server.properties
 pid_file=$state_dir/broker.pid
+ssl_dir=$state_dir/ssl
 log_file=$logs_dir/server.log
 out_file=$logs_dir/stdout.log   # JVM stdout/stderr: only crashes before log4j is up
 java_bin=${JAVA_HOME:+$JAVA_HOME/bin/}java
@@ -93,10 +108,23 @@ our_pid() {
     echo "$pid"
 }
 
-# Listener ports of the broker as configured in server.properties: "PORT SASL_PORT".
+# The port of listener $1 as configured in server.properties (empty if none).
+listener_port() {
+    sed -n "s|^listeners=\(.*,\)\{0,1\}$1://127.0.0.1:\([0-9]*\).*|\2|p" "$props" 2>/dev/null
+}
+
+# Client listener ports of the broker as configured: "PORT SASL_PORT SSL_PORT MTLS_PORT".
 configured_ports() {
-    sed -n 's|^listeners=PLAINTEXT://127.0.0.1:\([0-9]*\),.*SASL_PLAINTEXT://127.0.0.1:\([0-9]*\).*|\1 \2|p' \
-        "$props" 2>/dev/null
+    local name ports=()
+    for name in PLAINTEXT SASL_PLAINTEXT SASL_SSL MTLS; do
+        ports+=("$(listener_port "$name")")
+    done
+    echo "${ports[*]}"
+}
+
+# What start prints about the listeners.
+describe_ports() {
+    echo "127.0.0.1:$1 (sasl 127.0.0.1:$2, sasl_ssl 127.0.0.1:$3, mtls 127.0.0.1:$4)"
 }
 
 # Serialize start/stop on one state dir (fd 9; child processes must not keep it).
@@ -107,12 +135,13 @@ lock_state_dir() {
 
 check_settings() {
     local p
-    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_PORT"; do
+    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_PORT" "$KAFKA_SSL_PORT" \
+        "$KAFKA_MTLS_PORT"; do
         [[ $p =~ ^[0-9]+$ ]] && ((p > 0 && p < 65536)) || die "invalid port: $p"
     done
-    ((KAFKA_PORT != KAFKA_CONTROLLER_PORT && KAFKA_PORT != KAFKA_SASL_PORT &&
-        KAFKA_CONTROLLER_PORT != KAFKA_SASL_PORT)) ||
-        die "KAFKA_PORT, KAFKA_CONTROLLER_PORT and KAFKA_SASL_PORT must differ"
+    [[ $(printf '%s\n' "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_PORT" \
+        "$KAFKA_SSL_PORT" "$KAFKA_MTLS_PORT" | sort -u | wc -l) == 5 ]] ||
+        die "KAFKA_PORT, KAFKA_CONTROLLER_PORT, KAFKA_SASL_PORT, KAFKA_SSL_PORT and KAFKA_MTLS_PORT must differ"
     [[ $KAFKA_START_TIMEOUT =~ ^[0-9]+$ ]] || die "invalid KAFKA_START_TIMEOUT: $KAFKA_START_TIMEOUT"
     [[ $KAFKA_HEAP =~ ^[0-9]+[kKmMgG]?$ ]] || die "invalid KAFKA_HEAP: $KAFKA_HEAP (e.g. 512m, 1g)"
     # The credentials end up unescaped in a JAAS option and in StorageTool's
@@ -122,6 +151,7 @@ check_settings() {
     [[ $KAFKA_LOCAL_SASL_PASSWORD =~ ^[A-Za-z0-9._~@%+/-]+$ ]] ||
         die "KAFKA_LOCAL_SASL_PASSWORD may only contain letters, digits and ._~@%+/-"
     command -v "$java_bin" >/dev/null || die "java not found (set JAVA_HOME or PATH); Kafka 4 needs Java 17+"
+    command -v openssl >/dev/null || die "openssl not found; it makes the TLS listeners' throwaway certificates"
 }
 
 # Copy the broker jars from Maven Central (via ~/.m2) into libs/<version>/.
@@ -145,19 +175,59 @@ resolve_libs() {
     mv "$tmp" "$libs_dir"
 }
 
+# True if the PEM certificate $1 exists and is valid for at least one more week.
+cert_fresh() { [[ -s $1 ]] && openssl x509 -checkend 604800 -noout -in "$1" >/dev/null 2>&1; }
+
+# The throwaway CA, the broker's certificate (PKCS#12 keystore) and an mTLS client
+# certificate, made once into ssl/ by scripts/tls-cert.sh (in a temp dir renamed into
+# place, so a half-made set is never used) and reused while they are valid.
+make_certs() {
+    local f
+    for f in ca.key ca.pem broker.pem broker.p12 keystore.password client.pem client.key \
+        client.key.password; do
+        [[ -s $ssl_dir/$f ]] || break
+    done
+    if [[ -s $ssl_dir/$f ]] && cert_fresh "$ssl_dir/ca.pem" && cert_fresh "$ssl_dir/broker.pem" &&
+        cert_fresh "$ssl_dir/client.pem"; then
+        return 0
+    fi
+    err "making a throwaway CA and TLS certificates in $ssl_dir..."
+    local tmp store_pw client_pw certs="bash $script_dir/tls-cert.sh"
+    tmp=$(mktemp -d "$state_dir/.ssl.XXXXXX")
+    # Random passwords of throwaway files, kept next to them for the broker and the tests.
+    store_pw=$(openssl rand -hex 16)
+    client_pw=$(openssl rand -hex 16)
+    if ! { $certs ca "$tmp/ca" "kafka-local throwaway CA $(date -u +%Y%m%dT%H%M%SZ)" &&
+        $certs server "$tmp/broker" "$tmp/ca" localhost "DNS:localhost,IP:127.0.0.1" &&
+        $certs client "$tmp/client" "$tmp/ca" matomo-kafka-local-client "" "$client_pw" &&
+        openssl pkcs12 -export -in "$tmp/broker.pem" -inkey "$tmp/broker.key" \
+            -certfile "$tmp/ca.pem" -name broker -passout "pass:$store_pw" -out "$tmp/broker.p12" &&
+        echo "$store_pw" >"$tmp/keystore.password" &&
+        echo "$client_pw" >"$tmp/client.key.password"; } 2>"$logs_dir/ssl.log" 9>&-; then
+        cat "$logs_dir/ssl.log" >&2
+        rm -rf "$tmp"
+        die "could not make the TLS certificates (scripts/tls-cert.sh)"
+    fi
+    chmod 600 "$tmp"/*.key "$tmp"/*.password "$tmp/broker.p12"
+    chmod 755 "$tmp"
+    rm -rf "$ssl_dir"
+    mv "$tmp" "$ssl_dir"
+}
+
 # Regenerated on every start so port/credential changes apply; the data dir
 # is independent of it (except SCRAM credentials, see format_storage).
 write_props() {
-    local u=$KAFKA_LOCAL_SASL_USER pw=$KAFKA_LOCAL_SASL_PASSWORD
+    local u=$KAFKA_LOCAL_SASL_USER pw=$KAFKA_LOCAL_SASL_PASSWORD store_pw
+    store_pw=$(<"$ssl_dir/keystore.password")
     cat >"$props.tmp" <<EOF
 # Generated by scripts/kafka-local.sh on every start; edits are overwritten.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT,SASL_SSL://127.0.0.1:$KAFKA_SSL_PORT,MTLS://127.0.0.1:$KAFKA_MTLS_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT,SASL_SSL://127.0.0.1:$KAFKA_SSL_PORT,MTLS://127.0.0.1:$KAFKA_MTLS_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,MTLS:SSL
 inter.broker.listener.name=PLAINTEXT
 
 # SASL for clients only. PLAIN users live in the JAAS option user_<name>;
@@ -166,6 +236,18 @@ inter.broker.listener.name=PLAINTEXT
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$u="$pw";
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$u="$pw";
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+
+# TLS (SASL_SSL and MTLS listeners): the throwaway certificates of ssl/ (make_certs).
+# The MTLS listener (protocol SSL) accepts only clients with a certificate of that CA.
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$ssl_dir/broker.p12
+ssl.keystore.password=$store_pw
+ssl.key.password=$store_pw
+ssl.truststore.type=PEM
+ssl.truststore.location=$ssl_dir/ca.pem
+listener.name.mtls.ssl.client.auth=required
 
 log.dirs=$data_dir
 num.partitions=1
@@ -258,29 +340,31 @@ cmd_start() {
     mkdir -p "$logs_dir"
     lock_state_dir
 
-    local pid ports
+    local pid ports want="$KAFKA_PORT $KAFKA_SASL_PORT $KAFKA_SSL_PORT $KAFKA_MTLS_PORT"
     if pid=$(our_pid); then
         ports=$(configured_ports)
-        [[ $ports == "$KAFKA_PORT $KAFKA_SASL_PORT" ]] ||
-            die "broker pid $pid for $state_dir runs with ports ${ports:-?}, not $KAFKA_PORT $KAFKA_SASL_PORT; stop it first"
+        [[ $ports == "$want" ]] ||
+            die "broker pid $pid for $state_dir runs with ports ${ports:-?}, not $want; stop it first"
         port_open "$KAFKA_PORT" ||
             die "broker pid $pid is running but 127.0.0.1:$KAFKA_PORT does not answer; try: $0 stop"
-        log "already running on 127.0.0.1:$KAFKA_PORT (sasl 127.0.0.1:$KAFKA_SASL_PORT) pid $pid"
+        log "already running on $(describe_ports $want) pid $pid"
         return 0
     fi
     rm -f "$pid_file"
 
     local name port
-    for name in PLAINTEXT:$KAFKA_PORT CONTROLLER:$KAFKA_CONTROLLER_PORT SASL_PLAINTEXT:$KAFKA_SASL_PORT; do
+    for name in PLAINTEXT:$KAFKA_PORT CONTROLLER:$KAFKA_CONTROLLER_PORT \
+        SASL_PLAINTEXT:$KAFKA_SASL_PORT SASL_SSL:$KAFKA_SSL_PORT MTLS:$KAFKA_MTLS_PORT; do
         port=${name#*:}
         if port_open "$port"; then
             err "127.0.0.1:$port (${name%%:*} listener) is already in use by another process:"
             ss -ltnp "sport = :$port" >&2 2>/dev/null || true
-            die "pick other ports with KAFKA_PORT / KAFKA_CONTROLLER_PORT / KAFKA_SASL_PORT"
+            die "pick other ports with KAFKA_PORT / KAFKA_CONTROLLER_PORT / KAFKA_SASL_PORT / KAFKA_SSL_PORT / KAFKA_MTLS_PORT"
         fi
     done
 
     resolve_libs
+    make_certs
     write_props
     # Each run gets a fresh server.log (readiness is judged on it); keep one
     # previous run for post-mortems, e.g. after `stop --kill`.
@@ -320,7 +404,8 @@ cmd_start() {
     while :; do
         is_our_broker "$pid" || start_failed "$pid" "broker exited during startup"
         if grep -qF 'Kafka Server started' "$log_file" 2>/dev/null &&
-            port_open "$KAFKA_PORT" && port_open "$KAFKA_SASL_PORT"; then
+            port_open "$KAFKA_PORT" && port_open "$KAFKA_SASL_PORT" &&
+            port_open "$KAFKA_SSL_PORT" && port_open "$KAFKA_MTLS_PORT"; then
             break
         fi
         (($(now_ms) - t0 < KAFKA_START_TIMEOUT * 1000)) ||
@@ -328,7 +413,8 @@ cmd_start() {
         sleep 0.25
     done
     local ms=$(($(now_ms) - t0))
-    log "broker ready on 127.0.0.1:$KAFKA_PORT (sasl 127.0.0.1:$KAFKA_SASL_PORT) pid $pid in $((ms / 1000)).$((ms % 1000 / 100))s"
+    log "broker ready on $(describe_ports $want) pid $pid in $((ms / 1000)).$((ms % 1000 / 100))s"
+    log "TLS: trust $ssl_dir/ca.pem"
 }
 
 cmd_stop() {
@@ -368,11 +454,13 @@ cmd_status() {
     local pid ports
     if pid=$(our_pid); then
         ports=$(configured_ports)
+        # shellcheck disable=SC2086 # the four ports, as separate arguments
         if port_open "${ports%% *}"; then
-            log "running pid $pid on 127.0.0.1:${ports%% *} (sasl 127.0.0.1:${ports##* }), dir $state_dir"
+            log "running pid $pid on $(describe_ports $ports), dir $state_dir"
         else
             log "running pid $pid but 127.0.0.1:${ports%% *} does not answer (starting or hung), dir $state_dir"
         fi
+        [[ -s $ssl_dir/ca.pem ]] && log "TLS: CA $ssl_dir/ca.pem, mTLS client $ssl_dir/client.pem + client.key"
         return 0
     fi
     log "stopped (dir $state_dir)"

@@ -26,6 +26,11 @@ import reliability as rel  # bench/: topic helpers shared with the proofs
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
 BOOTSTRAP = f"127.0.0.1:{KAFKA_PORT}"
+#: The broker's SASL_SSL and mutual-TLS listeners, and the throwaway CA that
+#: scripts/kafka-local.sh made for them (absolute, or relative to the cwd, as the script has it).
+KAFKA_SSL_PORT = int(os.environ.get("KAFKA_SSL_PORT", str(KAFKA_PORT + 3)))
+KAFKA_MTLS_PORT = int(os.environ.get("KAFKA_MTLS_PORT", str(KAFKA_PORT + 4)))
+KAFKA_SSL_DIR = Path(os.environ.get("KAFKA_LOCAL_DIR") or REPO / ".kafka-local").absolute() / "ssl"
 TOKEN = "sim-token-5f1e9c0b7a"
 SALT = "sel-de-guerande-3a9d"
 
@@ -143,8 +148,11 @@ def read_records(topic: str, isolation: str = "read_committed") -> list[tuple[st
 def sim_factory() -> Iterator[Callable[..., MatomoSimulator]]:
     started: list[MatomoSimulator] = []
 
-    def make(sites: list[SimSite], **kwargs: Any) -> MatomoSimulator:
-        simulator = MatomoSimulator(SimConfig(token=TOKEN, sites=sites, **kwargs)).start()
+    def make(
+        sites: list[SimSite], tls: tuple[str, str] | None = None, **kwargs: Any
+    ) -> MatomoSimulator:
+        """`tls`: (cert, key) to serve HTTPS with (see the `certs` fixture)."""
+        simulator = MatomoSimulator(SimConfig(token=TOKEN, sites=sites, **kwargs)).start(tls=tls)
         started.append(simulator)
         return simulator
 
@@ -200,9 +208,45 @@ def base_values(tmp_path: Path, simulator_url: str, topic: str, **overrides: str
     return values
 
 
+@dataclass(frozen=True)
+class Certs:
+    """Throwaway certificates of one test session (scripts/tls-cert.sh, i.e. openssl)."""
+
+    ca: Path  # the "corporate" CA of the Matomo gateway (the simulator)
+    server: tuple[str, str]  # (cert, key) signed by `ca`, SAN DNS:localhost,IP:127.0.0.1
+    wrong_name: tuple[str, str]  # signed by `ca`, SAN DNS:gateway.example.invalid only
+    unknown_ca: Path  # a CA that signed nothing anyone here serves
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """Made once per session with openssl (no extra Python dependency: the local broker's
+    certificates come from the same script, so openssl is needed anyway)."""
+    where = tmp_path_factory.mktemp("certs")
+    script = ["bash", str(REPO / "scripts" / "tls-cert.sh")]
+
+    def make(*args: str) -> None:
+        result = subprocess.run([*script, *args], capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            pytest.fail(f"tls-cert.sh {' '.join(args[:2])} failed:\n{result.stderr}")
+
+    make("ca", str(where / "gateway-ca"), "matomo-kafka test gateway CA")
+    make("ca", str(where / "unknown-ca"), "matomo-kafka test unknown CA")
+    make("server", str(where / "server"), str(where / "gateway-ca"), "localhost",
+         "DNS:localhost,IP:127.0.0.1")  # fmt: skip
+    make("server", str(where / "wrong-name"), str(where / "gateway-ca"),
+         "gateway.example.invalid", "DNS:gateway.example.invalid")  # fmt: skip
+    server, wrong = (where / "server", where / "wrong-name")
+    return Certs(ca=where / "gateway-ca.pem", server=(f"{server}.pem", f"{server}.key"),
+                 wrong_name=(f"{wrong}.pem", f"{wrong}.key"),
+                 unknown_ca=where / "unknown-ca.pem")  # fmt: skip
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """The test process's environment without any config key, so only parm/ counts."""
-    env = {key: value for key, value in os.environ.items() if key not in ALL_KEYS}
+    """The test process's environment without any config key (KAFKA_PRODUCER_* included), so
+    only parm/ counts."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ALL_KEYS and not key.startswith("KAFKA_PRODUCER_")}  # fmt: skip
     env.update(extra)
     return env
 

@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from matomo_kafka import __version__
+from matomo_kafka import __version__, kafka_validate
 from matomo_kafka.audit import audit_site
 from matomo_kafka.checkpoint import CheckpointStore
 from matomo_kafka.config import ConfigError, Settings, load_config, parse_site_selection
@@ -122,8 +122,9 @@ def parse_sites(value: str | None, settings: Settings) -> tuple[int, ...] | Lite
 def load(
     parm_dir: Path, verbose: bool = False, quiet: bool = False, warn: bool = False
 ) -> Settings:
-    """Validated settings, logging set up and secrets registered with the redactor; with
-    `warn` (run, check), the configuration's warnings logged once (a short salt...)."""
+    """Validated settings (the Kafka clients' by librdkafka too), logging set up and secrets
+    registered with the redactor; with `warn` (run, check), the configuration's warnings
+    logged once (a short salt...)."""
     try:
         loaded = load_config(parm_dir)
     except ConfigError as exc:
@@ -132,6 +133,12 @@ def load(
         fail(f"invalid configuration ({len(exc.problems)} problem(s)) in {parm_dir}", EXIT_CONFIG)
     settings = loaded.settings
     _redactor.add(settings.secret_values())
+    kafka_problems = kafka_validate.problems(settings)
+    if kafka_problems:
+        for problem in kafka_problems:
+            print(f"matomo-kafka: config: {_redactor(problem)}", file=sys.stderr)
+        fail(f"invalid Kafka client configuration ({len(kafka_problems)} problem(s)) in "
+             f"{parm_dir}", EXIT_CONFIG)  # fmt: skip
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     try:
         setup_logging(parm_dir, _redactor, level, settings.CLUSTERID, settings.LOG_FORMAT == "json")
@@ -675,10 +682,27 @@ def simulate(
     basic_auth: Annotated[
         str | None, typer.Option("--basic-auth", help="user:password a gateway would require.")
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate (chain): serve HTTPS.")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")
+    ] = None,
 ) -> None:
-    """Serves a deterministic Matomo API simulator (demos and tests)."""
-    from matomo_kafka.simulator import SimConfig, SimSite, run_simulator
+    """Serves a deterministic Matomo API simulator (demos and tests), over HTTP or HTTPS."""
+    import ssl
 
+    from matomo_kafka.simulator import SimConfig, SimSite, run_simulator, tls_context
+
+    tls = None
+    if (tls_cert is None) != (tls_key is None):
+        fail("--tls-cert and --tls-key go together", EXIT_CONFIG)
+    if tls_cert is not None and tls_key is not None:
+        tls = (str(tls_cert), str(tls_key))
+        try:
+            tls_context(*tls)
+        except (OSError, ssl.SSLError) as exc:
+            fail(f"--tls-cert/--tls-key cannot be used: {exc}", EXIT_CONFIG)
     if config is not None:
         try:
             sim_config = SimConfig.from_json(config)
@@ -701,8 +725,9 @@ def simulate(
         sim_config = SimConfig(
             token=token, sites=sim_sites, latency_s=latency_ms / 1000, basic_auth=gateway
         )
-    print(f"matomo simulator on http://{host}:{port}/index.php", flush=True)
-    run_simulator(sim_config, host, port)
+    scheme = "https" if tls else "http"
+    print(f"matomo simulator on {scheme}://{host}:{port}/index.php", flush=True)
+    run_simulator(sim_config, host, port, tls)
 
 
 @app.callback(invoke_without_command=True)

@@ -4,6 +4,9 @@ producerMatomo users keep their `parm/wa7_conf.ini` and `parm/wa7.env` with the 
 Every problem is collected and reported together (one line each) before any network call, and
 no error message ever carries a secret value: pydantic's own messages echo inputs, so errors
 are rebuilt here from the field name and the reason only.
+
+Besides the named keys, any `KAFKA_PRODUCER_<property>` key passes a librdkafka property
+through (kafka_props.py says how it is named, what is refused and what is secret).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from matomo_kafka import kafka_props
 
 CONF_FILE = "wa7_conf.ini"
 ENV_FILE = "wa7.env"
@@ -84,6 +89,17 @@ ALL_KEYS = SEED_KEYS + EXTRA_KEYS
 SECRET_KEYS = ("SALAGE", "MATOMO_SPS_MDP", "MATOMO_API_TOKEN", "KAFKA_PASSWORD")
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+@dataclass(frozen=True)
+class ProducerProperty:
+    """A librdkafka property set by a KAFKA_PRODUCER_* key (kafka_props.py): its name, the
+    key as written and where it came from (to explain errors), the value kept secret."""
+
+    name: str
+    key: str
+    value: SecretStr
+    source: str
 
 
 class ConfigError(Exception):
@@ -155,6 +171,8 @@ class Settings(BaseModel):
     MATOMO_SETTLE_MINUTES: int = Field(default=10, ge=0, le=10_080)
     MATOMO_PAGING: Literal["keyset", "offset"] = "keyset"
     MATOMO_RESCAN_DAYS: int = Field(default=0, ge=0, le=366)
+    #: KAFKA_PRODUCER_* keys, one per librdkafka property (collected, not a key itself).
+    KAFKA_PRODUCER_PROPERTIES: tuple[ProducerProperty, ...] = ()
 
     @field_validator("*", mode="before")
     @classmethod
@@ -278,6 +296,11 @@ class Settings(BaseModel):
             return self.KAFKA_SECURITY_PROTOCOL
         return "SASL_SSL" if self.KAFKA_USER is not None else "PLAINTEXT"
 
+    @property
+    def producer_properties(self) -> dict[str, str]:
+        """KAFKA_PRODUCER_* as librdkafka properties, secrets in clear (never log this)."""
+        return {p.name: p.value.get_secret_value() for p in self.KAFKA_PRODUCER_PROPERTIES}
+
     def secret_values(self) -> list[str]:
         """Every secret in clear, for the log/error redactor only."""
         values: list[str] = []
@@ -285,6 +308,9 @@ class Settings(BaseModel):
             secret = getattr(self, key)
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())
+        for prop in self.KAFKA_PRODUCER_PROPERTIES:
+            if kafka_props.is_secret(prop.name):
+                values.append(prop.value.get_secret_value())
         return values
 
 
@@ -318,6 +344,10 @@ class RawConfig:
     values: dict[str, str]
     sources: dict[str, str]
     unknown_keys: list[str]
+    #: KAFKA_PRODUCER_* by librdkafka property (the highest layer wins, as for any key).
+    producer: dict[str, ProducerProperty] = field(default_factory=dict)
+    #: Problems of those keys (one property set twice in one place, a refused property).
+    producer_problems: list[str] = field(default_factory=list)
     #: Problems found while reading (a key set twice differently): reported with the
     #: validation errors, so every problem shows at once.
     problems: list[str] = field(default_factory=list)
@@ -328,12 +358,13 @@ class RawConfig:
 
 @dataclass(frozen=True)
 class FileValues:
-    """What one parm file sets for the known keys (names upper-cased)."""
+    """What one parm file sets for the known keys (names upper-cased) and KAFKA_PRODUCER_*."""
 
     values: dict[str, str]
     unknown_keys: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     ambiguous: frozenset[str] = frozenset()
+    producer: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -356,6 +387,15 @@ def known_key(name: str) -> str | None:
     (configparser lower-cases them, and producerMatomo read its ini through it)."""
     upper = name.strip().upper()
     return upper if upper in ALL_KEYS else None
+
+
+def producer_key(name: str) -> str | None:
+    """A KAFKA_PRODUCER_* name in any case (configparser lower-cases it), prefix upper-cased
+    and the property's part kept as written (see kafka_props.property_name)."""
+    name = name.strip()
+    if not name.upper().startswith(kafka_props.PREFIX):
+        return None
+    return kafka_props.PREFIX + name[len(kafka_props.PREFIX) :]
 
 
 def _quoted(value: str) -> bool:
@@ -385,7 +425,7 @@ def _merge(path: Path, entries: list[tuple[str, str, str]]) -> FileValues:
     found: dict[str, dict[str, str]] = {}
     unknown: list[str] = []
     for place, name, value in entries:
-        key = known_key(name)
+        key = known_key(name) or producer_key(name)
         if key is None:
             unknown.append(f"{path}: {name}")
         else:
@@ -400,7 +440,8 @@ def _merge(path: Path, entries: list[tuple[str, str, str]]) -> FileValues:
         count = "twice" if len(places) == 2 else f"{len(places)} times"
         problems.append(f"{key}: set {count} with different values in {path} ({_and(places)})")
     ambiguous = frozenset(found) - frozenset(values)
-    return FileValues(values, unknown, problems, ambiguous)
+    producer = {key: values.pop(key) for key in list(values) if key.startswith(kafka_props.PREFIX)}
+    return FileValues(values, unknown, problems, ambiguous, producer)
 
 
 def _place(section: str) -> str:
@@ -461,7 +502,7 @@ def read_ini(path: Path) -> FileValues:
                 )
                 ambiguous.update({inner, outer})
     values = {key: value for key, value in merged.values.items() if key not in ambiguous}
-    return FileValues(values, merged.unknown_keys, problems, frozenset(ambiguous))
+    return FileValues(values, merged.unknown_keys, problems, frozenset(ambiguous), merged.producer)
 
 
 def read_env_file(path: Path) -> FileValues:
@@ -471,8 +512,27 @@ def read_env_file(path: Path) -> FileValues:
     return _merge(path, [(name, name, value) for name, value in found.items() if value is not None])
 
 
+def _take_producer_keys(
+    layer: Mapping[str, str], source: str, into: dict[str, ProducerProperty], problems: list[str]
+) -> None:
+    """The KAFKA_PRODUCER_* keys of one layer (a file or the environment) into `into`."""
+    seen: dict[str, str] = {}
+    for key, value in layer.items():
+        if not key.startswith(kafka_props.PREFIX):
+            continue
+        name = kafka_props.property_name(key)
+        if name in seen:
+            problems.append(f"{key}: sets {name} like {seen[name]} (in {source}): keep one")
+            continue
+        seen[name] = key
+        if value.strip() == "":  # blank means unset, as for every key
+            into.pop(name, None)
+            continue
+        into[name] = ProducerProperty(name, key, SecretStr(value), source)
+
+
 def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConfig:
-    """Merges ini < env file < environment for the known keys."""
+    """Merges ini < env file < environment for the known keys and KAFKA_PRODUCER_*."""
     environ = os.environ if environ is None else environ
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
@@ -480,6 +540,8 @@ def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConf
     unreadable: list[str] = []
     problems: list[str] = []
     ambiguous: set[str] = set()
+    producer: dict[str, ProducerProperty] = {}
+    producer_problems: list[str] = []
     if not parm_dir.is_dir():
         raise ConfigError([f"parm directory {parm_dir} does not exist (use --parm-dir)"])
     for name, reader in ((CONF_FILE, read_ini), (ENV_FILE, read_env_file)):
@@ -499,13 +561,27 @@ def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConf
         unknown.extend(found.unknown_keys)
         problems.extend(found.problems)
         ambiguous.update(found.ambiguous)
+        _take_producer_keys(found.producer, str(path), producer, producer_problems)
     for key in ALL_KEYS:
         if key in environ:
             values[key] = environ[key]
             sources[key] = "environment"
+    _take_producer_keys(environ, "environment", producer, producer_problems)
+    for name, prop in producer.items():
+        reason = kafka_props.refusal(name)
+        if reason is not None:
+            producer_problems.append(f"{prop.key}: {name or repr(name)} {reason}")
     if unreadable:
         raise ConfigError(unreadable)
-    return RawConfig(values, sources, unknown, problems, frozenset(ambiguous - set(values)))
+    return RawConfig(
+        values,
+        sources,
+        unknown,
+        producer=producer,
+        producer_problems=producer_problems,
+        problems=problems,
+        ambiguous=frozenset(ambiguous - set(values)),
+    )
 
 
 def _inline_comment(key: str, raw: RawConfig) -> str | None:
@@ -593,14 +669,16 @@ def load_config(parm_dir: Path, environ: Mapping[str, str] | None = None) -> Loa
         if value.strip() or Settings.model_fields[key].is_required()
     }
     try:
-        settings = Settings.model_validate(values)
+        settings = Settings.model_validate(
+            {**values, "KAFKA_PRODUCER_PROPERTIES": tuple(raw.producer.values())}
+        )
     except ValidationError as exc:
         errors = _format_errors(exc, raw)
         # An ambiguous key is missing from the values: its problem is already listed.
         errors = [line for line in errors if not _about(line) & raw.ambiguous]
-        raise ConfigError(raw.problems + errors) from None
-    if raw.problems:
-        raise ConfigError(raw.problems)
+        raise ConfigError(raw.problems + errors + raw.producer_problems) from None
+    if raw.problems or raw.producer_problems:
+        raise ConfigError(raw.problems + raw.producer_problems)
     return LoadedConfig(settings, config_warnings(settings, raw))
 
 

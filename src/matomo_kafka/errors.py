@@ -40,6 +40,11 @@ class MatomoAuthError(MatomoError):
     """The token (or gateway credentials) was refused: retrying would only risk an IP ban."""
 
 
+class MatomoTLSError(MatomoError):
+    """The gateway's certificate was refused (unknown CA, wrong name, expired): not transient,
+    so never retried."""
+
+
 class SiteAccessError(MatomoError):
     """The site is unknown to Matomo or the token cannot view it: this site only fails."""
 

@@ -3,13 +3,14 @@
 It knows nothing of Kafka or checkpoints. token_auth travels in the POST body only (Matomo 5
 tokens may be POST-only, and URLs end up in gateway logs). Transient failures (network,
 timeouts, 5xx, 429, truncated or invalid JSON) are retried with bounded exponential backoff and
-jitter; refusals (bad token, unknown site) are not, since retrying a bad login can get the
-caller's IP blocked.
+jitter; refusals (bad token, unknown site, a gateway certificate that does not verify) are not,
+since retrying a bad login can get the caller's IP blocked and a certificate does not heal.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,8 +35,10 @@ from matomo_kafka.errors import (
     MatomoAuthError,
     MatomoError,
     MatomoResponseError,
+    MatomoTLSError,
     SiteAccessError,
 )
+from matomo_kafka.refusals import matomo_tls_refusal
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +163,15 @@ class MatomoClient:
     ) -> None:
         self.api_url = api_url
         self._token = token
+        self._ca_bundle = ca_bundle
         self.retry = retry or RetryPolicy()
         self.gate = gate or RequestGate()
         self.retries_done = 0
         self._stats_lock = threading.Lock()
         self._http = httpx.Client(
             auth=httpx.BasicAuth(*gateway_auth) if gateway_auth else None,
-            verify=ca_bundle if ca_bundle else True,
+            # A context, not the path: httpx deprecated verify=<path>. Only that CA is trusted.
+            verify=ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             headers={"User-Agent": f"matomo-kafka/{__version__}"},
             transport=transport,
@@ -236,6 +241,9 @@ class MatomoClient:
         except httpx.TimeoutException as exc:
             raise TransientMatomoError(f"{where}: timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
+            refusal = matomo_tls_refusal(exc, self._ca_bundle)
+            if refusal is not None:
+                raise MatomoTLSError(f"{where}: {refusal}") from None
             raise TransientMatomoError(f"{where}: {type(exc).__name__}: {exc}") from None
         status = response.status_code
         if status == 429:

@@ -22,6 +22,10 @@ until ``MatomoSimulator.release_late``; ``MatomoSimulator.grow_visits`` gives vi
 page view, moving their last action later. Days with hidden or grown visits are served from
 a materialised order; all other days keep the lazy index arithmetic.
 
+Served over plain HTTP, or over HTTPS with a certificate given to ``start(tls=(cert, key))``
+(``simulate --tls-cert/--tls-key``): a corporate gateway's TLS, made testable. Handshakes that
+fail (a client that does not trust the certificate) are listed in ``tls_refusals``.
+
 Only the standard library and orjson are used.
 """
 
@@ -36,6 +40,7 @@ import json
 import random
 import re
 import socket
+import ssl
 import threading
 import time
 from bisect import bisect_right
@@ -1322,13 +1327,21 @@ class MatomoSimulator:
         self._server: _Server | None = None
         self._address: tuple[str, int] | None = None
         self._thread: threading.Thread | None = None
+        self._scheme = "http"
+        #: TLS handshakes that failed, one reason each (e.g. "TLSV1_ALERT_UNKNOWN_CA"): a
+        #: client refusing the certificate never reaches `requests`.
+        self.tls_refusals: list[str] = []
 
     # ---- lifecycle ---------------------------------------------------------------------
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> MatomoSimulator:
-        """Serve on a daemon thread; port 0 picks a free port (see ``url``)."""
+    def start(
+        self, host: str = "127.0.0.1", port: int = 0, tls: tuple[str, str] | None = None
+    ) -> MatomoSimulator:
+        """Serve on a daemon thread; port 0 picks a free port (see ``url``). `tls`: the
+        (certificate, key) PEM files to serve HTTPS with."""
         if self._server is not None:
             raise RuntimeError("simulator already started")
-        self._server = _Server((host, port), self)
+        self._server = _Server((host, port), self, tls_context(*tls) if tls else None)
+        self._scheme = "https" if tls else "http"
         self._address = (str(self._server.server_address[0]), int(self._server.server_address[1]))
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -1373,7 +1386,7 @@ class MatomoSimulator:
         host = self._address[0]
         if host in ("0.0.0.0", ""):
             host = "127.0.0.1"
-        return f"http://{host}:{self.port}/index.php"
+        return f"{self._scheme}://{host}:{self.port}/index.php"
 
     # ---- runtime control ---------------------------------------------------------------
     def add_fault(self, fault: Fault) -> None:
@@ -1863,6 +1876,10 @@ class MatomoSimulator:
         seed = self.config.seed.to_bytes(8, "little", signed=True)
         return random.Random(b"ties" + seed + k.to_bytes(8, "little"))
 
+    def _tls_refused(self, reason: str) -> None:
+        with self._lock:
+            self.tls_refusals.append(reason)
+
     def _log(self, entry: dict[str, Any]) -> None:
         with self._lock:
             self.requests.append(entry)
@@ -1903,16 +1920,44 @@ def _basic_ok(header: str | None, creds: tuple[str, str]) -> bool:
 # --------------------------------------------------------------------------------------
 # HTTP plumbing
 # --------------------------------------------------------------------------------------
+def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    """A server-side TLS context (TLS 1.2+) serving this certificate chain and key."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certfile, keyfile)
+    return context
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
     allow_reuse_address = True
+    tls_handshake_timeout = 30.0
 
-    def __init__(self, address: tuple[str, int], sim: MatomoSimulator) -> None:
+    def __init__(
+        self, address: tuple[str, int], sim: MatomoSimulator, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.sim = sim
+        self.tls = tls
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """With TLS, the handshake happens here, on the connection's own thread (a slow or
+        refusing client never holds up the accept loop)."""
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(self.tls_handshake_timeout)
+        try:
+            wrapped = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            self.sim._tls_refused(getattr(exc, "reason", None) or type(exc).__name__)
+            return  # the raw socket is closed by shutdown_request
+        try:
+            super().finish_request(wrapped, client_address)
+        finally:
+            self.shutdown_request(wrapped)  # wrap_socket detached the raw socket
 
     def track(self, conn: socket.socket, add: bool) -> None:
         with self._conns_lock:
@@ -2038,10 +2083,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
 
-def run_simulator(config: SimConfig, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve in the foreground until KeyboardInterrupt (used by the CLI)."""
+def run_simulator(
+    config: SimConfig, host: str = "127.0.0.1", port: int = 8080, tls: tuple[str, str] | None = None
+) -> None:
+    """Serve in the foreground until KeyboardInterrupt (used by the CLI); `tls`: (certificate,
+    key) PEM files to serve HTTPS with."""
     sim = MatomoSimulator(config)
-    server = _Server((host, port), sim)
+    server = _Server((host, port), sim, tls_context(*tls) if tls else None)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

@@ -25,6 +25,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from matomo_kafka import __version__
 from matomo_kafka.config import Settings
 from matomo_kafka.errors import EXIT_LOCKED, KafkaDeliveryError
+from matomo_kafka.refusals import kafka_dead_end, kafka_refusal
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ librdkafka_log.addFilter(_OncePerMessage())
 
 Headers = list[tuple[str, str | bytes | None]]
 
-#: librdkafka errors after which waiting for acks is pointless.
+#: librdkafka errors after which waiting for acks is pointless (plus the transport errors
+#: that are refusals, see refusals.kafka_dead_end: a certificate refused by the broker).
 _HOPELESS = {
     KafkaError._AUTHENTICATION,
     KafkaError.SASL_AUTHENTICATION_FAILED,
@@ -67,7 +69,8 @@ class Message(NamedTuple):
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
-    """librdkafka settings for the run, secrets included (never log this dict)."""
+    """librdkafka settings for the run, secrets included (never log this dict). KAFKA_PRODUCER_*
+    properties come last: config.py already refused those that would override the above."""
     config: dict[str, Any] = {
         "bootstrap.servers": settings.KAFKA_SERVERS,
         "client.id": f"matomo-kafka-{settings.CLUSTERID}",
@@ -86,6 +89,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         config["sasl.password"] = settings.KAFKA_PASSWORD.get_secret_value()
     if settings.KAFKA_SSL_CA_LOCATION:
         config["ssl.ca.location"] = settings.KAFKA_SSL_CA_LOCATION
+    config.update(settings.producer_properties)
     return config
 
 
@@ -147,7 +151,7 @@ class KafkaSink:
     def _on_error(self, error: KafkaError) -> None:
         text = error.str()
         log.debug("Kafka error callback: %s", text)  # librdkafka's own log line says it
-        if error.code() in _HOPELESS or error.fatal():
+        if error.code() in _HOPELESS or error.fatal() or kafka_dead_end(text):
             self._hopeless = text
 
     def check_topic(self) -> int:
@@ -160,9 +164,7 @@ class KafkaSink:
             except KafkaException as exc:
                 time.sleep(0.1)  # lets the poller serve error_cb: an auth failure shows there
                 if self._hopeless is not None:
-                    raise KafkaDeliveryError(
-                        f"Kafka refused the client: {self._hopeless}"
-                    ) from None
+                    raise KafkaDeliveryError(kafka_refusal(self._hopeless)) from None
                 if time.monotonic() >= deadline:
                     detail = exc.args[0].str() if exc.args else str(exc)
                     raise KafkaDeliveryError(

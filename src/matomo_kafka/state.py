@@ -36,7 +36,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
-from matomo_kafka import __version__
+from matomo_kafka import __version__, kafka_props
 from matomo_kafka.checkpoint import Cursor
 from matomo_kafka.config import Settings
 from matomo_kafka.errors import CheckpointError, KafkaDeliveryError
@@ -44,7 +44,8 @@ from matomo_kafka.sink import TransactionalSink, producer_config, transaction_ti
 
 log = logging.getLogger(__name__)
 
-#: Producer settings that an admin or consumer client shares (connection and security).
+#: Producer settings that an admin or consumer client shares (connection and security), plus
+#: every KAFKA_PRODUCER_* property that is not producer-only (a client certificate, say).
 _SHARED_KEYS = (
     "bootstrap.servers",
     "security.protocol",
@@ -77,6 +78,7 @@ def client_config(settings: Settings, purpose: str) -> dict[str, Any]:
     included: never log this dict)."""
     shared = producer_config(settings)
     config = {key: shared[key] for key in _SHARED_KEYS if key in shared}
+    config.update(kafka_props.shared(settings.producer_properties))
     config["client.id"] = f"matomo-kafka-{settings.CLUSTERID}-{purpose}"
     config["allow.auto.create.topics"] = False  # a missing topic is created compacted, here
     return config
