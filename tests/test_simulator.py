@@ -838,6 +838,7 @@ def test_stats_endpoint_counts_api_requests_only(client: httpx.Client) -> None:
         assert got["max_in_flight"] == got["max_busy"] == 1 and got["waited"] == 0
         after = client.get(stats_url).json()
         assert after["requests"] == after["max_in_flight"] == after["live_visits"] == 0
+        assert after["span_s"] == after["live_busy_s"] == 0
         assert [e["method"] for e in s.requests] == [
             "API.getMatomoVersion", "Live.getLastVisitsDetails",
         ]  # fmt: skip

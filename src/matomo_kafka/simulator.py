@@ -1337,6 +1337,7 @@ class _Load:
         self._max: dict[str, int] = {}
         self._count: dict[str, int] = {}
         self._live_busy_s = 0.0
+        self._first = self._last = 0.0  # first arrival, last answer (monotonic), 0: none
         self.reset()
 
     def reset(self) -> None:
@@ -1345,6 +1346,7 @@ class _Load:
             self._max = dict(self._now)
             self._count = dict.fromkeys(self._COUNTERS, 0)
             self._live_busy_s = 0.0
+            self._first = self._last = 0.0
 
     def _add(self, name: str, delta: int) -> None:
         """Moves a current count (under the lock) and keeps its maximum."""
@@ -1357,6 +1359,8 @@ class _Load:
     def serve(self, live: bool) -> Iterator[None]:
         """One request's life on the server: in flight, queued for a worker, then served."""
         with self._lock:
+            if not self._first:
+                self._first = time.monotonic()
             self._count["requests"] += 1
             self._count["live_requests"] += live
             self._add("in_flight", 1)
@@ -1387,6 +1391,7 @@ class _Load:
                     self._slots.release()
         finally:
             with self._lock:
+                self._last = time.monotonic()
                 self._add("in_flight", -1)
                 if live:
                     self._add("live_in_flight", -1)
@@ -1401,6 +1406,7 @@ class _Load:
             out.update({f"max_{k}": v for k, v in self._max.items()})
             out.update({k: v for k, v in self._now.items()})
             out["live_busy_s"] = round(self._live_busy_s, 6)
+            out["span_s"] = round(max(0.0, self._last - self._first), 6)
         if reset:
             self.reset()
         return out
@@ -1509,7 +1515,8 @@ class MatomoSimulator:
         of requests that waited for a worker; ``max_in_flight`` / ``max_live_in_flight``
         (arrived, not yet answered), ``max_queued`` (waiting for a worker), ``max_busy``
         (workers busy); the same names without max_ are the current values; ``live_busy_s``
-        is the worker time Live requests took (latency and page costs included)."""
+        is the worker time Live requests took (latency and page costs included), ``span_s``
+        the time from the first request's arrival to the last answer."""
         return self._load.stats(reset)
 
     @contextlib.contextmanager
