@@ -1,27 +1,71 @@
-"""Benchmark: matomo-kafka against the raw floor and a naive reference, on this machine.
+"""Benchmark: matomo-kafka against a page-level floor and a naive reference, on real shapes.
 
-Runs, against the bundled simulator (its own process, real HTTP) and the real local broker:
-  floor   fetch + parse the very pages the tool needs, same concurrency, nothing else;
-  naive   the seed's way: sequential pages, json, HMAC, per-page producer flush, checkpoint;
-  tool    `matomo-kafka run` (at-least-once);
-for a day of 100k visits and for 20 sites x 5 days, with the simulator answering at once and
-with 200 ms of latency per page. Each variant is a child process, so its CPU time and peak RSS
-(wait4) are its own. Prints visits/s, CPU us per visit, peak RSS and the ratios.
+Each case runs the bundled simulator (its own process, real HTTP) and the real local broker,
+and these variants, each a child process so that its CPU time and peak RSS (wait4) are its own:
+  floor        fetch + parse only, `concurrency` slots, one queue of pages across all sites and
+               days, not knowing any day's size: each (site, day) starts at offset 0, a full
+               page makes its next offset needed, a short page ends the day. A free slot takes
+               a needed page (the next page of a day known to be big first, then the first page
+               of a new day) and, when none is left, reads ahead speculatively in a big day (up
+               to `concurrency` of its pages in flight; those past the day's end are wasted).
+               The reference for wall time.
+  floor-known  the former floor: the exact list of pages, known in advance (a lower bound;
+               not run unless asked for with --variants);
+  naive        the seed's way: every site and day in turn, one page at a time, json, HMAC,
+               a producer flush and a checkpoint per page;
+  tool         `matomo-kafka run` (at-least-once), MATOMO_MAX_CONCURRENCY = the concurrency.
 
-    .venv/bin/python bench/bench.py --repeat 3 --big   # the table of the README
-    .venv/bin/python bench/bench.py --quick            # smaller sizes, for a smoke run
+Scenarios (--scenario, comma-separated; default: all but day-1m):
+  day-100k     1 site, 1 day of 100k visits; Matomo answering at once, and with 200 ms a page
+  sites-20x5   20 sites x 5 days of 2,000 visits; the same two servers
+  skew-a       4 sites x 11 days of 50-300 visits (pseudo-random, fixed) plus one day of 40,000
+               visits in the middle of site 1's; 200 ms a page; concurrency 2 and 4
+  skew-b       1 site with 3 days of 30,000 visits plus 20 sites of 200 visits a day (3 days);
+               200 ms a page; concurrency 2 and 4
+  workers      skew-b's visits on a Matomo with 2 workers (a request beyond them queues) that
+               spends 20 ms + 0.18 ms a visit of a Live page (0.2 s a full page); concurrency
+               2 and 4: 4 buys nothing over 2, and nobody may hold more than 4 in flight
+  day-1m       1 day of 1M visits, no latency, for the peak RSS (added by --big)
+"200 ms a page" is the simulator's latency_s: every page takes it, however many run at once.
 
---repeat N runs every variant N times (the 1M-visit day once) and keeps, for each, its lowest
-CPU and its lowest wall time (and the highest peak RSS): this machine is shared, and its
-speed varies by 10-30 % between runs.
+For each case the bench prints, per variant: visits/s, wall time, CPU us a visit (user+sys,
+interpreter start included), peak RSS, and Matomo's own view (the simulator's GET /__stats,
+reset before each variant): Live requests, the most requests in flight at once (all methods),
+the most waiting for a worker, and how busy it was: Live request time / (slots x the time from
+the first request to the last answer), slots = min(concurrency, workers). Then one line per
+target, with PASS or FAIL:
+  tool wall / floor wall        <= 1.10        every case where Matomo takes time
+  naive wall / tool wall        >= 1.8         skew-a and skew-b
+  tool CPU / naive CPU          <= 0.65        day-100k without latency
+  tool peak RSS                 < 150 MB       day-1m and skew-b
+  max in flight (tool, floor)   <= concurrency every case: MATOMO_MAX_CONCURRENCY holds
+  floor wall c4 / c2            >= 0.95        workers: 2 workers are the limit, not the client
+With as many requests in flight as workers, each worker idles between an answer and the
+client's next request (the answer's transfer, the parse, the new request); a request queued
+behind it hides that gap, which matters little with 0.2 s pages and more with --quick's small
+ones. At --quick sizes interpreter start-up (about 1 s for the tool) weighs on every ratio, so
+only full sizes say whether a target holds.
 
-Needs the local broker: scripts/kafka-local.sh start. Numbers are for this machine only.
+    .venv/bin/python bench/bench.py --repeat 3 --big      # every scenario, for the README
+    .venv/bin/python bench/bench.py --quick               # smaller sizes: a smoke run (minutes)
+    .venv/bin/python bench/bench.py --scenario skew-a,skew-b --concurrency 4
+    .venv/bin/python bench/bench.py --scenario workers --variants floor,tool
+
+--quick divides the big days by 10 and keeps fewer small days or sites (skew-a: 5 days,
+skew-b: 4 small sites). --repeat N runs every variant N times (the 1M-visit day once) and keeps,
+for each, its lowest CPU and its lowest wall time (and the highest peak RSS and in-flight
+count): this machine is shared, and its speed varies by 10-30 % between runs. The naive loop
+does not depend on the concurrency, so it runs once per scenario and server.
+
+Needs the local broker (KAFKA_PORT, default 9092): scripts/kafka-local.sh start. Numbers are
+for this machine only.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -30,10 +74,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,28 +92,90 @@ COLUMNS = ("visitIp", "visitorId", "userId")  # three pseudonymised columns, as 
 LIMIT = 1000
 FIRST_DAY = date(2024, 3, 1)
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
+VARIANTS = ("floor-known", "floor", "naive", "tool")  # the order they run in
+
+
+# -- what is measured ----------------------------------------------------------------------
+
+
+def day_iso(d: int) -> str:
+    return (FIRST_DAY + timedelta(days=d)).isoformat()
 
 
 @dataclass(frozen=True)
 class Scenario:
+    """Sites and their visits on each day from FIRST_DAY: `days[site][d]`."""
+
     name: str
-    sites: int
-    days: int
-    visits_per_day: int
+    days: dict[int, tuple[int, ...]] = field(hash=False)
+
+    @classmethod
+    def uniform(cls, name: str, sites: int, days: int, visits_per_day: int) -> Scenario:
+        return cls(name, {s: (visits_per_day,) * days for s in range(1, sites + 1)})
+
+    @property
+    def site_ids(self) -> list[int]:
+        return sorted(self.days)
+
+    @property
+    def day_count(self) -> int:
+        return max(len(counts) for counts in self.days.values())
 
     @property
     def visits(self) -> int:
-        return self.sites * self.days * self.visits_per_day
+        return sum(sum(counts) for counts in self.days.values())
+
+    def site_days(self) -> list[tuple[int, str]]:
+        """Every (site, day) a reader must look at, day by day (sizes not given)."""
+        return [(s, day_iso(d)) for d in range(self.day_count) for s in self.site_ids]
 
     def pages(self) -> list[tuple[int, str, int]]:
         """(site, day, offset) of every request a reader must make, the short page included."""
-        pages = []
-        for site in range(1, self.sites + 1):
-            for d in range(self.days):
-                day = (FIRST_DAY + timedelta(days=d)).isoformat()
-                for offset in range(0, self.visits_per_day + 1, LIMIT):
-                    pages.append((site, day, offset))
-        return pages
+        return [
+            (site, day_iso(d), offset)
+            for site, counts in sorted(self.days.items())
+            for d, n in enumerate(counts)
+            for offset in range(0, n + 1, LIMIT)
+        ]
+
+
+@dataclass(frozen=True)
+class Server:
+    """How the simulated Matomo spends its time on a Live page."""
+
+    latency_s: float = 0.0  # every page, however many run at once
+    workers: int = 0  # 0: no limit; else requests beyond them queue
+    page_cost_s: float = 0.0  # worker time a page holds...
+    visit_cost_s: float = 0.0  # ...plus this per visit in it
+
+    @property
+    def timed(self) -> bool:
+        """Matomo takes time: wall-time ratios mean something (without, the simulator's
+        own CPU is every variant's bottleneck)."""
+        return self.latency_s > 0 or self.page_cost_s > 0 or self.visit_cost_s > 0
+
+    def label(self) -> str:
+        if self.workers:
+            cost = f"{self.page_cost_s * 1e3:g} ms + {self.visit_cost_s * 1e3:g} ms/visit"
+            return f"{self.workers} workers, {cost} a page"
+        return f"{self.latency_s * 1e3:.0f}ms"
+
+    def short(self) -> str:
+        return f"{self.workers}w" if self.workers else f"{self.latency_s * 1e3:.0f}ms"
+
+    def slots(self, concurrency: int) -> int:
+        return min(concurrency, self.workers) if self.workers else concurrency
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str  # the --scenario name
+    scenario: Scenario
+    server: Server
+    concurrency: int
+
+    def label(self) -> str:
+        return f"{self.key} {self.server.short()} c{self.concurrency}"
 
 
 @dataclass
@@ -75,9 +184,72 @@ class Result:
     cpu: float
     rss_mb: float
     visits: int
+    stats: dict[str, Any] = field(default_factory=dict)  # the simulator's, for this run
 
 
-# -- child processes ---------------------------------------------------------------------
+SKEW_A_BIG = 40_000
+SKEW_B_BIG = 30_000
+LATENCY = Server(latency_s=0.2)
+TWO_WORKERS = Server(workers=2, page_cost_s=0.02, visit_cost_s=0.00018)
+
+
+def small_day(site: int, d: int) -> int:
+    """50-300 visits, pseudo-random but the same on every run and machine."""
+    digest = hashlib.sha256(f"{site}/{d}".encode()).digest()
+    return 50 + int.from_bytes(digest[:4], "big") % 251
+
+
+def skew_a(quick: bool) -> Scenario:
+    days = 5 if quick else 11
+    big = SKEW_A_BIG // (10 if quick else 1)
+    counts = {s: [small_day(s, d) for d in range(days)] for s in range(1, 5)}
+    counts[1][days // 2] = big
+    return Scenario(
+        f"4 sites x {days} days of 50-300 visits + 1 day of {big:,}",
+        {s: tuple(c) for s, c in counts.items()},
+    )
+
+
+def skew_b(quick: bool) -> Scenario:
+    big = SKEW_B_BIG // (10 if quick else 1)
+    small_sites = 4 if quick else 20
+    days: dict[int, tuple[int, ...]] = {1: (big,) * 3}
+    days.update({s: (200,) * 3 for s in range(2, small_sites + 2)})
+    return Scenario(f"1 site x 3 days of {big:,} + {small_sites} sites x 3 days of 200", days)
+
+
+def cases(quick: bool, keys: list[str], concurrency: list[int] | None) -> list[Case]:
+    """The cases of the scenarios asked for, in the order of `keys`."""
+    scale = 10 if quick else 1
+    table: dict[str, tuple[Scenario, list[Server], list[int]]] = {
+        "day-100k": (
+            Scenario.uniform(f"1 day x {100_000 // scale:,}", 1, 1, 100_000 // scale),
+            [Server(), LATENCY],
+            [2],
+        ),
+        "sites-20x5": (
+            Scenario.uniform(f"20 sites x 5 days x {2_000 // scale:,}", 20, 5, 2_000 // scale),
+            [Server(), LATENCY],
+            [2],
+        ),
+        "skew-a": (skew_a(quick), [LATENCY], [2, 4]),
+        "skew-b": (skew_b(quick), [LATENCY], [2, 4]),
+        "workers": (skew_b(quick), [TWO_WORKERS], [2, 4]),
+        "day-1m": (Scenario.uniform("1 day x 1,000,000", 1, 1, 1_000_000), [Server()], [2]),
+    }
+    unknown = [k for k in keys if k not in table]
+    if unknown:
+        raise SystemExit(f"unknown scenario(s) {unknown}; expected some of {list(table)}")
+    out = []
+    for key in keys:
+        scenario, servers, levels = table[key]
+        for server in servers:
+            for level in concurrency or levels:
+                out.append(Case(key, scenario, server, level))
+    return out
+
+
+# -- child processes -----------------------------------------------------------------------
 
 
 def run_child(args: list[str], env: dict[str, str] | None = None) -> Result:
@@ -97,16 +269,14 @@ def run_child(args: list[str], env: dict[str, str] | None = None) -> Result:
     return Result(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, visits)
 
 
-def floor_main(url: str, pages_file: str, concurrency: int) -> None:
-    """The floor: POST the same pages with the same concurrency, parse, nothing else."""
+def live_fetcher(url: str, concurrency: int) -> Any:
+    """POSTs one Live page and parses it: all a floor does with a page."""
     import httpx
     import orjson
 
-    pages = json.loads(Path(pages_file).read_text())
     client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=concurrency))
 
-    def fetch(page: list[Any]) -> int:
-        site, day, offset = page
+    def fetch(site: int, day: str, offset: int) -> int:
         response = client.post(url, data={
             "module": "API", "method": "Live.getLastVisitsDetails", "format": "json",
             "idSite": site, "period": "day", "date": day, "filter_limit": LIMIT,
@@ -114,12 +284,117 @@ def floor_main(url: str, pages_file: str, concurrency: int) -> None:
         })  # fmt: skip
         return len(orjson.loads(response.content))
 
+    return fetch
+
+
+@dataclass
+class _DayPages:
+    """A (site, day) being read: the next offset to ask for, pages in flight, what is known."""
+
+    next_offset: int = LIMIT  # its first page (offset 0) is asked for when it opens
+    in_flight: int = 1
+    needed_to: int = 0  # offsets up to this one are needed: the page before each was full
+    ended: bool = False  # a short page came back
+
+
+class PageScheduler:
+    """Which page a free slot takes next, for any site and day, knowing no day's size.
+
+    Needed pages first, so that no slot waits while certain work exists: the next page of a
+    day whose last page came back full (a long day is the run's longest chain: it goes first),
+    then the first page of a day not started. With neither left, a slot reads ahead in a day
+    that gave a full page, up to `read_ahead` of its pages in flight (wasted past its end).
+    """
+
+    def __init__(self, site_days: list[tuple[int, str]], read_ahead: int) -> None:
+        self.read_ahead = max(1, read_ahead)
+        self._new = deque(site_days)
+        self._days: dict[tuple[int, str], _DayPages] = {}  # started ones, in start order
+        self._running = 0
+        self._cond = threading.Condition()
+        self.requests = 0
+
+    def take(self) -> tuple[int, str, int] | None:
+        """The next page to fetch, waiting while others are in flight; None: all done."""
+        with self._cond:
+            while True:
+                page = self._pick()
+                if page is not None:
+                    self._running += 1
+                    self.requests += 1
+                    return page
+                if self._running == 0:
+                    return None
+                self._cond.wait()
+
+    def done(self, site: int, day: str, offset: int, visits: int) -> None:
+        with self._cond:
+            self._running -= 1
+            pages = self._days[(site, day)]
+            pages.in_flight -= 1
+            if visits >= LIMIT:
+                pages.needed_to = max(pages.needed_to, offset + LIMIT)
+            else:
+                pages.ended = True
+            self._cond.notify_all()
+
+    def _pick(self) -> tuple[int, str, int] | None:
+        open_days = [(key, p) for key, p in self._days.items() if not p.ended]
+        for key, pages in open_days:
+            if pages.next_offset <= pages.needed_to:
+                return self._next_of(key, pages)
+        if self._new:
+            key = self._new.popleft()
+            self._days[key] = _DayPages()
+            return (*key, 0)
+        for key, pages in open_days:
+            if pages.needed_to > 0 and pages.in_flight < self.read_ahead:
+                return self._next_of(key, pages)
+        return None
+
+    @staticmethod
+    def _next_of(key: tuple[int, str], pages: _DayPages) -> tuple[int, str, int]:
+        offset = pages.next_offset
+        pages.next_offset += LIMIT
+        pages.in_flight += 1
+        return (*key, offset)
+
+
+def floor_main(url: str, site_days_file: str, concurrency: int) -> None:
+    """The page-level floor: `concurrency` workers taking pages from one PageScheduler."""
+    site_days = [(int(s), str(d)) for s, d in json.loads(Path(site_days_file).read_text())]
+    fetch = live_fetcher(url, concurrency)
+    scheduler = PageScheduler(site_days, read_ahead=concurrency)
+    total = 0
+    lock = threading.Lock()
+
+    def worker() -> None:
+        nonlocal total
+        while (page := scheduler.take()) is not None:
+            visits = fetch(*page)
+            scheduler.done(*page, visits)
+            with lock:
+                total += visits
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(f"VISITS {total}")
+    print(f"PAGES {scheduler.requests}")
+
+
+def floor_known_main(url: str, pages_file: str, concurrency: int) -> None:
+    """The former floor: the exact pages, known in advance, with the same concurrency."""
+    pages = json.loads(Path(pages_file).read_text())
+    fetch = live_fetcher(url, concurrency)
     with ThreadPoolExecutor(concurrency) as pool:
-        total = sum(pool.map(fetch, pages))
+        total = sum(pool.map(lambda page: fetch(*page), pages))
     print(f"VISITS {total}")
 
 
-def naive_main(url: str, sites: int, days: int, topic: str, state: str) -> None:
+def naive_main(url: str, sites: str, days: int, topic: str, state: str) -> None:
     """The seed's way: one page at a time, json, HMAC, rename, flush per page, checkpoint."""
     import httpx
     from confluent_kafka import Producer
@@ -128,9 +403,9 @@ def naive_main(url: str, sites: int, days: int, topic: str, state: str) -> None:
     producer = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all"})
     key = SALT.encode()
     total = 0
-    for site in range(1, sites + 1):
+    for site in (int(s) for s in sites.split(",")):
         for d in range(days):
-            day = (FIRST_DAY + timedelta(days=d)).isoformat()
+            day = day_iso(d)
             offset = 0
             while True:
                 response = client.post(url, data={
@@ -170,21 +445,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_simulator(scenario: Scenario, latency: float, workdir: Path) -> tuple[Any, str]:
-    days = {(FIRST_DAY + timedelta(days=d)).isoformat(): scenario.visits_per_day
-            for d in range(scenario.days)}  # fmt: skip
+def start_simulator(scenario: Scenario, server: Server, workdir: Path) -> tuple[Any, str]:
+    """The simulator in its own process (real HTTP, its own GIL); returns it and its URL."""
     config = {
         "token": TOKEN,
-        "latency_s": latency,
+        "latency_s": server.latency_s,
+        "workers": server.workers,
+        "page_cost_s": server.page_cost_s,
+        "visit_cost_s": server.visit_cost_s,
         "sites": [
             {
-                "idsite": s,
-                "name": f"site {s}",
+                "idsite": site,
+                "name": f"site {site}",
                 "timezone": "UTC",
                 "default_visits": 0,
-                "visits": days,
+                "visits": {day_iso(d): n for d, n in enumerate(counts)},
             }
-            for s in range(1, scenario.sites + 1)
+            for site, counts in sorted(scenario.days.items())
         ],
     }
     path = workdir / f"sim-{uuid.uuid4().hex[:6]}.json"
@@ -205,38 +482,52 @@ def start_simulator(scenario: Scenario, latency: float, workdir: Path) -> tuple[
     return process, url
 
 
+def simulator_stats(url: str, reset: bool = True) -> dict[str, Any]:
+    """The simulator's load stats since the last reset (GET /__stats), reset again."""
+    stats_url = url.replace("/index.php", "/__stats") + ("?reset=1" if reset else "")
+    with urllib.request.urlopen(stats_url, timeout=30) as response:
+        stats: dict[str, Any] = json.loads(response.read())
+    return stats
+
+
 #: Topics this process created: deleted at its end, as a 1M-visit run leaves 3.4 GB behind.
 CREATED_TOPICS: list[str] = []
 
 
+@functools.cache
+def admin() -> Any:
+    """One admin client for the whole run (each one dropped logs a purge notice)."""
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": BOOTSTRAP})
+
+
 def create_topic() -> str:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
     name = f"bench.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
-    admin.create_topics([NewTopic(name, 3, 1)])[name].result(30)
+    admin().create_topics([NewTopic(name, 3, 1)])[name].result(30)
     CREATED_TOPICS.append(name)
     return name
 
 
 def delete_created_topics() -> None:
-    from confluent_kafka.admin import AdminClient
-
     if CREATED_TOPICS:
-        admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
-        for future in admin.delete_topics(CREATED_TOPICS, operation_timeout=30).values():
+        for future in admin().delete_topics(CREATED_TOPICS, operation_timeout=30).values():
             future.result(60)
         CREATED_TOPICS.clear()
 
 
-def tool_env(scenario: Scenario, url: str, topic: str, state: Path, concurrency: int) -> dict:
+def tool_env(
+    scenario: Scenario, url: str, topic: str, state: Path, concurrency: int
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MATOMO_", "KAFKA_"))}
     env.update({
         "START_DATE": FIRST_DAY.isoformat(), "MATOMO_FILTER_LIMIT": str(LIMIT),
         "FILE_PATH_FILTERDATE": str(state / "filterdate"),
         "FILE_PATH_LAST_OFFSET": str(state / "last_filter_offset"),
         "COLONNE_ANNOMYSE": ",".join(COLUMNS), "SALAGE": SALT, "KAFKA_TOPIC": topic,
-        "MATOMO_ID_SITE": ",".join(str(s) for s in range(1, scenario.sites + 1)),
+        "MATOMO_ID_SITE": ",".join(str(s) for s in scenario.site_ids),
         "MATOMO_API_URL": url, "MATOMO_API_TOKEN": TOKEN, "KAFKA_SERVERS": BOOTSTRAP,
         "CLUSTERID": "BENCH", "MATOMO_MAX_CONCURRENCY": str(concurrency),
     })  # fmt: skip
@@ -244,99 +535,229 @@ def tool_env(scenario: Scenario, url: str, topic: str, state: Path, concurrency:
 
 
 def best_of(runs: list[Result]) -> Result:
-    """Lowest CPU and lowest wall time of a variant's runs, highest peak RSS."""
+    """Lowest CPU and lowest wall time of a variant's runs, highest peak RSS and in-flight
+    count; the other stats are the fastest run's."""
+    fastest = min(runs, key=lambda r: r.seconds)
+    stats = dict(fastest.stats)
+    for name in ("max_in_flight", "max_live_in_flight", "max_queued"):
+        stats[name] = max(r.stats.get(name, 0) for r in runs)
     return Result(
-        min(r.seconds for r in runs),
+        fastest.seconds,
         min(r.cpu for r in runs),
         max(r.rss_mb for r in runs),
         runs[0].visits,
+        stats,
     )
 
 
-def measure(
-    scenario: Scenario, latency: float, concurrency: int, workdir: Path, repeat: int = 1
-) -> dict:
-    runs = [measure_once(scenario, latency, concurrency, workdir) for _ in range(repeat)]
-    return {name: best_of([run[name] for run in runs]) for name in runs[0]}
-
-
-def measure_once(scenario: Scenario, latency: float, concurrency: int, workdir: Path) -> dict:
-    simulator, url = start_simulator(scenario, latency, workdir)
-    run_date = (FIRST_DAY + timedelta(days=scenario.days)).isoformat()
-    try:
+def run_variant(name: str, case: Case, url: str, workdir: Path) -> Result:
+    """One run of one variant against the running simulator, with the simulator's stats."""
+    scenario, concurrency = case.scenario, case.concurrency
+    simulator_stats(url)  # reset: what follows is this variant's alone
+    if name == "floor":
+        days_file = workdir / "site-days.json"
+        days_file.write_text(json.dumps(scenario.site_days()))
+        result = run_child([sys.executable, __file__, "floor", url, str(days_file),
+                            str(concurrency)])  # fmt: skip
+    elif name == "floor-known":
         pages_file = workdir / "pages.json"
         pages_file.write_text(json.dumps(scenario.pages()))
-        results = {
-            "floor": run_child(
-                [sys.executable, __file__, "floor", url, str(pages_file), str(concurrency)]
-            ),
-        }
+        result = run_child([sys.executable, __file__, "floor-known", url, str(pages_file),
+                            str(concurrency)])  # fmt: skip
+    elif name == "naive":
         state = Path(tempfile.mkdtemp(dir=workdir))
-        results["naive"] = run_child([sys.executable, __file__, "naive", url,
-                                      str(scenario.sites), str(scenario.days), create_topic(),
-                                      str(state)])  # fmt: skip
+        sites = ",".join(str(s) for s in scenario.site_ids)
+        result = run_child([sys.executable, __file__, "naive", url, sites,
+                            str(scenario.day_count), create_topic(), str(state)])  # fmt: skip
+    else:
         state = Path(tempfile.mkdtemp(dir=workdir))
         parm = state / "parm"
         parm.mkdir()
         env = tool_env(scenario, url, create_topic(), state, concurrency)
-        tool = run_child([sys.executable, "-m", "matomo_kafka.cli", "run", "--parm-dir",
-                          str(parm), "--run-date", run_date, "-q"], env=env)  # fmt: skip
-        tool.visits = scenario.visits
-        results["matomo-kafka"] = tool
+        run_date = day_iso(scenario.day_count)
+        result = run_child([sys.executable, "-m", "matomo_kafka.cli", "run", "--parm-dir",
+                            str(parm), "--run-date", run_date, "-q"], env=env)  # fmt: skip
+        result.visits = scenario.visits  # the tool prints no count: Matomo's is checked below
+    result.stats = simulator_stats(url)
+    served = result.stats["live_visits"]
+    if result.visits != scenario.visits or served < scenario.visits:
+        raise SystemExit(
+            f"{case.label()}: {name} moved {result.visits} visits (Matomo served {served}), "
+            f"expected {scenario.visits}"
+        )
+    return result
+
+
+def measure(
+    case: Case, variants: list[str], workdir: Path, repeat: int, naive: dict[Any, Result]
+) -> dict[str, Result]:
+    """Every variant of a case, `repeat` times each (best kept); the naive loop's result is
+    shared by the cases of a scenario and server that differ only by concurrency."""
+    simulator, url = start_simulator(case.scenario, case.server, workdir)
+    naive_key = (case.key, case.server)
+    results: dict[str, Result] = {}
+    try:
+        for name in variants:
+            if name == "naive" and naive_key in naive:
+                results[name] = naive[naive_key]
+                continue
+            runs = [run_variant(name, case, url, workdir) for _ in range(repeat)]
+            results[name] = best_of(runs)
+            if name == "naive":
+                naive[naive_key] = results[name]
     finally:
         simulator.terminate()
         simulator.wait()
-    for name, result in results.items():
-        if result.visits != scenario.visits:
-            raise SystemExit(f"{name} moved {result.visits} visits, expected {scenario.visits}")
     return results
 
 
+# -- report --------------------------------------------------------------------------------
+
+HEADER = (
+    f"  {'variant':<12} {'visits/s':>9} {'wall s':>7} {'CPU us/visit':>12} {'peak RSS MB':>11} "
+    f"{'Live reqs':>9} {'max in flight':>13} {'max queued':>10} {'busy %':>6} {'wall/floor':>10} "
+    f"{'naive/tool':>10}"
+)
+
+
+def print_case(case: Case, results: dict[str, Result]) -> None:
+    """One case: a line per variant. Matomo's view (the simulator's stats): Live requests,
+    the most requests in flight at once (all methods) and waiting for a worker, and how busy
+    it was: Live request time / (slots x the time from the first request to the last answer),
+    so that process start-up does not count."""
+    scenario, server = case.scenario, case.server
+    print(f"\n{case.label()}: {scenario.name} ({scenario.visits:,} visits); Matomo "
+          f"{server.label()}; concurrency {case.concurrency}")  # fmt: skip
+    print(HEADER)
+    floor, naive, tool = (results.get(n) for n in ("floor", "naive", "tool"))
+    slots = server.slots(case.concurrency)
+    for name, result in results.items():
+        stats = result.stats
+        busy = 100 * stats.get("live_busy_s", 0.0) / (max(stats.get("span_s", 0.0), 1e-9) * slots)
+        ratio_floor = f"{result.seconds / floor.seconds:10.2f}" if floor else f"{'-':>10}"
+        speedup = (
+            f"{naive.seconds / tool.seconds:10.2f}" if name == "tool" and naive and tool else ""
+        )
+        print(f"  {name:<12} {scenario.visits / result.seconds:>9.0f} {result.seconds:>7.2f} "
+              f"{result.cpu / scenario.visits * 1e6:>12.1f} {result.rss_mb:>11.0f} "
+              f"{stats.get('live_requests', 0):>9} {stats.get('max_in_flight', 0):>13} "
+              f"{stats.get('max_queued', 0):>10} {busy:>6.0f} {ratio_floor} {speedup:>10}",
+              flush=True)  # fmt: skip
+
+
+@dataclass
+class Check:
+    """One target on one case, judged on the value as printed (rounded to `digits`): a
+    reader must never see "1.10 FAIL" against "<= 1.10"."""
+
+    target: str
+    case: str
+    value: float
+    op: str  # "<=", ">=" or "<"
+    threshold: float
+    digits: int = 2  # 0 for MB and request counts
+
+    @property
+    def ok(self) -> bool:
+        shown = round(self.value, self.digits)
+        if self.op == "<=":
+            return shown <= self.threshold
+        if self.op == ">=":
+            return shown >= self.threshold
+        return shown < self.threshold
+
+    def line(self) -> str:
+        value = f"{self.value:.{self.digits}f}"
+        limit = f"{self.op} {self.threshold:.{self.digits}f}"
+        verdict = "PASS" if self.ok else "FAIL"
+        return f"  {self.target:<34} {self.case:<22} {value:>7} {limit:>9}  {verdict}"
+
+
+def checks(measured: list[tuple[Case, dict[str, Result]]]) -> list[Check]:
+    """The targets, on the cases they are about (see the module docstring)."""
+    out = []
+    for case, results in measured:
+        floor, naive, tool = (results.get(n) for n in ("floor", "naive", "tool"))
+        label = case.label()
+        if tool and floor and case.server.timed:
+            out.append(Check("tool wall / floor wall", label, tool.seconds / floor.seconds,
+                             "<=", 1.10))  # fmt: skip
+        if tool and naive and case.key in ("skew-a", "skew-b"):
+            out.append(Check("naive wall / tool wall", label, naive.seconds / tool.seconds,
+                             ">=", 1.8))  # fmt: skip
+        if tool and naive and case.key == "day-100k" and not case.server.timed:
+            out.append(Check("tool CPU / naive CPU", label, tool.cpu / naive.cpu, "<=", 0.65))
+        if tool and case.key in ("day-1m", "skew-b"):
+            out.append(Check("tool peak RSS MB", label, tool.rss_mb, "<", 150, 0))
+        for name in ("tool", "floor"):
+            if name in results:
+                seen = results[name].stats.get("max_in_flight", 0)
+                out.append(Check(f"{name}: max in flight at Matomo", label, seen, "<=",
+                                 case.concurrency, 0))  # fmt: skip
+    by_level = {(c.key, c.server, c.concurrency): r for c, r in measured}
+    for (key, server, level), results in by_level.items():
+        lower = by_level.get((key, server, 2))
+        if server.workers == 2 and level > 2 and lower and "floor" in results and "floor" in lower:
+            ratio = results["floor"].seconds / lower["floor"].seconds
+            out.append(Check(f"floor wall c{level} / c2 (2 workers)", f"{key} {server.short()}",
+                             ratio, ">=", 0.95))  # fmt: skip
+    return out
+
+
+def print_checks(measured: list[tuple[Case, dict[str, Result]]]) -> None:
+    found = checks(measured)
+    print(f"\ntargets ({sum(c.ok for c in found)} of {len(found)} hold):")
+    print(f"  {'target':<34} {'case':<22} {'value':>7} {'limit':>9}  verdict")
+    for check in found:
+        print(check.line())
+    for case, results in measured:  # what extra concurrency bought the tool, for the record
+        lower = next((r for c, r in measured if (c.key, c.server, c.concurrency) ==
+                      (case.key, case.server, 2)), None)  # fmt: skip
+        if case.concurrency > 2 and lower and "tool" in results and "tool" in lower:
+            ratio = results["tool"].seconds / lower["tool"].seconds
+            print(f"  note: {case.label()}: tool wall / its wall at c2 = {ratio:.2f}")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n")[0],
+        epilog="Scenarios: day-100k, sites-20x5, skew-a, skew-b, workers, day-1m.",
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
-    parser.add_argument("--big", action="store_true", help="add the 1M-visit day")
-    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--big", action="store_true", help="add the 1M-visit day (day-1m)")
+    parser.add_argument("--scenario", help="comma-separated scenarios (default: all but day-1m)")
+    parser.add_argument("--concurrency", help="comma-separated levels for every scenario "
+                        "(default: 2; 2,4 for skew-a, skew-b, workers)")  # fmt: skip
+    parser.add_argument("--variants", default="floor,naive,tool",
+                        help=f"comma-separated, among {','.join(VARIANTS)}")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=1, help="runs of each variant, best kept")
     options = parser.parse_args()
-    scale = 10 if options.quick else 1
-    scenarios = [Scenario("1 day x 100k", 1, 1, 100_000 // scale),
-                 Scenario("20 sites x 5 days", 20, 5, 2_000 // scale)]  # fmt: skip
-    latencies = [0.0, 0.2]
-    rows = []
+    keys = (options.scenario.split(",") if options.scenario else
+            ["day-100k", "sites-20x5", "skew-a", "skew-b", "workers"])  # fmt: skip
+    if options.big and "day-1m" not in keys:
+        keys.append("day-1m")
+    levels = [int(x) for x in options.concurrency.split(",")] if options.concurrency else None
+    variants = [v for v in VARIANTS if v in options.variants.split(",")]
+    if not variants or len(variants) != len(set(options.variants.split(","))):
+        raise SystemExit(f"--variants: expected some of {','.join(VARIANTS)}")
+    measured: list[tuple[Case, dict[str, Result]]] = []
+    naive: dict[Any, Result] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as cleanup:
         cleanup.callback(delete_created_topics)
-        for scenario in scenarios:
-            for latency in latencies:
-                results = measure(scenario, latency, options.concurrency, Path(tmp), options.repeat)
-                rows.append((scenario, latency, results))
-                print_rows([rows[-1]], header=len(rows) == 1)
-        if options.big:
-            big = Scenario("1 day x 1M", 1, 1, 1_000_000)
-            results = measure(big, 0.0, options.concurrency, Path(tmp))  # for its peak RSS
-            print_rows([(big, 0.0, results)], header=False)
-
-
-def print_rows(rows: list[tuple[Scenario, float, dict]], header: bool) -> None:
-    if header:
-        print(f"{'scenario':<19} {'latency':>7} {'variant':<13} {'visits/s':>9} "
-              f"{'wall s':>7} {'CPU us/visit':>12} {'peak RSS MB':>11} {'wall/floor':>10} "
-              f"{'naive/tool':>10}")  # fmt: skip
-    for scenario, latency, results in rows:
-        floor, naive, tool = results["floor"], results["naive"], results["matomo-kafka"]
-        for name, result in results.items():
-            ratio_floor = result.seconds / floor.seconds
-            speedup = f"{naive.seconds / tool.seconds:10.2f}" if name == "matomo-kafka" else ""
-            print(f"{scenario.name:<19} {latency * 1000:>5.0f}ms {name:<13} "
-                  f"{scenario.visits / result.seconds:>9.0f} {result.seconds:>7.2f} "
-                  f"{result.cpu / scenario.visits * 1e6:>12.1f} {result.rss_mb:>11.0f} "
-                  f"{ratio_floor:>10.2f} {speedup:>10}", flush=True)  # fmt: skip
+        for case in cases(options.quick, keys, levels):
+            repeat = 1 if case.key == "day-1m" else options.repeat
+            results = measure(case, variants, Path(tmp), repeat, naive)
+            measured.append((case, results))
+            print_case(case, results)
+        print_checks(measured)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "floor":
         floor_main(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "floor-known":
+        floor_known_main(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif len(sys.argv) > 1 and sys.argv[1] == "naive":
-        naive_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6])
+        naive_main(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6])
     else:
         main()

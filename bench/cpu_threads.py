@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -60,7 +59,7 @@ def one_run(scenario: bench.Scenario, url: str, workdir: Path) -> tuple[float, d
     times_file = state / "threads.tsv"
     env = bench.tool_env(scenario, url, bench.create_topic(), state, 2)
     env["THREAD_TIMES"] = str(times_file)
-    run_date = (bench.FIRST_DAY + timedelta(days=scenario.days)).isoformat()
+    run_date = bench.day_iso(scenario.day_count)
     process = subprocess.Popen(
         [sys.executable, "-c", TIMED_CLI, "run", "--parm-dir", str(state / "parm"),
          "--run-date", run_date, "-q"],
@@ -82,9 +81,9 @@ def main() -> None:
     parser.add_argument("--visits", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3, help="the run with the least CPU is shown")
     options = parser.parse_args()
-    scenario = bench.Scenario(f"1 day x {options.visits}", 1, 1, options.visits)
+    scenario = bench.Scenario.uniform(f"1 day x {options.visits}", 1, 1, options.visits)
     with tempfile.TemporaryDirectory() as tmp:
-        simulator, url = bench.start_simulator(scenario, 0.0, Path(tmp))
+        simulator, url = bench.start_simulator(scenario, bench.Server(), Path(tmp))
         try:
             runs = [one_run(scenario, url, Path(tmp)) for _ in range(options.runs)]
         finally:

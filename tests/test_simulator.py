@@ -770,6 +770,93 @@ def test_latency(client: httpx.Client) -> None:
 
 
 # --------------------------------------------------------------------------------------
+# Load model: a fixed number of workers, requests in flight (counts, never durations)
+# --------------------------------------------------------------------------------------
+def _wait_for(s: MatomoSimulator, **wanted: int) -> dict[str, Any]:
+    """Polls the stats until they show `wanted` (requests still on their way in)."""
+    deadline = time.monotonic() + 30
+    while True:
+        stats = s.stats()
+        if all(stats[k] == v for k, v in wanted.items()):
+            return stats
+        assert time.monotonic() < deadline, f"stats never reached {wanted}: {stats}"
+        time.sleep(0.01)
+
+
+def _live_concurrently(s: MatomoSimulator, n: int) -> list[Any]:
+    """n Live requests on their own connections, started at once; returns their futures."""
+
+    def fetch(_: int) -> list[Any]:
+        with httpx.Client(timeout=60) as c:
+            return live(c, s.url, 1, "2024-03-10", filter_limit=100, filter_sort_order="asc")
+
+    pool = ThreadPoolExecutor(n)
+    futures = [pool.submit(fetch, i) for i in range(n)]
+    pool.shutdown(wait=False)
+    return futures
+
+
+def test_workers_make_requests_beyond_them_wait() -> None:
+    with MatomoSimulator(peer_config(workers=1)) as s:
+        with s.hold():
+            futures = _live_concurrently(s, 2)
+            # One request is handled (held), the other waits for the only worker.
+            stats = _wait_for(s, requests=2, busy=1, queued=1)
+            assert not any(f.done() for f in futures)
+        answers = [f.result() for f in futures]
+        stats = s.stats()
+    assert answers[0] == answers[1] == s.expected_visits(1, "2024-03-10")
+    assert stats["requests"] == stats["live_requests"] == 2
+    assert stats["max_in_flight"] == stats["max_live_in_flight"] == 2  # both arrived
+    assert stats["max_busy"] == 1  # ...but one worker handled them one after the other
+    assert stats["waited"] == stats["max_queued"] == 1
+    assert stats["in_flight"] == stats["busy"] == stats["queued"] == 0
+    assert stats["live_visits"] == 10
+
+
+def test_without_workers_no_request_waits() -> None:
+    with MatomoSimulator(peer_config()) as s:
+        with s.hold():
+            futures = _live_concurrently(s, 3)
+            _wait_for(s, requests=3, busy=3)
+        for f in futures:
+            f.result()
+        stats = s.stats()
+    assert stats["workers"] == 0 and stats["waited"] == stats["max_queued"] == 0
+    assert stats["max_busy"] == stats["max_in_flight"] == 3
+
+
+def test_stats_endpoint_counts_api_requests_only(client: httpx.Client) -> None:
+    with MatomoSimulator(peer_config(workers=2)) as s:
+        stats_url = s.url.replace("/index.php", simulator.STATS_PATH)
+        assert client.get(stats_url).json()["requests"] == 0
+        _version(client, s.url)
+        live(client, s.url, 1, "2024-03-10")
+        got = client.get(stats_url, params={"reset": "1"}).json()
+        assert got["workers"] == 2
+        assert (got["requests"], got["live_requests"], got["live_visits"]) == (2, 1, 5)
+        assert got["max_in_flight"] == got["max_busy"] == 1 and got["waited"] == 0
+        after = client.get(stats_url).json()
+        assert after["requests"] == after["max_in_flight"] == after["live_visits"] == 0
+        assert after["span_s"] == after["live_busy_s"] == 0
+        assert [e["method"] for e in s.requests] == [
+            "API.getMatomoVersion", "Live.getLastVisitsDetails",
+        ]  # fmt: skip
+
+
+def test_live_cost_and_load_config() -> None:
+    cfg = peer_config(workers=3, page_cost_s=0.02, visit_cost_s=0.0002)
+    assert cfg.live_cost_s(0) == 0.02
+    assert cfg.live_cost_s(1000) == pytest.approx(0.22)
+    again = SimConfig.from_dict(orjson.loads(orjson.dumps(cfg.to_dict())))
+    assert (again.workers, again.page_cost_s, again.visit_cost_s) == (3, 0.02, 0.0002)
+    with pytest.raises(ValueError):
+        peer_config(workers=-1)
+    with pytest.raises(ValueError):
+        peer_config(visit_cost_s=-0.1)
+
+
+# --------------------------------------------------------------------------------------
 # Determinism, runtime changes, config, lifecycle, concurrency
 # --------------------------------------------------------------------------------------
 def test_determinism_across_instances(client: httpx.Client) -> None:

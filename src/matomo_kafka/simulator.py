@@ -26,6 +26,11 @@ Served over plain HTTP, or over HTTPS with a certificate given to ``start(tls=(c
 (``simulate --tls-cert/--tls-key``): a corporate gateway's TLS, made testable. Handshakes that
 fail (a client that does not trust the certificate) are listed in ``tls_refusals``.
 
+Load, for benchmarks: ``SimConfig.workers`` gives the server a fixed number of workers
+(requests beyond them queue), each Live request holding one for ``page_cost_s`` +
+``visit_cost_s`` per visit of its page; ``MatomoSimulator.stats()`` (also GET /__stats)
+counts the requests seen, the most in flight at once, those that waited for a worker.
+
 Only the standard library and orjson are used.
 """
 
@@ -115,6 +120,7 @@ _STREAM_THRESHOLD = 20_000  # pages above this many visits are sent chunked, in 
 _STREAM_BATCH = 1_000
 _SUMMARY_SAMPLE = 2_000  # VisitsSummary is exact up to this many visits a day
 REQUEST_LOG_LIMIT = 200_000  # oldest entries are dropped past this (long CLI runs)
+STATS_PATH = "/__stats"  # GET: MatomoSimulator.stats() as JSON; ?reset=1 also resets them
 
 
 # --------------------------------------------------------------------------------------
@@ -235,11 +241,20 @@ class SimConfig:
     denied_sites: list[int] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     unstable_ties: bool = False  # Live reshuffles same-second visits on every request
+    # A server with a fixed number of workers (0: one per request, the default): requests
+    # beyond them queue, and each Live request holds its worker for page_cost_s +
+    # visit_cost_s * visits in the page, so benchmarks see what extra concurrency buys.
+    # latency_s, by contrast, is slept outside any worker (unbounded parallelism).
+    workers: int = 0
+    page_cost_s: float = 0.0
+    visit_cost_s: float = 0.0
 
     def __post_init__(self) -> None:
         ids = [s.idsite for s in self.sites]
         if len(ids) != len(set(ids)):
             raise ValueError(f"duplicate idsite in {ids}")
+        if self.workers < 0 or self.page_cost_s < 0 or self.visit_cost_s < 0:
+            raise ValueError("workers, page_cost_s and visit_cost_s must be >= 0")
         for s in self.sites:
             s.validate()
 
@@ -257,7 +272,14 @@ class SimConfig:
             denied_sites=[int(x) for x in d.get("denied_sites", [])],
             faults=[Fault.from_dict(f) for f in d.get("faults", [])],
             unstable_ties=bool(d.get("unstable_ties", False)),
+            workers=int(d.get("workers", 0)),
+            page_cost_s=float(d.get("page_cost_s", 0.0)),
+            visit_cost_s=float(d.get("visit_cost_s", 0.0)),
         )
+
+    def live_cost_s(self, visits: int) -> float:
+        """Worker time one Live request costs: the fixed page cost plus a cost per visit."""
+        return self.page_cost_s + self.visit_cost_s * visits
 
     @classmethod
     def from_json(cls, path: str | Path) -> SimConfig:
@@ -1262,6 +1284,7 @@ class _Reply:
     headers: list[tuple[str, str]] = field(default_factory=list)
     stream: Iterator[bytes] | None = None
     action: Literal["send", "truncate", "disconnect"] = "send"
+    visits: int = 0  # visits in a Live page: its worker cost may depend on them
 
 
 @dataclass
@@ -1298,6 +1321,102 @@ def _int_param(params: dict[str, str], name: str, default: int) -> int:
         return default
 
 
+class _Load:
+    """The server's load: API requests in flight, the worker pool serving them, and stats.
+
+    A request is in flight from its arrival at the API to its answer; it then waits for one
+    of ``workers`` (0: never waits) and holds it while handled. Benchmarks read the stats
+    (GET /__stats) to prove a client never had more requests in flight than it is allowed,
+    and to see how busy the workers were.
+    """
+
+    _COUNTERS = ("requests", "live_requests", "live_visits", "waited")
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._slots = threading.Semaphore(workers) if workers > 0 else None
+        self._lock = threading.Lock()
+        self._open = threading.Event()  # cleared by MatomoSimulator.hold()
+        self._open.set()
+        self._now = {"in_flight": 0, "live_in_flight": 0, "queued": 0, "busy": 0}
+        self._max: dict[str, int] = {}
+        self._count: dict[str, int] = {}
+        self._live_busy_s = 0.0
+        self._first = self._last = 0.0  # first arrival, last answer (monotonic), 0: none
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero the counters; maxima restart from what is in flight right now."""
+        with self._lock:
+            self._max = dict(self._now)
+            self._count = dict.fromkeys(self._COUNTERS, 0)
+            self._live_busy_s = 0.0
+            self._first = self._last = 0.0
+
+    def _add(self, name: str, delta: int) -> None:
+        """Moves a current count (under the lock) and keeps its maximum."""
+        now = self._now[name] + delta
+        self._now[name] = now
+        if now > self._max[name]:
+            self._max[name] = now
+
+    @contextlib.contextmanager
+    def serve(self, live: bool) -> Iterator[None]:
+        """One request's life on the server: in flight, queued for a worker, then served."""
+        with self._lock:
+            if not self._first:
+                self._first = time.monotonic()
+            self._count["requests"] += 1
+            self._count["live_requests"] += live
+            self._add("in_flight", 1)
+            if live:
+                self._add("live_in_flight", 1)
+        try:
+            if self._slots is not None and not self._slots.acquire(blocking=False):
+                with self._lock:
+                    self._count["waited"] += 1
+                    self._add("queued", 1)
+                self._slots.acquire()
+                with self._lock:
+                    self._add("queued", -1)
+            try:
+                with self._lock:
+                    self._add("busy", 1)
+                started = time.monotonic()
+                self._open.wait()
+                try:
+                    yield
+                finally:
+                    with self._lock:
+                        self._add("busy", -1)
+                        if live:
+                            self._live_busy_s += time.monotonic() - started
+            finally:
+                if self._slots is not None:
+                    self._slots.release()
+        finally:
+            with self._lock:
+                self._last = time.monotonic()
+                self._add("in_flight", -1)
+                if live:
+                    self._add("live_in_flight", -1)
+
+    def count_visits(self, visits: int) -> None:
+        with self._lock:
+            self._count["live_visits"] += visits
+
+    def stats(self, reset: bool = False) -> dict[str, Any]:
+        with self._lock:
+            out: dict[str, Any] = {"workers": self.workers, **self._count}
+            out.update({f"max_{k}": v for k, v in self._max.items()})
+            out.update({k: v for k, v in self._now.items()})
+            out["live_busy_s"] = round(self._live_busy_s, 6)
+            out["span_s"] = round(max(0.0, self._last - self._first), 6)
+        if reset:
+            self.reset()
+        return out
+
+
 class MatomoSimulator:
     """A Matomo 5.0.2 index.php on a background thread; see the module docstring."""
 
@@ -1324,6 +1443,7 @@ class MatomoSimulator:
         self._states: dict[tuple[int, date], _DayState] = {}
         self._version = 0
         self._live_requests = 0  # seeds the tie shuffles of unstable_ties
+        self._load = _Load(self.config.workers)
         self._server: _Server | None = None
         self._address: tuple[str, int] | None = None
         self._thread: threading.Thread | None = None
@@ -1401,6 +1521,26 @@ class MatomoSimulator:
     def clear_requests(self) -> None:
         with self._lock:
             self.requests.clear()
+
+    def stats(self, reset: bool = False) -> dict[str, Any]:
+        """Load seen by the API since the start or the last reset (also GET /__stats, with
+        ?reset=1 to reset): counts of requests (all methods), Live requests and visits, and
+        of requests that waited for a worker; ``max_in_flight`` / ``max_live_in_flight``
+        (arrived, not yet answered), ``max_queued`` (waiting for a worker), ``max_busy``
+        (workers busy); the same names without max_ are the current values; ``live_busy_s``
+        is the worker time Live requests took (latency and page costs included), ``span_s``
+        the time from the first request's arrival to the last answer."""
+        return self._load.stats(reset)
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Requests that got a worker wait inside it until the block ends: tests make
+        queueing observable by counts instead of timing."""
+        self._load._open.clear()
+        try:
+            yield
+        finally:
+            self._load._open.set()
 
     def set_visits(self, idsite: int, day: date | str, n: int) -> None:
         """Change a day's visit count; its visits are regenerated for the new n (grown
@@ -1557,6 +1697,12 @@ class MatomoSimulator:
         return None
 
     def _handle(
+        self, params: dict[str, str], token_in_query: bool, authorization: str | None
+    ) -> _Reply:
+        with self._load.serve(params.get("method") == "Live.getLastVisitsDetails"):
+            return self._handle_served(params, token_in_query, authorization)
+
+    def _handle_served(
         self, params: dict[str, str], token_in_query: bool, authorization: str | None
     ) -> _Reply:
         cfg = self.config
@@ -1800,6 +1946,14 @@ class MatomoSimulator:
     def _live(self, params: dict[str, str]) -> _Reply:
         if self.config.latency_s > 0:
             time.sleep(self.config.latency_s)
+        reply = self._live_page(params)
+        self._load.count_visits(reply.visits)
+        cost = self.config.live_cost_s(reply.visits)
+        if cost > 0:
+            time.sleep(cost)  # inside the request's worker (see _Load)
+        return reply
+
+    def _live_page(self, params: dict[str, str]) -> _Reply:
         site, err = self._site_param(params)
         if site is None:
             assert err is not None
@@ -1891,8 +2045,11 @@ def _page_reply(
     plan: _DayPlan, indices: Sequence[int], seed: int, grown: dict[int, int] | None
 ) -> _Reply:
     if len(indices) <= _STREAM_THRESHOLD:
-        return _json_reply(_render(plan, indices, seed, grown))
-    return _Reply(status=200, stream=_live_chunks(plan, indices, seed, grown))
+        reply = _json_reply(_render(plan, indices, seed, grown))
+    else:
+        reply = _Reply(status=200, stream=_live_chunks(plan, indices, seed, grown))
+    reply.visits = len(indices)
+    return reply
 
 
 def _live_chunks(
@@ -2043,11 +2200,14 @@ class _Handler(BaseHTTPRequestHandler):
             "client_port": self.client_address[1],
             "status": None,
         }  # fmt: skip
-        sim._log(entry)
-        try:
-            reply = sim._handle(params, in_query, self.headers.get("Authorization"))
-        except Exception as e:  # answer like Matomo's error envelope instead of hanging
-            reply = _error(f"Simulator internal error: {type(e).__name__}: {e}", 500)
+        if split.path == STATS_PATH:  # outside the API: not logged, counted nor queued
+            reply = _json_reply(sim.stats(reset=query.get("reset") == "1"))
+        else:
+            sim._log(entry)
+            try:
+                reply = sim._handle(params, in_query, self.headers.get("Authorization"))
+            except Exception as e:  # answer like Matomo's error envelope instead of hanging
+                reply = _error(f"Simulator internal error: {type(e).__name__}: {e}", 500)
         if reply.action == "disconnect":
             self.close_connection = True
             self._hard_close()
