@@ -158,6 +158,10 @@ def parm_values(
     return values
 
 
+#: MATOMO_MAX_CONCURRENCY when a proof does not set it.
+DEFAULT_CONCURRENCY = 2
+
+
 def store_for(data: Path) -> CheckpointStore:
     return CheckpointStore(str(data / "filterdate"), str(data / "last_filter_offset"))
 
@@ -563,9 +567,11 @@ def check_site(
     counts: Counter[str],
     carried: set[str],
     context: str,
+    pages: int = DEFAULT_CONCURRENCY,
 ) -> Exposure:
     """The checkpoint is readable and never ahead of the topic; what the run newly left
-    beyond it is at most one page, or else exactly the day-change window."""
+    beyond it is at most `pages` pages (MATOMO_MAX_CONCURRENCY: the pages a run hands to
+    Kafka before their checkpoint), or else exactly the day-change window."""
     try:
         cursor = store.load(site)
     except Exception as exc:
@@ -580,13 +586,13 @@ def check_site(
     beyond = {key for key in data.site_keys(site) if counts[key] and key not in done}
     fresh = beyond - carried
     window = False
-    if len(fresh) > LIMIT + TIE_GROUP:  # a page, plus the rest of a repaired tie group
+    if len(fresh) > pages * (LIMIT + TIE_GROUP):  # pages, plus repaired tie groups
         day_keys = set(data.keys.get((site, cursor.day), [])) if cursor else set()
         window = cursor is not None and cursor.offset == 0 and fresh <= day_keys
         if not window:
             raise ProofFailed(
                 f"{context}: site {site}: {len(fresh)} visits beyond checkpoint {cursor} "
-                f"were newly sent: more than one page ({LIMIT} + a tie group)"
+                f"were newly sent: more than {pages} page(s) ({LIMIT} + a tie group each)"
             )
     return Exposure(cursor, beyond, fresh, window)
 
@@ -751,7 +757,7 @@ def kill_proof(
                                        round_.run_date, context)  # fmt: skip
         for site, count in duplicates.items():
             # A page is LIMIT visits, plus the rest of a repaired tie group (keyset paging).
-            bound = 0 if exactly_once else (LIMIT + TIE_GROUP) * round_.kills
+            bound = 0 if exactly_once else concurrency * (LIMIT + TIE_GROUP) * round_.kills
             bound += round_.window_visits[site]
             if count > bound:
                 raise ProofFailed(f"{context}: site {site}: {count} duplicates for "
@@ -816,7 +822,7 @@ def kill_proof(
             fresh_total = 0
             for site in site_ids:
                 exposure = check_site(current.store, current.data, site, reader.counts,
-                                      current.beyond[site], context)  # fmt: skip
+                                      current.beyond[site], context, concurrency)  # fmt: skip
                 current.beyond[site] = exposure.beyond
                 if exposure.window and not tolerate_day_window:
                     raise ProofFailed(

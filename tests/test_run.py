@@ -312,15 +312,15 @@ def test_sigterm_stops_cleanly_after_the_page_in_flight(
 def test_concurrent_sites_then_sigkill_and_rerun(
     tmp_path: Path, topic: str, sim_factory: Any
 ) -> None:
-    """Five sites, three at a time: killed mid-run, then rerun; every visit arrives, and at
-    most one page per site is sent twice."""
+    """Five sites, three requests at a time: killed mid-run, then rerun; every visit arrives,
+    and at most MATOMO_MAX_CONCURRENCY (3) pages are sent twice in all."""
     zones = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "UTC+5.5"]
     sites = [
         SimSite(idsite=i + 1, name=f"s{i + 1}", timezone=zone, default_visits=0,
                 visits={"2024-03-01": 23 + i, "2024-03-02": 10 * i})
         for i, zone in enumerate(zones)
     ]  # fmt: skip
-    simulator = sim_factory(sites, latency_s=0.05)
+    simulator = sim_factory(sites, latency_s=0.2)
     values = base_values(tmp_path, simulator.url, topic, MATOMO_ID_SITE="1,2,3,4,5",
                          MATOMO_MAX_CONCURRENCY="3")  # fmt: skip
     parm = write_parm(tmp_path / "parm", **values)
@@ -330,9 +330,9 @@ def test_concurrent_sites_then_sigkill_and_rerun(
                                stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
-        if sum(c.offset for s in (1, 2) if (c := checkpoint(tmp_path, s))) > 20:
+        if any(checkpoint(tmp_path, s) for s in range(1, 6)):  # a first page checkpointed
             break
-        time.sleep(0.01)
+        time.sleep(0.005)
     process.kill()
     process.wait()
     done = Cursor(date(2024, 3, 3), 0)
@@ -343,8 +343,7 @@ def test_concurrent_sites_then_sigkill_and_rerun(
     want = {f"{s}:{int(v['idVisit'])}" for s in range(1, 6) for d in (1, 2)
             for v in simulator.expected_visits(s, date(2024, 3, d))}  # fmt: skip
     assert set(counts) == want
-    for idsite in range(1, 6):
-        dup = sum(n - 1 for key, n in counts.items() if key.startswith(f"{idsite}:"))
-        assert dup <= LIMIT, f"site {idsite}: {dup} duplicates"
+    duplicates = sum(n - 1 for n in counts.values())
+    assert duplicates <= 3 * LIMIT, f"{duplicates} duplicates"
     for idsite in range(1, 6):
         assert checkpoint(tmp_path, idsite) == Cursor(date(2024, 3, 3), 0)

@@ -174,3 +174,24 @@ def test_wants_work_only_when_a_slot_would_idle() -> None:
         assert not scheduler.wants_work()  # the only slot is busy
         blocker.release.set()
         until(scheduler.wants_work, "the slot to be free again")
+
+
+def test_a_slot_goes_back_to_matomo_while_the_answer_is_parsed() -> None:
+    """The `then` step (parsing a page) runs on the parse thread: the slot that fetched the
+    page runs the next request meanwhile."""
+    parsing, release = threading.Event(), threading.Event()
+
+    def slow_parse(raw: str) -> str:
+        parsing.set()
+        assert release.wait(WAIT), "never released"
+        return raw.upper()
+
+    with PageScheduler(slots=1, budget=4) as scheduler:
+        first: Ticket[str] = scheduler.submit(lambda: "page", Priority.NEEDED, then=slow_parse)
+        assert parsing.wait(WAIT)
+        second = scheduler.submit(lambda: "next", Priority.READ_AHEAD, 1)
+        until(second.done, "the next request, while the first answer is parsed")
+        assert not first.done()
+        release.set()
+        assert take(first, scheduler) == "PAGE" and second.result() == "next"
+

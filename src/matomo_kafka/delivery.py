@@ -10,8 +10,11 @@ SourceTask. `start()` says where a site resumes: its checkpoint files (at-least-
 state topic's latest committed checkpoint, which wins over the files (exactly-once).
 
 `Handover` runs deliveries on a few worker threads, so the loop never waits for Kafka or for
-the disk: it hands a page over and later takes back the pages whose delivery ended. A site
-has at most one page handed over at a time, so its pages are delivered strictly in order.
+the disk: it hands a page over and later takes back the pages whose delivery ended. A site's
+pages are recorded strictly in order: each delivery waits (`after`) until the site's previous
+page is recorded before it records its own, and fails if that one failed. At-least-once
+sends a site's next pages while earlier ones wait for their acks (`pages_per_site`);
+exactly-once has one transaction at a time per site.
 """
 
 from __future__ import annotations
@@ -58,14 +61,21 @@ Failed = tuple[Outgoing, BaseException]
 Record = Callable[[Outgoing], None]
 
 
+#: Blocks until the site's previous page is recorded; raises if its delivery failed.
+After = Callable[[], None]
+
+
 class Delivery(Protocol):
+    #: How many of a site's pages may be handed over at once.
+    pages_per_site: int
+
     def start(self, idsite: int) -> Cursor:
         """Where the site resumes (called once, before its first page)."""
         ...
 
-    def deliver(self, out: Outgoing) -> None:
-        """Returns once Kafka holds the page and `record` wrote its checkpoint; raises
-        KafkaDeliveryError (nothing recorded) otherwise."""
+    def deliver(self, out: Outgoing, after: After) -> None:
+        """Returns once Kafka holds the page and `record` wrote its checkpoint, after the
+        site's previous page's (`after`); raises KafkaDeliveryError (nothing recorded)."""
         ...
 
     def finish_site(self, idsite: int) -> None:
@@ -79,18 +89,25 @@ class AtLeastOnce:
     """Pages sent by the run's idempotent producer; recorded once every message is acked."""
 
     def __init__(
-        self, settings: Settings, sink: KafkaSink, store: CheckpointStore, record: Record
+        self,
+        settings: Settings,
+        sink: KafkaSink,
+        store: CheckpointStore,
+        record: Record,
+        pages_per_site: int = 1,
     ) -> None:
         self.settings = settings
         self.sink = sink
         self.store = store
         self.record = record
+        self.pages_per_site = pages_per_site
 
     def start(self, idsite: int) -> Cursor:
         return self.store.load(idsite) or Cursor(self.settings.START_DATE, 0)
 
-    def deliver(self, out: Outgoing) -> None:
-        self.sink.deliver(out.messages, out.headers)
+    def deliver(self, out: Outgoing, after: After) -> None:
+        self.sink.deliver(out.messages, out.headers)  # acks may come before the previous page's
+        after()
         self.record(out)
 
     def finish_site(self, idsite: int) -> None:
@@ -110,6 +127,7 @@ class ExactlyOnce:
         self.store = store
         self.state = state
         self.record = record
+        self.pages_per_site = 1  # one transaction at a time per transactional producer
         self._sinks: dict[int, TransactionalSink] = {}
         self._seq: dict[int, int] = {}
 
@@ -153,7 +171,8 @@ class ExactlyOnce:
             self.store.save(idsite, record.cursor)
         return record.cursor, record.seq
 
-    def deliver(self, out: Outgoing) -> None:
+    def deliver(self, out: Outgoing, after: After) -> None:
+        after()
         sink = self._sinks[out.idsite]
         if out.cursor is None:  # a re-scan page: no checkpoint moves
             sink.commit(out.messages, out.headers, None, None)
@@ -183,11 +202,21 @@ class Handover:
         self.wake = wake
         self._pool = ThreadPoolExecutor(max(1, workers), "delivery")
         self._handed: list[tuple[Outgoing, Future[None]]] = []
+        self._last: dict[int, Future[None]] = {}  # each site's latest delivery
 
     def send(self, out: Outgoing) -> None:
-        future = self._pool.submit(self.delivery.deliver, out)
+        previous = self._last.get(out.idsite)
+
+        def after() -> None:
+            if previous is not None:
+                previous.result()  # raises the previous page's failure: this one records nothing
+
+        # The pool runs deliveries in the order they were handed over, so a site's previous
+        # delivery has a worker (or is done) whenever its next one waits for it.
+        future = self._pool.submit(self.delivery.deliver, out, after)
         future.add_done_callback(lambda _: self.wake.set())
         self._handed.append((out, future))
+        self._last[out.idsite] = future
 
     def in_flight(self) -> int:
         return len(self._handed)

@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from matomo_kafka.checkpoint import Cursor
 from matomo_kafka.errors import MatomoResponseError
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 MAX_VISITS_IN_ONE_SECOND = 50_000
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,25 @@ class Batch(Generic[T]):
     stamps: Sequence[int]
 
 
-Fetch = Callable[[Request], Batch[T]]
-#: Queues a request (a callable run on a Matomo slot) with its priority and depth.
-Submit = Callable[[Callable[[], Batch[T]], Priority, int], Ticket[Batch[T]]]
+#: Asks Matomo for a request's answer (on a Matomo slot).
+Fetch = Callable[[Request], Any]
+#: Turns an answer into a Batch (on the scheduler's parse thread); None: fetch gives Batches.
+Parse = Callable[[Request, Any], Batch[T]]
+
+
+class Submit(Protocol[U]):
+    """Queues a request (`fn`, run on a Matomo slot) with its priority and depth; `then`
+    turns its answer into the ticket's result."""
+
+    def __call__(
+        self,
+        fn: Callable[[], Any],
+        priority: Priority,
+        depth: int,
+        then: Callable[[Any], U] | None = None,
+    ) -> Ticket[U]: ...
+
+
 #: What a pager yields: the next page in order, or None while that page is not there yet.
 Step = Generator[None, None, T]
 
@@ -100,16 +117,18 @@ class Pager(Generic[T]):
 
     def __init__(
         self,
-        fetch: Fetch[T],
-        submit: Submit[T],
+        fetch: Fetch,
+        submit: Submit[Batch[T]],
         start: Cursor,
         last_day: date,
         limit: int,
         lookahead: int = 1,
         keyset: bool = True,
         rescan: bool = False,
+        parse: Parse[T] | None = None,
     ) -> None:
         self.fetch = fetch
+        self.parse = parse
         self.submit = submit
         self.rescan = rescan
         self.start = start
@@ -209,7 +228,7 @@ class Pager(Generic[T]):
         limit doubles until the answer shows the second's end (a short page or a later one).
         Runs on one Matomo slot, its requests one after the other."""
         while True:
-            batch = self.fetch(Request(day, second - 1, limit, 0))
+            batch = self._read(Request(day, second - 1, limit, 0))
             if len(batch.stamps) < limit or max(batch.stamps) > second:
                 return batch
             if limit >= MAX_VISITS_IN_ONE_SECOND:
@@ -252,9 +271,21 @@ class Pager(Generic[T]):
         for key, priority, depth in wanted[: self.lookahead]:
             ticket = self._tickets.get(key)
             if ticket is None:
-                self._tickets[key] = self.submit(_bind(self.fetch, key), priority, depth)
+                self._tickets[key] = self._ask(key, priority, depth)
             elif priority == Priority.NEEDED:
                 ticket.promote()
+
+    def _ask(self, request: Request, priority: Priority, depth: int) -> Ticket[Batch[T]]:
+        """Queues one request; its answer is parsed on the parse thread, not on the slot."""
+        fetch, parse = self.fetch, self.parse
+        if parse is None:
+            return self.submit(lambda: fetch(request), priority, depth)
+        return self.submit(lambda: fetch(request), priority, depth, lambda raw: parse(request, raw))
+
+    def _read(self, request: Request) -> Batch[T]:
+        """One request and its parse, here and now (a boundary repair, on a slot)."""
+        answer = self.fetch(request)
+        return answer if self.parse is None else self.parse(request, answer)
 
     def _drop_day(self, day: date) -> None:
         """Speculative requests past a day's short page are not needed: cancel or ignore."""
@@ -265,10 +296,6 @@ class Pager(Generic[T]):
         for ticket in self._tickets.values():
             ticket.cancel()
         self._tickets.clear()
-
-
-def _bind(fetch: Fetch[T], request: Request) -> Callable[[], Batch[T]]:
-    return lambda: fetch(request)
 
 
 class _Merged(Generic[T]):

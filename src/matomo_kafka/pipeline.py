@@ -182,7 +182,6 @@ class Pipeline:
         self.observer: RunObserver = observer or NullObserver()
         self.slots = settings.MATOMO_MAX_CONCURRENCY
         self.keyset = settings.MATOMO_PAGING == "keyset"
-        self._parse_lock = threading.Lock()
         self.sent_log = (
             SentLog(settings.FILE_PATH_FILTERDATE) if settings.MATOMO_RESCAN_DAYS else None
         )
@@ -216,7 +215,7 @@ class Pipeline:
         compacted if missing), every site's transactional.id claimed up front (fences other
         instances, aborts what a dead one left open), then a reader of the checkpoints."""
         if not self.settings.exactly_once:
-            return AtLeastOnce(self.settings, self.sink, self.store, self._record)
+            return AtLeastOnce(self.settings, self.sink, self.store, self._record, self.slots)
         partitions = ensure_state_topic(self.settings)
         claim_sites(self.settings, sites)
         state = StateReader(self.settings, partitions)
@@ -248,10 +247,10 @@ class Pipeline:
                 runs[run.idsite] = run
                 progressed |= self._step(report, run, handover)
             for run in list(runs.values()):
-                if not run.pending and handover.in_flight() < self.slots:
+                if run.pending < delivery.pages_per_site and handover.in_flight() < self.slots:
                     progressed |= self._step(report, run, handover)
-            if not progressed:
-                scheduler.wait(0.25)
+            if not progressed and (runs or waiting):
+                scheduler.wait(0.25)  # until a Matomo answer or a delivery ends
         self._wind_down(report, runs, waiting, handover)
 
     def _step(self, report: RunReport, run: _SiteRun, handover: Handover) -> bool:
@@ -284,7 +283,8 @@ class Pipeline:
             if not isinstance(error, MatomoKafkaError):
                 raise error
             run.exhausted = True
-            self._site_failed(report, run, error)
+            if run.failure is None:  # its next pages fail with the same error
+                self._site_failed(report, run, error)
 
     def _wind_down(
         self,
@@ -414,18 +414,21 @@ class Pipeline:
         assert self.scheduler is not None
         keyset = self.keyset
 
-        def fetch(request: Request) -> Batch[Message]:
-            # Runs on a Matomo slot. Requests overlap; parsing does not: threads parsing at
-            # once only fight over the GIL. The page leaves already serialised, so only
-            # compact bytes wait in the scheduler's buffer.
-            day, limit = request.day, request.limit
-            raw = self.matomo.visits_page_raw(idsite, day, limit, request.offset, request.after)
-            with self._parse_lock:
-                return page_messages(raw, idsite, day, limit, transform, keyset)
+        def fetch(request: Request) -> bytes:  # on a Matomo slot
+            return self.matomo.visits_page_raw(
+                idsite, request.day, request.limit, request.offset, request.after
+            )
+
+        def parse(request: Request, raw: bytes) -> Batch[Message]:
+            # On the parse thread: the page leaves already serialised, so only compact bytes
+            # wait for their turn to be delivered.
+            return page_messages(raw, idsite, request.day, request.limit, transform, keyset)
 
         limit = self.settings.MATOMO_FILTER_LIMIT
         submit = self.scheduler.submit
-        return Pager(fetch, submit, cursor, last_day, limit, self.slots, keyset, rescan)
+        return Pager(
+            fetch, submit, cursor, last_day, limit, self.slots, keyset, rescan, parse=parse
+        )
 
     # -- delivery and checkpoints --------------------------------------------------------
 
