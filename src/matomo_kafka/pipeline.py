@@ -10,12 +10,12 @@ failure stops the run, since every other site would hit it too.
 
 Fetching runs ahead, delivery runs in order. One page scheduler (schedule.py) keeps up to
 MATOMO_MAX_CONCURRENCY Matomo requests in flight for the whole run, taking the most useful
-next request of any site; pages are transformed on its slots. One loop (`Pipeline._loop`)
-takes each site's pages strictly in order and hands them to the delivery (delivery.py: at-
-least-once, or exactly-once with the checkpoint in the same Kafka transaction), then writes
-the checkpoint files of what Kafka acknowledged. A site's next page is handed over only once
-its previous page is acknowledged and checkpointed, and at most MATOMO_MAX_CONCURRENCY pages
-are unacknowledged in all: a kill re-sends at most that.
+next request of any site; pages are transformed on its parse thread. One loop
+(`Pipeline._loop`) takes each site's pages strictly in order and hands them over to the
+delivery (delivery.py: at-least-once, or exactly-once with the checkpoint in the same Kafka
+transaction), which writes the checkpoint files of what Kafka acknowledged, each site's in
+order. At most MATOMO_MAX_CONCURRENCY pages are handed over and not yet checkpointed, in all:
+a kill re-sends at most that.
 """
 
 from __future__ import annotations
@@ -229,8 +229,8 @@ class Pipeline:
     # -- the one loop --------------------------------------------------------------------
 
     def _loop(self, report: RunReport, handover: Handover) -> None:
-        """Opens sites while Matomo slots would idle, hands each site's next page over once
-        its previous one is checkpointed, and counts what was delivered."""
+        """Opens sites while Matomo slots would idle, hands each site's next pages over (at
+        most MATOMO_MAX_CONCURRENCY pages not yet checkpointed), counts what was delivered."""
         assert self.scheduler is not None
         scheduler, delivery = self.scheduler, handover.delivery
         waiting = deque(report.sites)
