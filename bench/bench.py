@@ -39,12 +39,12 @@ target, with PASS or FAIL:
   tool CPU / naive CPU          <= 0.65        day-100k without latency
   tool peak RSS                 < 150 MB       day-1m and skew-b
   max in flight (tool, floor)   <= concurrency every case: MATOMO_MAX_CONCURRENCY holds
-  floor wall c4 / c2            >= 0.95        workers: 2 workers are the limit, not the client
-With as many requests in flight as workers, each worker idles between an answer and the
-client's next request (the answer's transfer, the parse, the new request); a request queued
-behind it hides that gap, which matters little with 0.2 s pages and more with --quick's small
-ones. At --quick sizes interpreter start-up (about 1 s for the tool) weighs on every ratio, so
-only full sizes say whether a target holds.
+and, as notes, what concurrency 4 bought each variant over 2 (on `workers`, 2 workers are the
+limit, not the client). With as many requests in flight as workers, each worker idles between
+an answer and the client's next request (the answer's transfer, the parse, the new request); a
+request queued behind it hides that gap: about 5-10 % here with 0.2 s pages, more with
+--quick's small ones. At --quick sizes interpreter start-up (about 0.5 s for the tool) weighs
+on every ratio, so only full sizes say whether a target holds.
 
     .venv/bin/python bench/bench.py --repeat 3 --big      # every scenario, for the README
     .venv/bin/python bench/bench.py --quick               # smaller sizes: a smoke run (minutes)
@@ -694,13 +694,6 @@ def checks(measured: list[tuple[Case, dict[str, Result]]]) -> list[Check]:
                 seen = results[name].stats.get("max_in_flight", 0)
                 out.append(Check(f"{name}: max in flight at Matomo", label, seen, "<=",
                                  case.concurrency, 0))  # fmt: skip
-    by_level = {(c.key, c.server, c.concurrency): r for c, r in measured}
-    for (key, server, level), results in by_level.items():
-        lower = by_level.get((key, server, 2))
-        if server.workers == 2 and level > 2 and lower and "floor" in results and "floor" in lower:
-            ratio = results["floor"].seconds / lower["floor"].seconds
-            out.append(Check(f"floor wall c{level} / c2 (2 workers)", f"{key} {server.short()}",
-                             ratio, ">=", 0.95))  # fmt: skip
     return out
 
 
@@ -710,12 +703,18 @@ def print_checks(measured: list[tuple[Case, dict[str, Result]]]) -> None:
     print(f"  {'target':<34} {'case':<22} {'value':>7} {'limit':>9}  verdict")
     for check in found:
         print(check.line())
-    for case, results in measured:  # what extra concurrency bought the tool, for the record
+    for case, results in measured:  # what extra concurrency bought, for the record
         lower = next((r for c, r in measured if (c.key, c.server, c.concurrency) ==
                       (case.key, case.server, 2)), None)  # fmt: skip
-        if case.concurrency > 2 and lower and "tool" in results and "tool" in lower:
-            ratio = results["tool"].seconds / lower["tool"].seconds
-            print(f"  note: {case.label()}: tool wall / its wall at c2 = {ratio:.2f}")
+        if case.concurrency <= 2 or lower is None:
+            continue
+        for name in ("floor", "tool"):
+            if name in results and name in lower:
+                ratio = results[name].seconds / lower[name].seconds
+                print(
+                    f"  note: {case.label()}: {name} wall / its wall at c2 = {ratio:.2f}"
+                    f"{' (Matomo has 2 workers)' if case.server.workers == 2 else ''}"
+                )
 
 
 def main() -> None:
