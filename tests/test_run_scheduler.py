@@ -84,11 +84,13 @@ def test_a_big_day_gets_every_slot_once_the_small_sites_are_done(
     try:
         sink.check_topic()
         with MatomoClient(simulator.url, TOKEN, gate=RequestGate(2), transport=counting) as api:
-            report = Pipeline(settings, api, sink, store, run_date=date(2024, 3, 3)).run((1, 2))
+            pipeline = Pipeline(settings, api, sink, store, run_date=date(2024, 3, 3))
+            report = pipeline.run((1, 2))
     finally:
         sink.close()
     assert report.ok, [(s.idsite, s.status, s.error) for s in report.sites]
     assert counting.peak_total <= 2
+    assert pipeline.peak_buffered <= 4 * 2  # pages fetched and waiting: 4 x the slots
     assert counting.peak[("1", BIG_DAY)] == 2
     assert counting.requests[("1", BIG_DAY)] <= 13 + 1  # 12 full pages, the short one, 1 more
     for idsite in (1, 2):
@@ -102,3 +104,34 @@ def test_a_big_day_gets_every_slot_once_the_small_sites_are_done(
                 for day in (BIG_DAY, "2024-03-02")
                 for visit in simulator.expected_visits(site.idsite, day)}  # fmt: skip
     assert Counter(keys) == Counter(expected)  # every visit, once
+
+
+def test_many_sites_keep_memory_bounded_and_every_slot_busy(
+    tmp_path: Path, topic: str, sim_factory: Callable[..., MatomoSimulator]
+) -> None:
+    """Sixteen sites of four days of 1-3 pages, 4 slots: pages fetched and not yet delivered
+    stay under 4 x the slots (sites open at once each asking for 4 requests ahead would make
+    32), and the 4 slots are used."""
+    days = {f"2024-03-0{d}": (d % 3) * LIMIT + 5 for d in range(1, 5)}
+    sites = [
+        SimSite(idsite=i, name=f"s{i}", timezone="UTC", default_visits=0, visits=days)
+        for i in range(1, 17)
+    ]
+    simulator = sim_factory(sites, latency_s=0.02)
+    values = base_values(tmp_path, simulator.url, topic, MATOMO_MAX_CONCURRENCY="4",
+                         MATOMO_ID_SITE=",".join(str(i) for i in range(1, 17)))  # fmt: skip
+    settings = load_settings(write_parm(tmp_path / "parm", **values), environ={})
+    counting = CountingTransport()
+    store = CheckpointStore(settings.FILE_PATH_FILTERDATE, settings.FILE_PATH_LAST_OFFSET)
+    sink = KafkaSink.from_settings(settings)
+    try:
+        sink.check_topic()
+        with MatomoClient(simulator.url, TOKEN, gate=RequestGate(4), transport=counting) as api:
+            pipeline = Pipeline(settings, api, sink, store, run_date=date(2024, 3, 5))
+            report = pipeline.run(tuple(range(1, 17)))
+    finally:
+        sink.close()
+    assert report.ok, [(s.idsite, s.status, s.error) for s in report.sites]
+    assert 0 < pipeline.peak_buffered <= 4 * 4
+    assert counting.peak_total == 4
+    assert len(read_topic(topic)) == 16 * sum(days.values())

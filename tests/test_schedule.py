@@ -194,4 +194,3 @@ def test_a_slot_goes_back_to_matomo_while_the_answer_is_parsed() -> None:
         assert not first.done()
         release.set()
         assert take(first, scheduler) == "PAGE" and second.result() == "next"
-

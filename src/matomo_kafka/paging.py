@@ -254,7 +254,9 @@ class Pager(Generic[T]):
     def _fill(self, request: Request, day_is_big: bool) -> None:
         """Asks for `request` (the site's next one in order) and, up to `lookahead` in all,
         the next pages of a big day, then the first pages of the following days."""
-        wanted = [(request, Priority.NEEDED, 0)]
+        # Not NEEDED yet: it becomes so when the pager waits for it (wait_for promotes it), so
+        # a site never has more than the one request it waits for past the scheduler's budget.
+        wanted = [(request, Priority.READ_AHEAD, 0)]
         if day_is_big:
             wanted += [
                 (
@@ -272,8 +274,6 @@ class Pager(Generic[T]):
             ticket = self._tickets.get(key)
             if ticket is None:
                 self._tickets[key] = self._ask(key, priority, depth)
-            elif priority == Priority.NEEDED:
-                ticket.promote()
 
     def _ask(self, request: Request, priority: Priority, depth: int) -> Ticket[Batch[T]]:
         """Queues one request; its answer is parsed on the parse thread, not on the slot."""

@@ -186,6 +186,7 @@ class Pipeline:
             SentLog(settings.FILE_PATH_FILTERDATE) if settings.MATOMO_RESCAN_DAYS else None
         )
         self.scheduler: PageScheduler | None = None  # set while run() runs
+        self.peak_buffered = 0  # most pages fetched (or being fetched) and not yet taken
 
     def run(self, sites: tuple[int, ...]) -> RunReport:
         report = RunReport(sites=[SiteReport(idsite) for idsite in sites])
@@ -205,6 +206,8 @@ class Pipeline:
             with PageScheduler(self.slots, 2 * self.slots, wake) as self.scheduler:
                 self._loop(report, handover)
         finally:
+            if self.scheduler is not None:
+                self.peak_buffered = self.scheduler.max_outstanding
             self.scheduler = None
             handover.close()
             delivery.close()

@@ -16,7 +16,8 @@ visits is ~25 ms of parsing: idle Matomo time if a slot did it).
 
 Memory stays bounded whatever the sites and days: tickets running or holding a result not
 yet taken (`outstanding`) stay under `budget`, except NEEDED ones: each site waits for at
-most one, so a budget full of read-ahead can never keep a site's next page from being read.
+most one (a request becomes NEEDED when its pager waits for it), so a budget full of
+read-ahead can never keep a site's next page from being read.
 Results are taken by one consumer (the pipeline's loop); slots only run requests.
 """
 
