@@ -54,8 +54,8 @@ class Outgoing:
         return self.page.day
 
 
-#: A page whose delivery failed, and why.
-Failed = tuple[Outgoing, BaseException]
+#: The pages of a delivery that failed, and why.
+Failed = tuple[list[Outgoing], BaseException]
 
 #: Records what Kafka now holds (the sent log, the checkpoint files): the pipeline's.
 Record = Callable[[Outgoing], None]
@@ -66,16 +66,19 @@ After = Callable[[], None]
 
 
 class Delivery(Protocol):
-    #: How many of a site's pages may be handed over at once.
-    pages_per_site: int
+    #: How many deliveries of a site may be under way at once.
+    deliveries_per_site: int
+    #: How many of a site's pages, ready together, one delivery may take.
+    pages_per_delivery: int
 
     def start(self, idsite: int) -> Cursor:
         """Where the site resumes (called once, before its first page)."""
         ...
 
-    def deliver(self, out: Outgoing, after: After) -> None:
-        """Returns once Kafka holds the page and `record` wrote its checkpoint, after the
-        site's previous page's (`after`); raises KafkaDeliveryError (nothing recorded)."""
+    def deliver(self, outs: Sequence[Outgoing], after: After) -> None:
+        """Returns once Kafka holds the pages (a site's, in order) and `record` wrote their
+        checkpoints, after the site's previous delivery's (`after`); raises
+        KafkaDeliveryError otherwise (nothing recorded)."""
         ...
 
     def finish_site(self, idsite: int) -> None:
@@ -94,21 +97,24 @@ class AtLeastOnce:
         sink: KafkaSink,
         store: CheckpointStore,
         record: Record,
-        pages_per_site: int = 1,
+        deliveries_per_site: int = 1,
     ) -> None:
         self.settings = settings
         self.sink = sink
         self.store = store
         self.record = record
-        self.pages_per_site = pages_per_site
+        self.deliveries_per_site = deliveries_per_site  # sent while earlier ones wait for acks
+        self.pages_per_delivery = 1
 
     def start(self, idsite: int) -> Cursor:
         return self.store.load(idsite) or Cursor(self.settings.START_DATE, 0)
 
-    def deliver(self, out: Outgoing, after: After) -> None:
-        self.sink.deliver(out.messages, out.headers)  # acks may come before the previous page's
+    def deliver(self, outs: Sequence[Outgoing], after: After) -> None:
+        for out in outs:
+            self.sink.deliver(out.messages, out.headers)  # acks may beat the previous page's
         after()
-        self.record(out)
+        for out in outs:
+            self.record(out)
 
     def finish_site(self, idsite: int) -> None:
         pass
@@ -118,16 +124,25 @@ class AtLeastOnce:
 
 
 class ExactlyOnce:
-    """One transaction per page: the page's visits and the site's checkpoint record."""
+    """One transaction per delivery: the pages' visits and the site's checkpoint record. A
+    site has one transaction at a time (its transactional producer's), so the pages that are
+    ready when it starts go together: a site whose pages come faster than one transaction
+    commits gets fewer, bigger transactions instead of falling behind."""
 
     def __init__(
-        self, settings: Settings, store: CheckpointStore, state: StateReader, record: Record
+        self,
+        settings: Settings,
+        store: CheckpointStore,
+        state: StateReader,
+        record: Record,
+        pages_per_delivery: int = 1,
     ) -> None:
         self.settings = settings
         self.store = store
         self.state = state
         self.record = record
-        self.pages_per_site = 1  # one transaction at a time per transactional producer
+        self.deliveries_per_site = 1
+        self.pages_per_delivery = pages_per_delivery
         self._sinks: dict[int, TransactionalSink] = {}
         self._seq: dict[int, int] = {}
 
@@ -171,17 +186,20 @@ class ExactlyOnce:
             self.store.save(idsite, record.cursor)
         return record.cursor, record.seq
 
-    def deliver(self, out: Outgoing, after: After) -> None:
+    def deliver(self, outs: Sequence[Outgoing], after: After) -> None:
         after()
-        sink = self._sinks[out.idsite]
-        if out.cursor is None:  # a re-scan page: no checkpoint moves
-            sink.commit(out.messages, out.headers, None, None)
+        idsite = outs[0].idsite
+        pages = [(out.messages, out.headers) for out in outs]
+        cursors = [out.cursor for out in outs if out.cursor is not None]
+        if not cursors:  # re-scan pages: no checkpoint moves
+            self._sinks[idsite].commit(pages, None, None)
         else:
-            seq = self._seq[out.idsite] + 1
-            value = encode(self.settings, out.idsite, out.cursor, seq, "run")
-            sink.commit(out.messages, out.headers, state_key(out.idsite), value)
-            self._seq[out.idsite] = seq
-        self.record(out)
+            seq = self._seq[idsite] + 1
+            value = encode(self.settings, idsite, cursors[-1], seq, "run")
+            self._sinks[idsite].commit(pages, state_key(idsite), value)
+            self._seq[idsite] = seq
+        for out in outs:
+            self.record(out)
 
     def finish_site(self, idsite: int) -> None:
         sink = self._sinks.pop(idsite, None)
@@ -201,11 +219,20 @@ class Handover:
         self.delivery = delivery
         self.wake = wake
         self._pool = ThreadPoolExecutor(max(1, workers), "delivery")
-        self._handed: list[tuple[Outgoing, Future[None]]] = []
+        self._handed: list[tuple[list[Outgoing], Future[None]]] = []
         self._last: dict[int, Future[None]] = {}  # each site's latest delivery
 
-    def send(self, out: Outgoing) -> None:
-        previous = self._last.get(out.idsite)
+    def start(self, idsite: int) -> Future[Cursor]:
+        """`delivery.start` on a delivery thread (exactly-once claims a transactional
+        producer there: ~50 ms the loop would otherwise wait, for every site)."""
+        future = self._pool.submit(self.delivery.start, idsite)
+        future.add_done_callback(lambda _: self.wake.set())
+        return future
+
+    def send(self, outs: list[Outgoing]) -> None:
+        """Hands over pages of one site, in order, as one delivery."""
+        idsite = outs[0].idsite
+        previous = self._last.get(idsite)
 
         def after() -> None:
             if previous is not None:
@@ -213,23 +240,23 @@ class Handover:
 
         # The pool runs deliveries in the order they were handed over, so a site's previous
         # delivery has a worker (or is done) whenever its next one waits for it.
-        future = self._pool.submit(self.delivery.deliver, out, after)
+        future = self._pool.submit(self.delivery.deliver, outs, after)
         future.add_done_callback(lambda _: self.wake.set())
-        self._handed.append((out, future))
-        self._last[out.idsite] = future
+        self._handed.append((outs, future))
+        self._last[idsite] = future
 
     def in_flight(self) -> int:
         return len(self._handed)
 
-    def finished(self, wait: bool = False) -> tuple[list[Outgoing], list[Failed]]:
-        """The pages whose delivery ended (`wait`: once every page's has ended): those Kafka
-        holds, with their checkpoint written, and those that failed, with their error."""
+    def finished(self, wait: bool = False) -> tuple[list[list[Outgoing]], list[Failed]]:
+        """The deliveries that ended (`wait`: once every one has): the pages Kafka holds,
+        with their checkpoints written, and those that failed, with their error."""
         if wait:
             wait_all([future for _, future in self._handed])
-        ended = [(out, future) for out, future in self._handed if future.done()]
-        self._handed = [(out, future) for out, future in self._handed if not future.done()]
-        ok = [out for out, future in ended if future.exception() is None]
-        failed = [(out, error) for out, f in ended if (error := f.exception()) is not None]
+        ended = [(outs, future) for outs, future in self._handed if future.done()]
+        self._handed = [(outs, future) for outs, future in self._handed if not future.done()]
+        ok = [outs for outs, future in ended if future.exception() is None]
+        failed = [(outs, error) for outs, f in ended if (error := f.exception()) is not None]
         return ok, failed
 
     def close(self) -> None:

@@ -227,7 +227,8 @@ class Pipeline:
             "matomo-kafka.%s.<site>)", self.settings.state_topic, len(sites),
             self.settings.KAFKA_TOPIC,
         )  # fmt: skip
-        return ExactlyOnce(self.settings, self.store, state, self._record)
+        # Up to the pages a site can have fetched ahead (the scheduler's budget), in one go.
+        return ExactlyOnce(self.settings, self.store, state, self._record, 2 * self.slots)
 
     # -- the one loop --------------------------------------------------------------------
 
@@ -246,31 +247,41 @@ class Pipeline:
             progressed = False
             while waiting and len(runs) < 2 * self.slots and (not runs or scheduler.wants_work()):
                 run = _SiteRun(waiting.popleft())  # a slot would idle: start the next site
-                run.steps = self._site_steps(run, delivery)
+                run.steps = self._site_steps(run, handover)
                 runs[run.idsite] = run
                 progressed |= self._step(report, run, handover)
             for run in list(runs.values()):
-                if run.pending < delivery.pages_per_site and handover.in_flight() < self.slots:
+                if run.pending < delivery.deliveries_per_site and handover.in_flight() < self.slots:
                     progressed |= self._step(report, run, handover)
             if not progressed and (runs or waiting):
                 scheduler.wait(0.25)  # until a Matomo answer or a delivery ends
         self._wind_down(report, runs, waiting, handover)
 
     def _step(self, report: RunReport, run: _SiteRun, handover: Handover) -> bool:
-        """Advances a site to its next page, if it is there, and hands it over."""
+        """Advances a site to its next pages, those that are there (as many as one delivery
+        takes), and hands them over."""
         if run.exhausted:
             return False
+        pages: list[Page[Message]] = []
+        error: MatomoKafkaError | None = None
         try:
-            page = next(run.steps)
-            if page is None:
-                return False
-            self._hand_over(run, page, handover)
+            while len(pages) < handover.delivery.pages_per_delivery:
+                page = next(run.steps)
+                if page is None:
+                    break
+                pages.append(page)
         except StopIteration:
             run.exhausted = True
         except (MatomoError, TransformError, KafkaDeliveryError, CheckpointError) as exc:
-            run.exhausted = True
-            self._site_failed(report, run, exc)
-        return True
+            run.exhausted, error = True, exc  # the pages before it still go
+        try:
+            if pages:
+                self._hand_over(run, pages, handover)
+        except CheckpointError as exc:  # the sent log of a re-scan
+            run.exhausted, error = True, error or exc
+        if error is not None:
+            self._site_failed(report, run, error)
+        return bool(pages) or run.exhausted
 
     def _ended(
         self, report: RunReport, runs: dict[int, _SiteRun], handover: Handover, wait: bool = False
@@ -278,15 +289,18 @@ class Pipeline:
         """Takes back the pages whose delivery ended: counted, or their site failed (a Kafka
         or checkpoint failure stops the run)."""
         delivered, failed = handover.finished(wait)
-        for out in delivered:
-            self._counted(runs[out.idsite], out)
-        for out, error in failed:
-            run = runs[out.idsite]
+        for outs in delivered:
+            run = runs[outs[0].idsite]
+            run.pending -= 1
+            for out in outs:
+                self._counted(run, out)
+        for outs, error in failed:
+            run = runs[outs[0].idsite]
             run.pending -= 1
             if not isinstance(error, MatomoKafkaError):
                 raise error
             run.exhausted = True
-            if run.failure is None:  # its next pages fail with the same error
+            if run.failure is None:  # its next deliveries fail with the same error
                 self._site_failed(report, run, error)
 
     def _wind_down(
@@ -357,15 +371,20 @@ class Pipeline:
     # -- one site's pages ----------------------------------------------------------------
 
     def _site_steps(
-        self, run: _SiteRun, delivery: Delivery
+        self, run: _SiteRun, handover: Handover
     ) -> Generator[Page[Message] | None, None, None]:
-        """The site's pages in order (None while waiting): its metadata on a Matomo slot,
-        the catch-up from its checkpoint, then the re-scan window's days."""
+        """The site's pages in order (None while waiting): its metadata on a Matomo slot and,
+        meanwhile, its delivery's start on a delivery thread (exactly-once: claiming its
+        transactional producer), then the catch-up from its checkpoint, then the re-scan
+        window's days."""
         assert self.scheduler is not None
         site, idsite = run.report, run.idsite
         ticket = self.scheduler.submit(lambda: self.prepare_site(idsite), Priority.NEEDED)
+        starting = handover.start(idsite)
         transform, last_day = yield from wait_for(ticket)
-        cursor = delivery.start(idsite)
+        while not starting.done():
+            yield None
+        cursor = starting.result()
         run.start_day = run_start = cursor.day
         site.cursor, site.last_closed = cursor, last_day
         log.info(
@@ -435,20 +454,23 @@ class Pipeline:
 
     # -- delivery and checkpoints --------------------------------------------------------
 
-    def _hand_over(self, run: _SiteRun, page: Page[Message], handover: Handover) -> None:
-        """A catch-up page goes as it is, with the checkpoint it moves to; a re-scan page
-        only with its visits that are new or changed since they were sent."""
+    def _hand_over(self, run: _SiteRun, pages: list[Page[Message]], handover: Handover) -> None:
+        """Catch-up pages go as they are, with the checkpoint each moves to; re-scan pages
+        only with their visits that are new or changed since they were sent."""
         idsite = run.idsite
-        headers = page_headers(idsite, page.day.isoformat())
-        if not page.rescan:
+        outs: list[Outgoing] = []
+        for page in pages:
+            headers = page_headers(idsite, page.day.isoformat())
+            if not page.rescan:
+                outs.append(Outgoing(idsite, page, page.items, headers, page.checkpoint))
+                continue
+            resend = self._rescan_filter(run, page)
+            if resend:
+                headers = [*headers, ("matomo.rescan", b"1")]
+                outs.append(Outgoing(idsite, page, resend, headers, None))
+        if outs:
             run.pending += 1
-            handover.send(Outgoing(idsite, page, page.items, headers, page.checkpoint))
-            return
-        resend = self._rescan_filter(run, page)
-        if resend:
-            run.pending += 1
-            headers = [*headers, ("matomo.rescan", b"1")]
-            handover.send(Outgoing(idsite, page, resend, headers, None))
+            handover.send(outs)
 
     def _rescan_filter(self, run: _SiteRun, page: Page[Message]) -> list[Message]:
         assert self.sent_log is not None
@@ -491,7 +513,6 @@ class Pipeline:
 
     def _counted(self, run: _SiteRun, out: Outgoing) -> None:
         """The page is delivered and checkpointed: the site's figures and progress."""
-        run.pending -= 1
         if out.cursor is None:
             return
         site, page = run.report, out.page

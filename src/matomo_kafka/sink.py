@@ -314,24 +314,24 @@ class TransactionalSink:
 
     def commit(
         self,
-        messages: Sequence[Message],
-        headers: Headers,
+        pages: Sequence[tuple[Sequence[Message], Headers]],
         state_key: bytes | None,
         state_value: bytes | None,
     ) -> None:
-        """Sends the page and the checkpoint record (if any: a re-scan moves no checkpoint) in
-        one transaction and commits it."""
+        """Sends pages of visits (each with its headers) and the checkpoint record (if any: a
+        re-scan moves no checkpoint) in one transaction and commits it."""
         producer = self._producer
         try:
             producer.begin_transaction()
             produce, topic = producer.produce, self.topic
-            for message in messages:
-                while True:
-                    try:
-                        produce(topic, value=message.value, key=message.key, headers=headers)
-                        break
-                    except BufferError:
-                        producer.poll(0.01)  # local queue full: let acks drain it
+            for messages, headers in pages:
+                for message in messages:
+                    while True:
+                        try:
+                            produce(topic, value=message.value, key=message.key, headers=headers)
+                            break
+                        except BufferError:
+                            producer.poll(0.01)  # local queue full: let acks drain it
             if state_key is not None:
                 producer.produce(self.state_topic, value=state_value, key=state_key)
             self._commit()

@@ -1,10 +1,11 @@
 """DELIVERY=exactly_once: each site's checkpoint as a record of a compacted Kafka topic.
 
 The state topic (KAFKA_STATE_TOPIC, default `<KAFKA_TOPIC>.state`, cleanup.policy=compact)
-holds one record per site and page: key `str(idsite)`, value compact JSON
-`{"site", "day", "offset", "seq", ...}` = the cursor once the page is committed. It is written
-in the same Kafka transaction as the page's visits (sink.TransactionalSink), so the visits and
-the checkpoint become visible together or not at all.
+holds one record per site and transaction: key `str(idsite)`, value compact JSON
+`{"site", "day", "offset", "seq", ...}` = the cursor once the transaction's pages (one, or a
+few that were ready together) are committed. It is written in the same Kafka transaction as
+those pages' visits (sink.TransactionalSink), so the visits and the checkpoint become visible
+together or not at all.
 
 Reading it back (`StateReader`) uses isolation.level=read_committed and reads every partition
 to the end it had when the read started (the high watermark, not the last stable offset, so a
@@ -379,7 +380,7 @@ def write_checkpoint(settings: Settings, idsite: int, cursor: Cursor, by: str = 
         finally:
             reader.close()
         seq = (previous.seq if previous else 0) + 1
-        sink.commit([], [], state_key(idsite), encode(settings, idsite, cursor, seq, by))
+        sink.commit([], state_key(idsite), encode(settings, idsite, cursor, seq, by))
         return seq
     finally:
         sink.close()
