@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from matomo_kafka import paging
 from matomo_kafka.checkpoint import Cursor
-from matomo_kafka.errors import MatomoResponseError
+from matomo_kafka.errors import MatomoError, MatomoResponseError, PageTooHeavy
 from matomo_kafka.matomo import RequestGate
 from matomo_kafka.paging import Batch, Pager, Request
 from matomo_kafka.schedule import PageScheduler, drive
@@ -239,3 +239,71 @@ def test_a_second_beyond_the_cap_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
     days = tied_days([[3, 50, 4]])
     with pytest.raises(MatomoResponseError, match="more than 40 visits end in the same second"):
         read_ids(TiedDays(days, 1), Cursor(FIRST, 0), FIRST, 7, 2)
+
+
+class HeavyDays(TiedDays):
+    """Like TiedDays, but an answer of more than `heavy` visits fails as a real Matomo does
+    when a page exceeds its PHP memory limit."""
+
+    def __init__(self, days: dict[date, list[tuple[int, int]]], seed: int, heavy: int) -> None:
+        super().__init__(days, seed)
+        self.heavy = heavy
+
+    def fetch(self, request: Request) -> Batch[int]:
+        batch = super().fetch(request)
+        if len(batch.items) > self.heavy:
+            raise PageTooHeavy("Live.getLastVisitsDetails: HTTP 500: Matomo ran out of memory")
+        return batch
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(groups=group_sizes, limit=st.integers(4, 9), heavy=st.integers(2, 5),
+       seed=st.integers(0, 2**32), stops=st.lists(st.integers(1, 4), max_size=3),
+       keyset=st.booleans())  # fmt: skip
+def test_pages_too_heavy_are_split_and_every_visit_comes_once(
+    monkeypatch: pytest.MonkeyPatch,
+    groups: list[list[int]],
+    limit: int,
+    heavy: int,
+    seed: int,
+    stops: list[int],
+    keyset: bool,
+) -> None:
+    """Pages of more than `heavy` visits fail; each is asked for again in halves (down to
+    the floor), the next pages at the configured size again; resumed from the checkpoints
+    anywhere: every visit exactly once. Ties only with keyset paging (offset paging is not
+    safe with them anyway), and fewer visits in one second than the server can answer at
+    once: keyset paging reads a boundary second whole, with one more visit to see its end."""
+    monkeypatch.setattr(paging, "MIN_SPLIT_LIMIT", 2)  # the same for every example
+    most = heavy - 1 if keyset else 1
+    groups = [[min(size, most) for size in day] for day in groups]
+    days = tied_days(groups)
+    source = HeavyDays(days, seed, heavy)
+    last = FIRST + timedelta(days=len(groups) - 1)
+    got: list[int] = []
+    cursor = Cursor(FIRST, 0)
+    for stop in [*stops, None]:
+        ids, cursor = read_ids(source, cursor, last, limit, 2, keyset, stop_after=stop)
+        got.extend(ids)
+        if cursor.day > last:
+            break
+    assert sorted(got) == sorted(idvisit for visits in days.values() for _, idvisit in visits)
+
+
+def test_a_page_too_heavy_even_at_the_floor_fails_with_its_day_and_offset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(paging, "MIN_SPLIT_LIMIT", 2)
+    days = tied_days([[1] * 12])
+    with pytest.raises(MatomoError, match=r"even a page of 2 visits fails on 2024-03-01 after"):
+        read_ids(HeavyDays(days, 1, heavy=1), Cursor(FIRST, 0), FIRST, 8, 1)
+
+
+def test_after_a_split_the_next_pages_are_full_size_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A day whose first second holds a heavy group: only the page that hit the limit is cut."""
+    monkeypatch.setattr(paging, "MIN_SPLIT_LIMIT", 2)
+    source = HeavyDays(tied_days([[1] * 40]), 1, heavy=10)
+    ids, _ = read_ids(source, Cursor(FIRST, 0), FIRST, 16, 1, keyset=False)
+    assert sorted(ids) == sorted(idvisit for _, idvisit in tied_days([[1] * 40])[FIRST])
+    assert [r.limit for r in source.requests][:4] == [16, 8, 16, 8]

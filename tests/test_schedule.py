@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import pytest
 
-from matomo_kafka.schedule import PageScheduler, Priority, Ticket, wait_for
+from matomo_kafka.schedule import Pace, PageScheduler, Priority, Ticket, wait_for
 
 T = TypeVar("T")
 
@@ -194,3 +194,69 @@ def test_a_slot_goes_back_to_matomo_while_the_answer_is_parsed() -> None:
         assert not first.done()
         release.set()
         assert take(first, scheduler) == "PAGE" and second.result() == "next"
+
+
+# -- the pace: requests in flight under the cap, following Matomo's strain -----------------
+
+
+def test_the_pace_halves_on_strain_once_per_window() -> None:
+    pace = Pace(cap=8)
+    pace.strained("HTTP 503")
+    assert pace.level == 4
+    pace.strained("HTTP 503")  # the same burst: not judged at the new level yet
+    assert pace.level == 4
+    for _ in range(4):
+        pace.answered(0.2, full_page=True)
+    pace.strained("HTTP 429")
+    assert pace.level == 2 and pace.lowest == 2
+    for _ in range(2):
+        pace.answered(0.2, full_page=True)
+    pace.strained("timed out")
+    pace.answered(0.2, full_page=True)
+    pace.strained("timed out")
+    assert pace.level == 1  # never below one
+
+
+def test_the_pace_backs_off_when_pages_queue_and_recovers_slowly() -> None:
+    """Full pages taking twice the fastest time (requests queued behind Matomo's workers):
+    one less at a time; back at the fastest: one more, after 4 x level answers."""
+    pace = Pace(cap=4)
+    for _ in range(4):
+        pace.answered(0.2, full_page=True)
+    assert pace.level == 4
+    for _ in range(8):
+        pace.answered(0.45, full_page=True)
+    assert pace.level < 4
+    lowered = pace.level
+    for _ in range(4 * lowered - 1):
+        pace.answered(0.2, full_page=True)
+    assert pace.level == lowered  # not yet
+    for _ in range(8 * 4):
+        pace.answered(0.2, full_page=True)
+    assert pace.level == 4  # back to the cap, never above it
+    assert [level for level, _ in pace.changes][-1] == 4
+    short_only = Pace(cap=4)
+    for _ in range(40):
+        short_only.answered(5.0, full_page=False)  # short pages say nothing of the speed
+    assert short_only.level == 4
+
+
+def test_the_scheduler_keeps_to_the_pace() -> None:
+    lock, in_flight, peak = threading.Lock(), [0], [0]
+
+    def job() -> None:
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        time.sleep(0.002)
+        with lock:
+            in_flight[0] -= 1
+
+    pace = Pace(cap=4)
+    pace.strained("HTTP 503")  # 4 -> 2
+    with PageScheduler(slots=4, budget=8, pace=pace) as scheduler:
+        tickets = [scheduler.submit(job, Priority.NEEDED) for _ in range(40)]
+        for ticket in tickets:
+            until(ticket.done, "every job")
+            ticket.result()
+    assert peak[0] <= 2 and scheduler.max_running <= 2

@@ -367,6 +367,8 @@ def _conclude(
         )  # fmt: skip
     record.sites = site_outcomes(report.sites, store, settings.START_DATE, record.run_date)
     record.matomo_retries = retries
+    record.matomo_concurrency_lowest = report.pace_lowest
+    record.matomo_concurrency_last = report.pace_last
     fatal = startup or report.fatal
     failed = [site for site in report.sites if site.status not in ("done", DISABLED)]
     if fatal is not None:

@@ -49,6 +49,11 @@ class SiteAccessError(MatomoError):
     """The site is unknown to Matomo or the token cannot view it: this site only fails."""
 
 
+class PageTooHeavy(MatomoError):
+    """A Live page kept failing for its size (PHP memory or time limit, or a timeout): the
+    pager asks for the same position in smaller pages (paging.py)."""
+
+
 class MatomoResponseError(MatomoError):
     """Matomo answered something that is not what the API promises (shape, types)."""
 

@@ -29,6 +29,7 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
+from tenacity.stop import stop_base
 
 from matomo_kafka import __version__
 from matomo_kafka.errors import (
@@ -36,6 +37,7 @@ from matomo_kafka.errors import (
     MatomoError,
     MatomoResponseError,
     MatomoTLSError,
+    PageTooHeavy,
     SiteAccessError,
 )
 from matomo_kafka.refusals import matomo_tls_refusal
@@ -69,6 +71,27 @@ class TransientMatomoError(MatomoError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ServerLimitError(TransientMatomoError):
+    """Matomo failed a request for its size: PHP's memory or time limit, or a timeout. The
+    same request may pass later; a smaller page passes more surely (see PageTooHeavy)."""
+
+
+#: What Matomo's PHP says (in its HTTP 500 page) when a request asks more than it allows.
+_SERVER_LIMITS = (
+    (b"Allowed memory size", "ran out of memory (PHP memory_limit)"),
+    (b"Maximum execution time", "hit its time limit (PHP max_execution_time)"),
+)
+
+
+class _StopOnRepeatedLimit(stop_base):
+    """A page that hit a server limit twice is not tried a third time at the same size."""
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        failed = outcome.exception() if outcome is not None else None
+        return isinstance(failed, ServerLimitError) and retry_state.attempt_number >= 2
 
 
 @dataclass(frozen=True)
@@ -167,6 +190,9 @@ class MatomoClient:
         self.retry = retry or RetryPolicy()
         self.gate = gate or RequestGate()
         self.retries_done = 0
+        #: Told of every sign of a struggling server (429, 5xx, timeouts, dropped
+        #: connections): the page scheduler's pace (schedule.Pace.strained).
+        self.on_strain: Callable[[str], None] | None = None
         self._stats_lock = threading.Lock()
         self._http = httpx.Client(
             auth=httpx.BasicAuth(*gateway_auth) if gateway_auth else None,
@@ -194,15 +220,18 @@ class MatomoClient:
         """POSTs `module=API&method=...`, retrying transient failures; returns the parsed JSON."""
         return self._retrying(self._call_once, method, params)
 
-    def call_raw_list(self, method: str, **params: Any) -> bytes:
+    def call_raw_list(self, method: str, split: bool = False, **params: Any) -> bytes:
         """Like call() for a method answering a JSON list, but returns the body unparsed, so
-        the (CPU-bound) parse can happen later, one page at a time."""
-        return self._retrying(self._call_once_raw_list, method, params)
+        the (CPU-bound) parse can happen later, one page at a time. `split`: a request that
+        hits a server limit twice raises PageTooHeavy (a smaller one may pass) instead of
+        being retried as it is."""
+        return self._retrying(self._call_once_raw_list, method, params, split)
 
     def _retrying(self, attempt: Callable[[str, dict[str, Any]], T], method: str,
-                  params: dict[str, Any]) -> T:  # fmt: skip
+                  params: dict[str, Any], split: bool = False) -> T:  # fmt: skip
+        stop = stop_after_attempt(self.retry.max_retries + 1)
         retrying = Retrying(
-            stop=stop_after_attempt(self.retry.max_retries + 1),
+            stop=stop | _StopOnRepeatedLimit() if split else stop,
             wait=_WaitRetryAfterOrBackoff(self.retry),
             retry=retry_if_exception_type(TransientMatomoError),
             before_sleep=self._log_retry,
@@ -210,6 +239,13 @@ class MatomoClient:
         )
         try:
             return retrying(attempt, method, params)
+        except ServerLimitError as exc:
+            if split:
+                raise PageTooHeavy(f"Matomo {method}{_site_id(params)}: {exc}") from None
+            raise MatomoError(
+                f"Matomo {method}{_site_id(params)} still failing after "
+                f"{self.retry.max_retries + 1} attempts: {exc}"
+            ) from None
         except TransientMatomoError as exc:
             raise MatomoError(
                 f"Matomo {method}{_site_id(params)} still failing after "
@@ -239,20 +275,37 @@ class MatomoClient:
                 response = self._http.post(self.api_url, data=data)
                 content = response.content
         except httpx.TimeoutException as exc:
-            raise TransientMatomoError(f"{where}: timed out ({type(exc).__name__})") from None
+            timed_out = ServerLimitError(f"{where}: timed out ({type(exc).__name__})")
+            raise self._strain(timed_out) from None
         except httpx.TransportError as exc:
             refusal = matomo_tls_refusal(exc, self._ca_bundle)
             if refusal is not None:
                 raise MatomoTLSError(f"{where}: {refusal}") from None
-            raise TransientMatomoError(f"{where}: {type(exc).__name__}: {exc}") from None
+            dropped = TransientMatomoError(f"{where}: {type(exc).__name__}: {exc}")
+            raise self._strain(dropped) from None
         status = response.status_code
         if status == 429:
-            raise TransientMatomoError(
-                f"{where}: HTTP 429 rate limited", retry_after=_retry_after_seconds(response)
+            raise self._strain(
+                TransientMatomoError(
+                    f"{where}: HTTP 429 rate limited", retry_after=_retry_after_seconds(response)
+                )
             )
         if status >= 500:
-            raise TransientMatomoError(f"{where}: HTTP {status}")
+            for mark, what in _SERVER_LIMITS:
+                if mark in content:
+                    raise self._strain(ServerLimitError(f"{where}: HTTP {status}: Matomo {what}"))
+            raise self._strain(
+                TransientMatomoError(
+                    f"{where}: HTTP {status}", retry_after=_retry_after_seconds(response)
+                )
+            )
         return where, status, content
+
+    def _strain(self, error: TransientMatomoError) -> TransientMatomoError:
+        """Tells the pace (if any) that Matomo struggles; returns the error to raise."""
+        if self.on_strain is not None:
+            self.on_strain(str(error))
+        return error
 
     def _call_once_raw_list(self, method: str, params: dict[str, Any]) -> bytes:
         where, status, content = self._post(method, params)
@@ -331,10 +384,17 @@ class MatomoClient:
         return parse_visits(raw, idsite, day, limit)
 
     def visits_page_raw(
-        self, idsite: int, day: date, limit: int, offset: int, after: int | None = None
+        self,
+        idsite: int,
+        day: date,
+        limit: int,
+        offset: int,
+        after: int | None = None,
+        split: bool = False,
     ) -> bytes:
         """The page's JSON body, unparsed (see parse_visits). `after`: only visits whose last
-        action is strictly after this Unix second (Matomo's minTimestamp)."""
+        action is strictly after this Unix second (Matomo's minTimestamp). `split`: see
+        call_raw_list."""
         params: dict[str, Any] = {
             "idSite": idsite,
             "period": "day",
@@ -345,7 +405,7 @@ class MatomoClient:
         }
         if after is not None:
             params["minTimestamp"] = after
-        return self.call_raw_list("Live.getLastVisitsDetails", **params)
+        return self.call_raw_list("Live.getLastVisitsDetails", split=split, **params)
 
     # -- operability (issue #5): MATOMO_ID_SITE=all, audit -----------------------------
 

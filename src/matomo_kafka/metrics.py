@@ -74,6 +74,12 @@ def build_registry(
     sent = gauge("matomo_kafka_run_visits_sent", "Visits sent to Kafka by the last run.", "site")
     pages = gauge("matomo_kafka_run_pages", "Live pages read by the last run.", "site")
     days = gauge("matomo_kafka_run_days_completed", "Days completed by the last run.", "site")
+    split = gauge(
+        "matomo_kafka_run_pages_split",
+        "Live pages the last run asked for again in smaller pages after they hit Matomo's "
+        "memory or time limit.",
+        "site",
+    )
     outcome = gauge(
         "matomo_kafka_run_site_outcome",
         "1 for the outcome of each site in the last run (done, failed, disabled, skipped, "
@@ -97,6 +103,12 @@ def build_registry(
         "kind",
     )
     retries = gauge("matomo_kafka_run_matomo_retries", "Matomo requests retried by the last run.")
+    concurrency = gauge(
+        "matomo_kafka_run_matomo_concurrency",
+        "Matomo requests in flight the last run allowed itself (under MATOMO_MAX_CONCURRENCY): "
+        "the lowest it backed off to, and the level at its end.",
+        "which",
+    )
     duration = gauge("matomo_kafka_run_duration_seconds", "Duration of the last run.")
     finished = gauge("matomo_kafka_run_timestamp_seconds", "Unix time the last run ended.")
     exit_code = gauge("matomo_kafka_run_exit_code", "Exit code of the last run.")
@@ -108,6 +120,7 @@ def build_registry(
         sent.labels(*values(label)).set(site.visits_sent)
         pages.labels(*values(label)).set(site.pages)
         days.labels(*values(label)).set(site.days_completed)
+        split.labels(*values(label)).set(site.pages_split)
         outcome.labels(*values(label, site.outcome)).set(1)
         if site.days_behind is not None:
             behind.labels(*values(label)).set(site.days_behind)
@@ -119,6 +132,12 @@ def build_registry(
         errors.labels(*values(kind)).set(count)
     for idsite, moment in sorted(success.items()):
         last_success.labels(*values(str(idsite))).set(moment)
+    for which, level in (
+        ("lowest", record.matomo_concurrency_lowest),
+        ("last", record.matomo_concurrency_last),
+    ):
+        if level is not None:
+            concurrency.labels(*values(which)).set(level)
     end = record.finished or datetime.now(UTC)
     for metric, number in (
         (retries, record.matomo_retries),

@@ -35,10 +35,17 @@ from datetime import date, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from matomo_kafka.checkpoint import Cursor
-from matomo_kafka.errors import MatomoResponseError
+from matomo_kafka.errors import MatomoError, MatomoResponseError, PageTooHeavy
 from matomo_kafka.schedule import Priority, Ticket, wait_for
 
 log = logging.getLogger(__name__)
+
+#: A page that hits Matomo's limits is asked for again in halves, down to this many visits.
+MIN_SPLIT_LIMIT = 50
+
+#: Told when a page is asked for again smaller: (day, visits of the day sent, new page size,
+#: the server's refusal).
+OnSplit = Callable[[date, int, int, str], None]
 
 #: A second holding more visits than this cannot be a real site's: a broken answer, which
 #: would otherwise grow the whole-second request without end.
@@ -126,6 +133,7 @@ class Pager(Generic[T]):
         keyset: bool = True,
         rescan: bool = False,
         parse: Parse[T] | None = None,
+        on_split: OnSplit | None = None,
     ) -> None:
         self.fetch = fetch
         self.parse = parse
@@ -137,6 +145,8 @@ class Pager(Generic[T]):
         self.lookahead = max(1, lookahead)
         self.keyset = keyset
         self.repairs = 0  # pages that started inside the boundary second (keyset)
+        self.splits = 0  # pages asked for again, smaller, after hitting a server limit
+        self.on_split = on_split
         self._tickets: dict[Request, Ticket[Batch[T]]] = {}
 
     def __iter__(self) -> Iterator[Page[T] | None]:
@@ -161,7 +171,14 @@ class Pager(Generic[T]):
         day_is_big = False
         while True:
             self._fill(request, day_is_big)
-            batch = yield from wait_for(self._tickets.pop(request))
+            try:
+                batch = yield from wait_for(self._tickets.pop(request))
+            except PageTooHeavy as exc:
+                smaller = self._smaller(request, exc, sent)
+                anchor = smaller if request is anchor else anchor
+                self._drop_day(day)  # pages asked for ahead were cut at the old size
+                request = smaller
+                continue
             full = len(batch.items) >= request.limit
             following = Request(day, request.after, self.limit, request.offset + request.limit)
             if full:
@@ -186,6 +203,23 @@ class Pager(Generic[T]):
                 return
             request = following
 
+    def _smaller(self, request: Request, exc: PageTooHeavy, sent: int) -> Request:
+        """The same position in a page half as big (down to MIN_SPLIT_LIMIT); the pages
+        after it go back to the configured size. Raises when even the smallest fails."""
+        if request.limit <= MIN_SPLIT_LIMIT:
+            raise MatomoError(
+                f"{exc}; even a page of {request.limit} visits fails on {request.day} after "
+                f"{sent} visits of the day: raise Matomo's PHP memory_limit or "
+                "max_execution_time (or MATOMO_TIMEOUT)"
+            ) from None
+        smaller = Request(
+            request.day, request.after, max(MIN_SPLIT_LIMIT, request.limit // 2), request.offset
+        )
+        self.splits += 1
+        if self.on_split is not None:
+            self.on_split(request.day, sent, smaller.limit, str(exc))
+        return smaller
+
     def _new_items(
         self,
         batch: Batch[T],
@@ -204,9 +238,11 @@ class Pager(Generic[T]):
             group = batch  # the anchor request starts at that second and holds all of it
         else:
             self.repairs += 1
-            in_batch = sum(1 for stamp in stamps if stamp == boundary)
-            day, second, limit = request.day, boundary, len(seen) + in_batch + 16
-            ticket = self.submit(lambda: self._whole_second(day, second, limit), Priority.NEEDED, 0)
+            at_boundary = {ids[i] for i, stamp in enumerate(stamps) if stamp == boundary}
+            day, second, known = request.day, boundary, len(seen | at_boundary)
+            ticket = self.submit(
+                lambda: self._whole_second(day, second, known + 16, known), Priority.NEEDED, 0
+            )
             group = yield from wait_for(ticket)
         earlier = [i for i, stamp in enumerate(stamps) if stamp < boundary and ids[i] not in seen]
         if earlier:
@@ -223,14 +259,23 @@ class Pager(Generic[T]):
         )  # fmt: skip
         return self._advance(merged.batch(), range(len(merged)), boundary, seen)
 
-    def _whole_second(self, day: date, second: int, limit: int) -> Batch[T]:
+    def _whole_second(self, day: date, second: int, limit: int, known: int) -> Batch[T]:
         """Every visit of `day` whose last action is at `second`, read with minTimestamp; the
         limit doubles until the answer shows the second's end (a short page or a later one).
+        `known`: visits of that second already seen; an answer too heavy for Matomo is asked
+        for again with just one more than those (the least that can show the second's end).
         Runs on one Matomo slot, its requests one after the other."""
         while True:
-            batch = self._read(Request(day, second - 1, limit, 0))
+            try:
+                batch = self._read(Request(day, second - 1, limit, 0))
+            except PageTooHeavy:
+                if limit <= known + 1:
+                    raise
+                limit = known + 1
+                continue
             if len(batch.stamps) < limit or max(batch.stamps) > second:
                 return batch
+            known = max(known, limit)
             if limit >= MAX_VISITS_IN_ONE_SECOND:
                 raise MatomoResponseError(
                     f"{day}: more than {MAX_VISITS_IN_ONE_SECOND} visits end in the same second "
@@ -261,7 +306,7 @@ class Pager(Generic[T]):
             wanted += [
                 (
                     Request(request.day, request.after, self.limit,
-                            request.offset + k * self.limit),
+                            request.offset + request.limit + (k - 1) * self.limit),
                     Priority.READ_AHEAD, k,
                 )
                 for k in range(1, self.lookahead)

@@ -44,7 +44,7 @@ from matomo_kafka.errors import (
 )
 from matomo_kafka.matomo import MatomoClient
 from matomo_kafka.paging import Batch, Page, Pager, Request
-from matomo_kafka.schedule import PageScheduler, Priority, wait_for
+from matomo_kafka.schedule import Pace, PageScheduler, Priority, wait_for
 from matomo_kafka.sentlog import SentLog, digest, visit_id
 from matomo_kafka.sink import KafkaSink, Message, page_headers
 from matomo_kafka.state import StateReader, claim_sites, ensure_state_topic
@@ -76,6 +76,7 @@ class SiteReport:
     rescanned_days: int = 0  # MATOMO_RESCAN_DAYS: days re-read after the catch-up
     rescan_new: int = 0  # visits found by the re-scan that were never sent
     rescan_changed: int = 0  # visits found by the re-scan that changed since they were sent
+    pages_split: int = 0  # Live pages asked for again smaller after hitting Matomo's limits
 
 
 class RunObserver(Protocol):
@@ -111,6 +112,8 @@ class NullObserver:
 class RunReport:
     sites: list[SiteReport] = field(default_factory=list)
     fatal: MatomoKafkaError | None = None
+    pace_lowest: int | None = None  # fewest Matomo requests in flight the run allowed itself
+    pace_last: int | None = None  # how many it allowed at the end
 
     @property
     def ok(self) -> bool:
@@ -154,6 +157,7 @@ class _SiteRun:
     failure: MatomoKafkaError | None = None
     rescan: _Rescan | None = None
     progress: _DayProgress = field(default_factory=lambda: _DayProgress())
+    split_days: set[date] = field(default_factory=set)  # days whose page splits were logged
 
     @property
     def idsite(self) -> int:
@@ -187,6 +191,7 @@ class Pipeline:
         )
         self.scheduler: PageScheduler | None = None  # set while run() runs
         self.peak_buffered = 0  # most pages fetched (or being fetched) and not yet taken
+        self.pace = Pace(self.slots)  # Matomo requests in flight now (schedule.Pace)
 
     def run(self, sites: tuple[int, ...]) -> RunReport:
         report = RunReport(sites=[SiteReport(idsite) for idsite in sites])
@@ -202,15 +207,19 @@ class Pipeline:
             return report
         wake = threading.Event()  # set by Matomo answers and ended deliveries: the loop wakes
         handover = Handover(delivery, self.slots, wake)
+        self.matomo.on_strain = self.pace.strained
         try:
-            with PageScheduler(self.slots, 2 * self.slots, wake) as self.scheduler:
+            with PageScheduler(self.slots, 2 * self.slots, wake, pace=self.pace) as scheduler:
+                self.scheduler = scheduler
                 self._loop(report, handover)
         finally:
             if self.scheduler is not None:
                 self.peak_buffered = self.scheduler.max_outstanding
             self.scheduler = None
+            self.matomo.on_strain = None
             handover.close()
             delivery.close()
+            report.pace_lowest, report.pace_last = self.pace.lowest, self.pace.level
         return report
 
     def _delivery(self, sites: tuple[int, ...]) -> Delivery:
@@ -392,12 +401,12 @@ class Pipeline:
             idsite, cursor.day, cursor.offset, last_day, days_behind(cursor.day, last_day),
         )  # fmt: skip
         self.observer.site_started(site, cursor.day)
-        yield from self._pager(idsite, transform, cursor, last_day)
+        yield from self._pager(run, transform, cursor, last_day)
         days = self.settings.MATOMO_RESCAN_DAYS
         if self.sent_log is not None and days:
             day = max(run_start - timedelta(days=days), self.settings.START_DATE)
             while day < run_start and day <= last_day:
-                yield from self._pager(idsite, transform, Cursor(day, 0), day, rescan=True)
+                yield from self._pager(run, transform, Cursor(day, 0), day, rescan=True)
                 day += timedelta(days=1)
 
     def prepare_site(self, idsite: int) -> tuple[SiteTransform, date]:
@@ -427,30 +436,47 @@ class Pipeline:
 
     def _pager(
         self,
-        idsite: int,
+        run: _SiteRun,
         transform: SiteTransform,
         cursor: Cursor,
         last_day: date,
         rescan: bool = False,
     ) -> Pager[Message]:
         assert self.scheduler is not None
-        keyset = self.keyset
+        keyset, idsite = self.keyset, run.idsite
 
-        def fetch(request: Request) -> bytes:  # on a Matomo slot
-            return self.matomo.visits_page_raw(
-                idsite, request.day, request.limit, request.offset, request.after
+        def fetch(request: Request) -> tuple[bytes, float]:  # on a Matomo slot
+            started = time.monotonic()
+            raw = self.matomo.visits_page_raw(
+                idsite, request.day, request.limit, request.offset, request.after, split=True
             )
+            return raw, time.monotonic() - started
 
-        def parse(request: Request, raw: bytes) -> Batch[Message]:
+        def split(day: date, sent: int, limit: int, reason: str) -> None:
+            run.report.pages_split += 1
+            if day not in run.split_days:  # once a day: a heavy day may split every page
+                run.split_days.add(day)
+                log.warning(
+                    "site %d: %s: a page too heavy for Matomo is asked for again in pages of "
+                    "%d visits, from %d visits of the day on (%s); the next pages go back to "
+                    "%d", idsite, day, limit, sent, reason, self.settings.MATOMO_FILTER_LIMIT,
+                )  # fmt: skip
+
+        def parse(request: Request, answer: tuple[bytes, float]) -> Batch[Message]:
             # On the parse thread: the page leaves already serialised, so only compact bytes
-            # wait for their turn to be delivered.
-            return page_messages(raw, idsite, request.day, request.limit, transform, keyset)
+            # wait for their turn to be delivered. Full pages tell the pace Matomo's speed.
+            raw, seconds = answer
+            batch = page_messages(raw, idsite, request.day, request.limit, transform, keyset)
+            full = len(batch.items) >= request.limit == self.settings.MATOMO_FILTER_LIMIT
+            self.pace.answered(seconds, full)
+            return batch
 
         limit = self.settings.MATOMO_FILTER_LIMIT
         submit = self.scheduler.submit
         return Pager(
-            fetch, submit, cursor, last_day, limit, self.slots, keyset, rescan, parse=parse
-        )
+            fetch, submit, cursor, last_day, limit, self.slots, keyset, rescan, parse=parse,
+            on_split=split,
+        )  # fmt: skip
 
     # -- delivery and checkpoints --------------------------------------------------------
 

@@ -90,14 +90,102 @@ class Ticket(Generic[T]):
         self._scheduler._cancel(self)
 
 
+class Pace:
+    """How many Matomo requests may be in flight now, under the cap (MATOMO_MAX_CONCURRENCY).
+
+    The server's health comes first, so the level follows its signs of strain the way TCP
+    follows congestion: halved when Matomo refuses or fails requests (429, 503 and other
+    5xx, timeouts, pages too heavy), one less when its time for a full page grows well above
+    the fastest seen in the run (requests queue behind its workers), one more, slowly, while
+    full pages come back about as fast as the fastest. At most one change per `level`
+    answers, so each change is judged on answers given at the level it set.
+    """
+
+    SLOWER = 1.5  # time for a full page above this x the fastest: requests queue at Matomo
+    MARGIN = 0.05  # ...and by at least this many seconds: not the jitter of quick answers
+    FAST = 1.2  # below this x the fastest: there is room for one more request
+    EWMA = 0.25  # weight of the newest full page in the recent time for one
+
+    def __init__(self, cap: int) -> None:
+        self.cap = max(1, cap)
+        self.level = self.cap
+        self.lowest = self.cap
+        self.changes: list[tuple[int, str]] = []  # (new level, why), for logs and tests
+        self._fastest: float | None = None
+        self._recent: float | None = None
+        self._answers = 0  # since the last change
+        self._lock = threading.Lock()
+        self.on_change: Callable[[int, str], None] | None = None  # the scheduler's
+
+    def strained(self, reason: str) -> None:
+        """Matomo refused or failed a request: halve the level (once per window)."""
+        with self._lock:
+            if self._answers < self.level and self.changes:
+                return  # the last change is not judged yet
+            self._set(max(1, self.level // 2), f"Matomo strained: {reason}")
+
+    def answered(self, seconds: float, full_page: bool) -> None:
+        """A Live answer came back; full pages tell how long Matomo takes for one."""
+        with self._lock:
+            self._answers += 1
+            if not full_page:
+                return
+            if self._fastest is None or seconds < self._fastest:
+                self._fastest = seconds
+            recent = self._recent = (
+                seconds
+                if self._recent is None
+                else self.EWMA * seconds + (1 - self.EWMA) * self._recent
+            )
+            fastest = self._fastest
+            if self._answers < self.level:
+                return
+            slower = recent > max(self.SLOWER * fastest, fastest + self.MARGIN)
+            if slower and self.level > 1:
+                self._set(
+                    self.level - 1,
+                    f"a full page takes {recent:.2f} s, the fastest took {fastest:.2f} s",
+                )
+            elif (
+                recent < self.FAST * fastest
+                and self.level < self.cap
+                and self._answers >= 4 * self.level
+            ):
+                self._set(
+                    self.level + 1, f"Matomo answers as fast as at its fastest ({recent:.2f} s)"
+                )
+
+    def _set(self, level: int, reason: str) -> None:
+        if level == self.level:
+            return
+        before, self.level = self.level, level
+        self.lowest = min(self.lowest, level)
+        self._answers = 0
+        self._recent = None  # judged afresh at the new level
+        self.changes.append((level, reason))
+        (log.warning if level < before else log.info)(
+            "Matomo requests in flight: %d -> %d (%s)", before, level, reason
+        )
+        if self.on_change is not None:
+            self.on_change(level, reason)
+
+
 class PageScheduler:
-    """`slots` threads running queued tickets by priority, `budget` tickets outstanding."""
+    """`slots` threads running queued tickets by priority, `budget` tickets outstanding, at
+    most `pace.level` requests in flight."""
 
     def __init__(
-        self, slots: int, budget: int, wake: threading.Event | None = None, name: str = "matomo"
+        self,
+        slots: int,
+        budget: int,
+        wake: threading.Event | None = None,
+        name: str = "matomo",
+        pace: Pace | None = None,
     ) -> None:
         self.slots = max(1, slots)
         self.budget = max(self.slots, budget)
+        self.pace = pace or Pace(self.slots)
+        self.pace.on_change = self._pace_changed
         self.wake = wake or threading.Event()  # set on every completion, for the consumer
         self._cond = threading.Condition()
         self._heap: list[tuple[int, int, int, Ticket[object]]] = []
@@ -169,8 +257,14 @@ class PageScheduler:
         """A slot would idle: nothing runnable is queued and the budget has room."""
         with self._cond:
             return (
-                self._running < self.slots and self._queued == 0 and self._outstanding < self.budget
+                self._running < self.pace.level
+                and self._queued == 0
+                and self._outstanding < self.budget
             )
+
+    def _pace_changed(self, level: int, reason: str) -> None:
+        with self._cond:
+            self._cond.notify_all()  # a higher level lets waiting slots go
 
     def wait(self, timeout: float) -> None:
         """Blocks until a request completes (or `wake` is set by anyone), at most `timeout`."""
@@ -229,6 +323,8 @@ class PageScheduler:
 
     def _next_locked(self) -> Ticket[object] | None:
         """The most useful runnable ticket, or None (stale heap entries are dropped here)."""
+        if self._running >= self.pace.level:
+            return None
         while self._heap:
             priority, _, _, ticket = self._heap[0]
             if ticket.state != "queued" or priority != int(ticket.priority):

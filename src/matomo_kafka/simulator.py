@@ -248,6 +248,11 @@ class SimConfig:
     workers: int = 0
     page_cost_s: float = 0.0
     visit_cost_s: float = 0.0
+    # PHP's limits: a Live page of more visits than this (0: no limit) fails with HTTP 500
+    # and Matomo's error page, "Allowed memory size ... exhausted" (memory) or "Maximum
+    # execution time ... exceeded" (time), as a real Matomo does on too big a page.
+    page_limit_visits: int = 0
+    page_limit_kind: str = "memory"
 
     def __post_init__(self) -> None:
         ids = [s.idsite for s in self.sites]
@@ -275,6 +280,8 @@ class SimConfig:
             workers=int(d.get("workers", 0)),
             page_cost_s=float(d.get("page_cost_s", 0.0)),
             visit_cost_s=float(d.get("visit_cost_s", 0.0)),
+            page_limit_visits=int(d.get("page_limit_visits", 0)),
+            page_limit_kind=str(d.get("page_limit_kind", "memory")),
         )
 
     def live_cost_s(self, visits: int) -> float:
@@ -1314,6 +1321,26 @@ def _html_reply(status: int, reason: str, headers: list[tuple[str, str]] | None 
     )
 
 
+#: What PHP writes when a request goes past its limits, inside Matomo's error page.
+_PHP_LIMITS = {
+    "memory": "Allowed memory size of 2147483648 bytes exhausted (tried to allocate 20480 bytes)",
+    "time": "Maximum execution time of 30 seconds exceeded",
+}
+
+
+def _php_limit_reply(kind: str) -> _Reply:
+    """HTTP 500 and Matomo's HTML error page holding PHP's fatal error."""
+    message = _PHP_LIMITS.get(kind, _PHP_LIMITS["memory"])
+    body = (
+        '<!DOCTYPE html>\n<html>\n<head>\n\t<meta charset="utf-8">\n'
+        '\t<title>Matomo &rsaquo; Error</title>\n</head>\n<body id="simple">\n'
+        '<div class="box">\n\t<div class="header">\n\t\t<h1>An error occurred</h1>\n'
+        f'\t</div>\n\t<div class="content"><h2>Fatal error: {message} in '
+        "/var/www/html/core/DataTable.php on line 1273</h2></div>\n</div>\n</body>\n</html>\n"
+    )
+    return _Reply(status=500, body=body.encode(), content_type="text/html; charset=utf-8")
+
+
 def _int_param(params: dict[str, str], name: str, default: int) -> int:
     try:
         return int(params.get(name, default))
@@ -1343,6 +1370,8 @@ class _Load:
         self._count: dict[str, int] = {}
         self._live_busy_s = 0.0
         self._first = self._last = 0.0  # first arrival, last answer (monotonic), 0: none
+        self._live_area = 0.0  # Live requests in flight x seconds: their mean over the span
+        self._live_mark = 0.0
         self.reset()
 
     def reset(self) -> None:
@@ -1352,6 +1381,15 @@ class _Load:
             self._count = dict.fromkeys(self._COUNTERS, 0)
             self._live_busy_s = 0.0
             self._first = self._last = 0.0
+            self._live_area = 0.0
+            self._live_mark = time.monotonic()
+
+    def _live(self, delta: int) -> None:
+        """Moves the Live requests in flight (under the lock), keeping their time integral."""
+        now = time.monotonic()
+        self._live_area += self._now["live_in_flight"] * (now - self._live_mark)
+        self._live_mark = now
+        self._add("live_in_flight", delta)
 
     def _add(self, name: str, delta: int) -> None:
         """Moves a current count (under the lock) and keeps its maximum."""
@@ -1370,7 +1408,7 @@ class _Load:
             self._count["live_requests"] += live
             self._add("in_flight", 1)
             if live:
-                self._add("live_in_flight", 1)
+                self._live(1)
         try:
             if self._slots is not None and not self._slots.acquire(blocking=False):
                 with self._lock:
@@ -1399,7 +1437,7 @@ class _Load:
                 self._last = time.monotonic()
                 self._add("in_flight", -1)
                 if live:
-                    self._add("live_in_flight", -1)
+                    self._live(-1)
 
     def count_visits(self, visits: int) -> None:
         with self._lock:
@@ -1411,7 +1449,9 @@ class _Load:
             out.update({f"max_{k}": v for k, v in self._max.items()})
             out.update({k: v for k, v in self._now.items()})
             out["live_busy_s"] = round(self._live_busy_s, 6)
-            out["span_s"] = round(max(0.0, self._last - self._first), 6)
+            span = max(0.0, self._last - self._first)
+            out["span_s"] = round(span, 6)
+            out["mean_live_in_flight"] = round(self._live_area / span, 3) if span else 0.0
         if reset:
             self.reset()
         return out
@@ -1947,6 +1987,8 @@ class MatomoSimulator:
         if self.config.latency_s > 0:
             time.sleep(self.config.latency_s)
         reply = self._live_page(params)
+        if 0 < self.config.page_limit_visits < reply.visits:
+            return _php_limit_reply(self.config.page_limit_kind)
         self._load.count_visits(reply.visits)
         cost = self.config.live_cost_s(reply.visits)
         if cost > 0:

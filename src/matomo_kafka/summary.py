@@ -55,6 +55,7 @@ class SiteOutcome:
     rescanned_days: int = 0
     rescan_new: int = 0
     rescan_changed: int = 0
+    pages_split: int = 0  # asked for again smaller after hitting Matomo's limits
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class SiteOutcome:
                 "new": self.rescan_new,
                 "changed": self.rescan_changed,
             },
+            "pages_split": self.pages_split,
         }
 
 
@@ -93,6 +95,10 @@ class RunRecord:
     site_selection: str | None = None
     sites: list[SiteOutcome] = field(default_factory=list)
     matomo_retries: int = 0
+    #: Matomo requests in flight the run allowed itself: the fewest (after backing off from
+    #: a struggling server) and at the end; None when no site was read.
+    matomo_concurrency_lowest: int | None = None
+    matomo_concurrency_last: int | None = None
     exit_code: int = EXIT_OK
     error: str | None = None
     error_kind: str | None = None
@@ -138,6 +144,11 @@ class RunRecord:
                 "pages": sum(site.pages for site in self.sites),
                 "days_completed": sum(site.days_completed for site in self.sites),
                 "matomo_retries": self.matomo_retries,
+                "pages_split": sum(site.pages_split for site in self.sites),
+                "matomo_concurrency": {
+                    "lowest": self.matomo_concurrency_lowest,
+                    "last": self.matomo_concurrency_last,
+                },
             },
             "sites": sites,
         }
@@ -184,6 +195,7 @@ def site_outcomes(
                 rescanned_days=site.rescanned_days,
                 rescan_new=site.rescan_new,
                 rescan_changed=site.rescan_changed,
+                pages_split=site.pages_split,
             )
         )
     return rows
