@@ -615,14 +615,16 @@ def measure(
 
 HEADER = (
     f"  {'variant':<12} {'visits/s':>9} {'wall s':>7} {'CPU us/visit':>12} {'peak RSS MB':>11} "
-    f"{'Live reqs':>9} {'max in flight':>13} {'max queued':>10} {'busy %':>6} {'wall/floor':>10} "
-    f"{'naive/tool':>10}"
+    f"{'Live reqs':>9} {'max in flight':>13} {'mean':>5} {'max queued':>10} {'busy %':>6} "
+    f"{'wall/floor':>10} {'naive/tool':>10}"
 )
 
 
 def print_case(case: Case, results: dict[str, Result]) -> None:
     """One case: a line per variant. Matomo's view (the simulator's stats): Live requests,
-    the most requests in flight at once (all methods) and waiting for a worker, and how busy
+    the most requests in flight at once (all methods) and the mean of Live requests in
+    flight over the run (the tool backs off from a struggling server), those waiting for a
+    worker, and how busy
     it was: Live request time / (slots x the time from the first request to the last answer),
     so that process start-up does not count."""
     scenario, server = case.scenario, case.server
@@ -641,6 +643,7 @@ def print_case(case: Case, results: dict[str, Result]) -> None:
         print(f"  {name:<12} {scenario.visits / result.seconds:>9.0f} {result.seconds:>7.2f} "
               f"{result.cpu / scenario.visits * 1e6:>12.1f} {result.rss_mb:>11.0f} "
               f"{stats.get('live_requests', 0):>9} {stats.get('max_in_flight', 0):>13} "
+              f"{stats.get('mean_live_in_flight', 0.0):>5.1f} "
               f"{stats.get('max_queued', 0):>10} {busy:>6.0f} {ratio_floor} {speedup:>10}",
               flush=True)  # fmt: skip
 

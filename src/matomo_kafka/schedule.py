@@ -101,8 +101,8 @@ class Pace:
     answers, so each change is judged on answers given at the level it set.
     """
 
-    SLOWER = 1.5  # time for a full page above this x the fastest: requests queue at Matomo
-    MARGIN = 0.05  # ...and by at least this many seconds: not the jitter of quick answers
+    SLOWER = 2.0  # time for a full page above this x the fastest: requests queue at Matomo
+    MARGIN = 0.1  # ...and by at least this many seconds: not the jitter of quick answers
     FAST = 1.2  # below this x the fastest: there is room for one more request
     EWMA = 0.25  # weight of the newest full page in the recent time for one
 
