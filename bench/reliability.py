@@ -942,8 +942,9 @@ def day_change_kill_proof(bootstrap: str, workdir: Path, collector: Collector) -
 
 # -- proof 2: Matomo faults ----------------------------------------------------------------
 
+#: Per-site setup calls (answered inside API.getBulkRequest); the run-wide ones are
+#: SitesManager.getSitesWithAtLeastViewAccess and API.getMatomoVersion.
 _META_METHODS = (
-    "SitesManager.getSiteFromId",
     "CustomDimensions.getConfiguredCustomDimensions",
     "Goals.getGoals",
 )
@@ -965,15 +966,21 @@ class FaultFigures:
 def _fault_plan(
     rng: random.Random, data: Dataset, count: int, transient_only: bool, max_retries: int
 ) -> list[tuple[str, Fault]]:
-    """`count` faults on distinct requests (Live pages at their offsets, site setup calls,
-    the version call), so no request fails more often than the plan says."""
+    """`count` faults on distinct requests (Live pages at their offsets, the sites' setup
+    calls, the version call, the site list), so no request fails more often than the plan
+    says. The sites' dimensions and goals are answered inside one API.getBulkRequest: a
+    fault that fails a whole request goes on that request, once; one that is an error
+    envelope goes on a site's call inside it, and fails that site alone."""
     slots: list[tuple[str, int | None, str | None, int | None]] = [
         (LIVE, site, day.isoformat(), offset)
         for (site, day), keys in data.keys.items()
         for offset in range(0, len(keys) + 1, LIMIT)
     ]
-    slots += [(method, site, None, None) for method in _META_METHODS for site in data.sites]
+    if not transient_only:
+        slots += [(method, site, None, None) for method in _META_METHODS for site in data.sites]
+    slots.append(("API.getBulkRequest", None, None, None))
     slots.append(("API.getMatomoVersion", None, None, None))
+    slots.append(("SitesManager.getSitesWithAtLeastViewAccess", None, None, None))
     chosen = rng.sample(slots, min(count, len(slots)))
     plan: list[tuple[str, Fault]] = []
     slow = 0
@@ -982,6 +989,8 @@ def _fault_plan(
         kinds = ["status", "truncate", "disconnect", "rate_limit", "delay"]
         if not transient_only:
             kinds += ["envelope", "vanished", "exhausted"]
+        if method in _META_METHODS:  # inside the bulk request: only a site's own error
+            kinds = ["envelope", "vanished"]
         kind = rng.choice(kinds if slow < 4 else [k for k in kinds if k not in
                                                   ("rate_limit", "delay")])  # fmt: skip
         if kind == "status":
@@ -1013,8 +1022,8 @@ def _fault_plan(
             target = site or rng.choice(data.sites)
             vanish = (
                 {**where, "idsite": target}
-                if method != "API.getMatomoVersion"
-                else {"method": "SitesManager.getSiteFromId", "idsite": target}
+                if method in _META_METHODS or method == LIVE
+                else {"method": "Goals.getGoals", "idsite": target}
             )
             plan.append(("site vanished", Fault(kind="envelope", times=1,
                                                 message=MSG_UNKNOWN_SITE.format(target),
@@ -1426,23 +1435,42 @@ class _ShapeHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        method = dict(parse_qsl(body.decode("utf-8", "replace"))).get("method", "")
+        params = dict(parse_qsl(body.decode("utf-8", "replace")))
+        method = params.get("method", "")
         answer = self.server.answers.get(method)
         if answer is None:
-            headers = {name: value for name in ("Content-Type", "Authorization")
-                       if (value := self.headers.get(name))}  # fmt: skip
-            request = urllib.request.Request(self.server.upstream, data=body, headers=headers)
-            try:
-                with self.server.opener.open(request, timeout=30) as response:
-                    answer = (response.status, response.read())
-            except urllib.error.HTTPError as exc:
-                answer = (exc.code, exc.read())
+            answer = self._forward(body)
+            if method == "API.getBulkRequest":
+                answer = self._with_canned(params, answer)
         status, payload = answer
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def _forward(self, body: bytes) -> Answer:
+        headers = {name: value for name in ("Content-Type", "Authorization")
+                   if (value := self.headers.get(name))}  # fmt: skip
+        request = urllib.request.Request(self.server.upstream, data=body, headers=headers)
+        try:
+            with self.server.opener.open(request, timeout=30) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def _with_canned(self, params: dict[str, str], answer: Answer) -> Answer:
+        """A bulk request's answers, with the canned ones put in for their methods."""
+        status, payload = answer
+        if status != 200:
+            return answer
+        answers = json.loads(payload)
+        for index in range(len(answers)):
+            sub = dict(parse_qsl(params.get(f"urls[{index}]", "")))
+            canned = self.server.answers.get(sub.get("method", ""))
+            if canned is not None:
+                answers[index] = json.loads(canned[1])
+        return 200, json.dumps(answers, ensure_ascii=False).encode()
 
 
 class ShapeServer:
@@ -1620,7 +1648,7 @@ BAD_INPUTS: tuple[BadInput, ...] = (
     BadInput("parm-dir-is-a-file", "config", "does not exist", code=2,
              args=("run", "--parm-dir", "{root}/parm/wa7.env")),
     # odd values that pass validation
-    BadInput("site-id-beyond-64-bits", "value", "unexpected website",
+    BadInput("site-id-beyond-64-bits", "value", "lists no such site",
              values=(("MATOMO_ID_SITE", "99999999999999999999999"),)),
     BadInput("kafka-servers-garbage", "value", "Kafka unreachable",
              values=(("KAFKA_SERVERS", ",, ,127.0.0.1:99999"), ("KAFKA_CONNECT_TIMEOUT", "1"))),
@@ -1706,13 +1734,18 @@ BAD_INPUTS: tuple[BadInput, ...] = (
     _matomo("goal-without-id", "lacks idgoal/name",
             _fixed("Goals.getGoals", _json([{"name": "Thank-you page"}]))),
     _matomo("site-unknown-timezone", "unknown timezone",
-            _fixed("SitesManager.getSiteFromId",
-                   _json({"idsite": 1, "name": "x", "timezone": "Mars/Olympus_Mons"}))),
-    _matomo("site-without-timezone", "answer has no timezone",
-            _fixed("SitesManager.getSiteFromId", _json({"idsite": 1, "name": "x"}))),
-    _matomo("site-answered-for-another", "answered for another site",
-            _fixed("SitesManager.getSiteFromId",
-                   _json({"idsite": 2, "name": "x", "timezone": "UTC"}))),
+            _fixed("SitesManager.getSitesWithAtLeastViewAccess",
+                   _json([{"idsite": 1, "name": "x", "timezone": "Mars/Olympus_Mons"}]))),
+    _matomo("site-without-timezone", "a site has no idsite or timezone",
+            _fixed("SitesManager.getSitesWithAtLeastViewAccess",
+                   _json([{"idsite": 1, "name": "x"}]))),
+    _matomo("site-not-listed", "lists no such site that MATOMO_API_TOKEN can view",
+            _fixed("SitesManager.getSitesWithAtLeastViewAccess",
+                   _json([{"idsite": 2, "name": "x", "timezone": "UTC"}]))),
+    _matomo("sites-as-object", "expected a JSON list of sites",
+            _fixed("SitesManager.getSitesWithAtLeastViewAccess", _json({"1": "UTC"}))),
+    _matomo("bulk-answer-too-short", "expected a JSON list of",
+            _fixed("API.getBulkRequest", _json([[]]))),
     _matomo("version-as-list", "unexpected answer shape",
             _fixed("API.getMatomoVersion", _json(["5.0.2"]))),
     BadInput("all-sites-bad-entry", "matomo", "an entry is not a site id",

@@ -48,7 +48,10 @@ def run(tmp_path: Path, simulator: MatomoSimulator, topic: str, **overrides: str
         Fault(kind="delay", method=LIVE, delay_s=3.0, times=1, offset=10),
         Fault(kind="truncate", method=LIVE, times=2),
         Fault(kind="disconnect", method=LIVE, times=1),
-        Fault(kind="status", method="SitesManager.getSiteFromId", status=502, times=1),
+        Fault(
+            kind="status", method="SitesManager.getSitesWithAtLeastViewAccess", status=502, times=1
+        ),
+        Fault(kind="status", method="Goals.getGoals", status=502, times=1),  # in a bulk request
     ],
     ids=[
         "500x2",
@@ -57,7 +60,8 @@ def run(tmp_path: Path, simulator: MatomoSimulator, topic: str, **overrides: str
         "timeout",
         "truncated",
         "disconnect",
-        "502-site-info",
+        "502-sites-info",
+        "502-metadata",
     ],
 )
 def test_transient_faults_are_retried(
@@ -112,8 +116,9 @@ def test_persistent_500_stops_with_checkpoint_at_last_acked_page(
         ({"faults": [Fault(kind="envelope", method=LIVE, idsite=1, times=-1,
                            message="Mysql error: table log_visit is marked as crashed")]},
          "table log_visit is marked as crashed"),
-        ({"denied_sites": [1]}, "requires 'view' access for the website id = 1"),
-        ({"faults": [Fault(kind="envelope", method="SitesManager.getSiteFromId", idsite=1,
+        ({"denied_sites": [1]}, "lists no such site that MATOMO_API_TOKEN can view"),
+        ({"faults": [Fault(kind="envelope",
+                           method="CustomDimensions.getConfiguredCustomDimensions", idsite=1,
                            times=-1, message="An unexpected website was found in the "
                            "request: website id was set to '1' .")]},
          "unexpected website"),
@@ -138,7 +143,7 @@ def test_unknown_site(tmp_path: Path, topic: str, sim_factory: Any) -> None:
     simulator = sim_factory(two_sites(LIMIT))
     result = run(tmp_path, simulator, topic, MATOMO_ID_SITE="99,1")
     assert result.code == 1
-    assert "site 99" in result.stderr and "unexpected website" in result.stderr
+    assert "site 99: Matomo lists no such site that MATOMO_API_TOKEN can view" in result.stderr
     assert cursor(tmp_path, 1) == Cursor(date(2024, 3, 6), 0)
 
 

@@ -94,7 +94,7 @@ def test_failed_site_keeps_its_last_success_and_counts_as_an_error(
     assert (tmp_path / "data" / "filterdate1.success").is_file()
 
     time.sleep(1.1)  # success times have a one-second resolution
-    simulator.add_fault(Fault(kind="envelope", method="SitesManager.getSiteFromId", idsite=1,
+    simulator.add_fault(Fault(kind="envelope", method="Goals.getGoals", idsite=1,
                               times=-1, message="Mysql went away"))  # fmt: skip
     result = run_cli("run", "--parm-dir", str(directory), "--run-date", "2024-03-07",
                      "--summary-file", str(summary))  # fmt: skip

@@ -38,10 +38,13 @@ class CountingTransport(httpx.HTTPTransport):
         self.in_flight: Counter[tuple[str, str]] = Counter()
         self.peak: Counter[tuple[str, str]] = Counter()
         self.requests: Counter[tuple[str, str]] = Counter()
+        self.methods: Counter[str] = Counter()
         self.total = self.peak_total = 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         params = {k: v[0] for k, v in parse_qs(request.read().decode()).items()}
+        with self.lock:
+            self.methods[params.get("method", "")] += 1
         if params.get("method") != "Live.getLastVisitsDetails":
             return super().handle_request(request)
         key = (params["idSite"], params["date"])
@@ -134,4 +137,11 @@ def test_many_sites_keep_memory_bounded_and_every_slot_busy(
     assert report.ok, [(s.idsite, s.status, s.error) for s in report.sites]
     assert 0 < pipeline.peak_buffered <= 4 * 4
     assert counting.peak_total == 4
+    # Besides Live pages: the version, every site's timezone in one request, and the 16 sites'
+    # dimensions and goals in one bulk request (up to 50 sites a request).
+    assert {m: n for m, n in counting.methods.items() if m != "Live.getLastVisitsDetails"} == {
+        "API.getMatomoVersion": 1,
+        "SitesManager.getSitesWithAtLeastViewAccess": 1,
+        "API.getBulkRequest": 1,
+    }
     assert len(read_topic(topic)) == 16 * sum(days.values())

@@ -1411,3 +1411,48 @@ def test_hazard_config_keys_round_trip() -> None:
                 {"late": {"2024-03-11": 1}}, {"late": {"nope": 1}}):  # fmt: skip
         with pytest.raises(ValueError):
             SimSite.from_dict({**site, **bad})
+
+
+# --------------------------------------------------------------------------------------
+# Metadata in bulk: API.getBulkRequest and SitesManager.getSitesWithAtLeastViewAccess
+# --------------------------------------------------------------------------------------
+def test_bulk_request_answers_in_order_with_errors_inline(
+    sim: MatomoSimulator, client: httpx.Client
+) -> None:
+    urls = {
+        "urls[0]": "method=Goals.getGoals&idSite=1",
+        "urls[1]": "method=CustomDimensions.getConfiguredCustomDimensions&idSite=2",
+        "urls[2]": "method=Nope.nothing&idSite=1",
+        "urls[3]": "method=SitesManager.getSiteFromId&idSite=999",
+    }
+    answers = api(client, sim.url, "API.getBulkRequest", **urls).json()
+    assert len(answers) == 4
+    calls = (("Goals.getGoals", 1), ("CustomDimensions.getConfiguredCustomDimensions", 2))
+    alone = [api(client, sim.url, method, idSite=site).json() for method, site in calls]
+    assert answers[:2] == alone
+    assert answers[2]["result"] == "error" and "Nope" in answers[2]["message"]
+    assert answers[3]["result"] == "error"
+
+
+def test_a_fault_inside_a_bulk_request(client: httpx.Client) -> None:
+    """An envelope on a sub-request stays inline; a status fault fails the whole request."""
+    faults = [
+        Fault(kind="envelope", method="Goals.getGoals", idsite=2, message="gone", times=1),
+        Fault(kind="status", method="Goals.getGoals", idsite=1, status=502, times=1),
+    ]
+    with MatomoSimulator(SimConfig(token=TOKEN, sites=main_config().sites, faults=faults)) as s:
+        both = {"urls[0]": "method=Goals.getGoals&idSite=1",
+                "urls[1]": "method=Goals.getGoals&idSite=2"}  # fmt: skip
+        assert api(client, s.url, "API.getBulkRequest", **both).status_code == 502
+        answers = api(client, s.url, "API.getBulkRequest", **both).json()
+        assert answers[1] == {"result": "error", "message": "gone"}
+        assert isinstance(answers[0], list)
+
+
+def test_sites_with_view_access_are_the_sites_as_get_site_from_id_gives_them(
+    sim: MatomoSimulator, client: httpx.Client
+) -> None:
+    sites = api(client, sim.url, "SitesManager.getSitesWithAtLeastViewAccess").json()
+    one = [api(client, sim.url, "SitesManager.getSiteFromId", idSite=s["idsite"]).json()
+           for s in sites]  # fmt: skip
+    assert sites == one and len(sites) >= 2

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import httpx
 import msgspec
@@ -101,6 +102,10 @@ class RetryPolicy:
     max_retries: int = 5
     backoff: float = 1.0
     max_wait: float = 60.0
+
+
+#: A site's custom dimensions and goals as Matomo answers them, or why it refused them.
+SiteMetadata = tuple[list[dict[str, Any]], list[dict[str, Any]]] | MatomoError
 
 
 @dataclass(frozen=True)
@@ -368,15 +373,72 @@ class MatomoClient:
             )
         return SiteInfo(idsite=idsite, name=str(body.get("name", "")), timezone=body["timezone"])
 
+    def sites_view_info(self) -> dict[int, SiteInfo]:
+        """Every site the token can view, with its timezone, in one request
+        (SitesManager.getSitesWithAtLeastViewAccess)."""
+        where = "SitesManager.getSitesWithAtLeastViewAccess"
+        body = self.call(where)
+        if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
+            raise MatomoResponseError(f"{where}: expected a JSON list of sites")
+        sites: dict[int, SiteInfo] = {}
+        for item in body:
+            idsite = as_int(item.get("idsite"))
+            if idsite is None or not isinstance(item.get("timezone"), str):
+                raise MatomoResponseError(f"{where}: a site has no idsite or timezone")
+            sites[idsite] = SiteInfo(idsite, str(item.get("name", "")), item["timezone"])
+        return sites
+
+    def bulk(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """Several API calls in one request (API.getBulkRequest): their answers in order, an
+        answer that is Matomo's error given as the MatomoError it stands for (not raised),
+        so one site's refusal fails that site alone."""
+        params = {
+            f"urls[{index}]": urlencode({"method": method, **call_params})
+            for index, (method, call_params) in enumerate(calls)
+        }
+        body = self.call("API.getBulkRequest", **params)
+        if not isinstance(body, list) or len(body) != len(calls):
+            raise MatomoResponseError(
+                f"API.getBulkRequest: expected a JSON list of {len(calls)} answers"
+            )
+        answers: list[Any] = []
+        for (method, call_params), answer in zip(calls, body, strict=True):
+            if isinstance(answer, dict) and answer.get("result") == "error":
+                where = f"{method}{_site_id(call_params)}"
+                answer = self._error_from_envelope(where, 200, str(answer.get("message", "")))
+            answers.append(answer)
+        return answers
+
+    def sites_metadata(self, idsites: list[int]) -> dict[int, SiteMetadata]:
+        """The custom dimensions and goals of several sites in one bulk request."""
+        calls: list[tuple[str, dict[str, Any]]] = []
+        for idsite in idsites:
+            calls.append(("CustomDimensions.getConfiguredCustomDimensions", {"idSite": idsite}))
+            calls.append(("Goals.getGoals", {"idSite": idsite}))
+        answers = self.bulk(calls)
+        found: dict[int, SiteMetadata] = {}
+        for index, idsite in enumerate(idsites):
+            dimensions, goals = answers[2 * index], answers[2 * index + 1]
+            for answer in (dimensions, goals):
+                if isinstance(answer, MatomoError):
+                    found[idsite] = answer
+                    break
+            else:
+                try:
+                    found[idsite] = (
+                        _list_of_objects(dimensions, f"CustomDimensions for site {idsite}"),
+                        _goal_list(goals, idsite),
+                    )
+                except MatomoResponseError as exc:
+                    found[idsite] = exc
+        return found
+
     def custom_dimensions(self, idsite: int) -> list[dict[str, Any]]:
         body = self.call("CustomDimensions.getConfiguredCustomDimensions", idSite=idsite)
         return _list_of_objects(body, f"CustomDimensions for site {idsite}")
 
     def goals(self, idsite: int) -> list[dict[str, Any]]:
-        body = self.call("Goals.getGoals", idSite=idsite)
-        if isinstance(body, dict):  # older Matomo versions key goals by id
-            body = list(body.values())
-        return _list_of_objects(body, f"Goals.getGoals for site {idsite}")
+        return _goal_list(self.call("Goals.getGoals", idSite=idsite), idsite)
 
     def visits_page(self, idsite: int, day: date, limit: int, offset: int) -> list[Visit]:
         """One page of the day's visits, oldest last action first."""
@@ -499,6 +561,12 @@ def parse_visits(raw: bytes, idsite: int, day: date, limit: int) -> list[Visit]:
     """Parses and checks one whole Live page: a list of visit objects, each with an idVisit."""
     where = page_where(idsite, day)
     return [parse_visit(visit, where) for visit in split_visits(raw, idsite, day, limit)]
+
+
+def _goal_list(body: Any, idsite: int) -> list[dict[str, Any]]:
+    if isinstance(body, dict):  # older Matomo versions key goals by id
+        body = list(body.values())
+    return _list_of_objects(body, f"Goals.getGoals for site {idsite}")
 
 
 def _list_of_objects(body: Any, where: str) -> list[dict[str, Any]]:

@@ -40,11 +40,12 @@ from matomo_kafka.errors import (
     MatomoError,
     MatomoKafkaError,
     MatomoResponseError,
+    SiteAccessError,
     TransformError,
 )
-from matomo_kafka.matomo import MatomoClient
+from matomo_kafka.matomo import MatomoClient, SiteInfo, SiteMetadata
 from matomo_kafka.paging import Batch, Page, Pager, Request
-from matomo_kafka.schedule import Pace, PageScheduler, Priority, wait_for
+from matomo_kafka.schedule import Pace, PageScheduler, Priority, Ticket, wait_for
 from matomo_kafka.sentlog import SentLog, digest, visit_id
 from matomo_kafka.sink import KafkaSink, Message, page_headers
 from matomo_kafka.state import StateReader, claim_sites, ensure_state_topic
@@ -128,6 +129,9 @@ class Stopped(MatomoKafkaError):
     """Another site hit a run-wide failure: this one stopped after its last acknowledged page."""
 
 
+#: Sites whose custom dimensions and goals are read in one API.getBulkRequest.
+METADATA_CHUNK = 50
+
 #: Failures every other site would hit too: the run stops (after checkpointing what Kafka
 #: acknowledged). Any other MatomoError or TransformError fails its site alone.
 RUN_WIDE = (MatomoAuthError, KafkaDeliveryError, CheckpointError)
@@ -192,13 +196,22 @@ class Pipeline:
         self.scheduler: PageScheduler | None = None  # set while run() runs
         self.peak_buffered = 0  # most pages fetched (or being fetched) and not yet taken
         self.pace = Pace(self.slots)  # Matomo requests in flight now (schedule.Pace)
+        self.site_infos: dict[int, SiteInfo] = {}
+        self._chunks: list[list[int]] = []
+        self._chunk_of: dict[int, int] = {}
+        self._chunk_tickets: dict[int, Ticket[dict[int, SiteMetadata]]] = {}
 
     def run(self, sites: tuple[int, ...]) -> RunReport:
         report = RunReport(sites=[SiteReport(idsite) for idsite in sites])
+        self._chunks = [list(sites[i : i + METADATA_CHUNK])
+                        for i in range(0, len(sites), METADATA_CHUNK)]  # fmt: skip
+        self._chunk_of = {idsite: i // METADATA_CHUNK for i, idsite in enumerate(sites)}
         try:
             # One request before the sites start together: a refused token is tried once,
             # not once per site (repeated bad logins can get the caller's IP blocked).
             log.info("Matomo %s at %s", self.matomo.version(), self.matomo.api_url)
+            # Every site's timezone in one request; dimensions and goals in bulk, by chunks.
+            self.site_infos = self.matomo.sites_view_info() if sites else {}
             delivery = self._delivery(sites)
         except MatomoKafkaError as exc:
             report.fatal = exc
@@ -388,9 +401,10 @@ class Pipeline:
         window's days."""
         assert self.scheduler is not None
         site, idsite = run.report, run.idsite
-        ticket = self.scheduler.submit(lambda: self.prepare_site(idsite), Priority.NEEDED)
+        chunk = self._metadata(idsite)
         starting = handover.start(idsite)
-        transform, last_day = yield from wait_for(ticket)
+        metadata = (yield from wait_for(chunk))[idsite]
+        transform, last_day = self.prepare_site(idsite, metadata)
         while not starting.done():
             yield None
         cursor = starting.result()
@@ -409,17 +423,41 @@ class Pipeline:
                 yield from self._pager(run, transform, Cursor(day, 0), day, rescan=True)
                 day += timedelta(days=1)
 
-    def prepare_site(self, idsite: int) -> tuple[SiteTransform, date]:
-        """Reads what transforming a site's visits needs, and its last closed day."""
-        info = self.matomo.site(idsite)
+    def _metadata(self, idsite: int) -> Ticket[dict[int, SiteMetadata]]:
+        """The request of the custom dimensions and goals of the site's chunk of
+        METADATA_CHUNK sites (one API.getBulkRequest), asked for by its first site to start."""
+        assert self.scheduler is not None
+        index = self._chunk_of[idsite]
+        ticket = self._chunk_tickets.get(index)
+        if ticket is None:
+            chunk = self._chunks[index]
+            ticket = self.scheduler.submit(
+                lambda: self.matomo.sites_metadata(chunk), Priority.NEEDED
+            )
+            self._chunk_tickets[index] = ticket
+        return ticket
+
+    def prepare_site(self, idsite: int, metadata: SiteMetadata) -> tuple[SiteTransform, date]:
+        """What transforming a site's visits needs, and its last closed day (in its timezone,
+        from SitesManager.getSitesWithAtLeastViewAccess)."""
+        info = self.site_infos.get(idsite)
+        if info is None:
+            raise SiteAccessError(
+                "Matomo lists no such site that MATOMO_API_TOKEN can view "
+                "(SitesManager.getSitesWithAtLeastViewAccess): give the token view access to "
+                "it, or remove it from MATOMO_ID_SITE"
+            )
+        if isinstance(metadata, MatomoError):
+            raise metadata
+        dimensions, goals = metadata
         try:
             tz = site_timezone(info.timezone)
         except ValueError as exc:
             raise MatomoResponseError(f"site {idsite}: {exc}") from None
         transform = SiteTransform.build(
             idsite,
-            parse_dimensions(self.matomo.custom_dimensions(idsite), idsite),
-            parse_goals(self.matomo.goals(idsite), idsite),
+            parse_dimensions(dimensions, idsite),
+            parse_goals(goals, idsite),
             self.settings.COLONNE_ANNOMYSE,
             self.settings.SALAGE.get_secret_value() if self.settings.SALAGE else None,
         )

@@ -1300,6 +1300,17 @@ class _ActiveFault:
     remaining: int
 
 
+def _fault_reply(fault: Fault) -> _Reply:
+    """What an injected fault answers instead of the API (delay and truncate excepted)."""
+    if fault.kind == "status":
+        return _html_reply(fault.status, "Simulated failure")
+    if fault.kind == "rate_limit":
+        return _html_reply(429, "Too Many Requests", [("Retry-After", str(fault.retry_after))])
+    if fault.kind == "envelope":
+        return _error(fault.message)
+    return _Reply(status=0, action="disconnect")
+
+
 def _json_reply(obj: Any, status: int = 200) -> _Reply:
     return _Reply(status=status, body=php_json(obj))
 
@@ -1757,16 +1768,8 @@ class MatomoSimulator:
         if fault is not None:
             if fault.kind == "delay":
                 time.sleep(fault.delay_s)
-            elif fault.kind == "status":
-                return _html_reply(fault.status, "Simulated failure")
-            elif fault.kind == "rate_limit":
-                return _html_reply(
-                    429, "Too Many Requests", [("Retry-After", str(fault.retry_after))]
-                )
-            elif fault.kind == "envelope":
-                return _error(fault.message)
-            elif fault.kind == "disconnect":
-                return _Reply(status=0, action="disconnect")
+            elif fault.kind != "truncate":
+                return _fault_reply(fault)
         reply = self._api(params, token_in_query)
         if fault is not None and fault.kind == "truncate":
             if reply.stream is not None:
@@ -1802,6 +1805,8 @@ class MatomoSimulator:
             "SitesManager.getSitesIdWithAtLeastViewAccess": lambda _p: _json_reply(
                 sorted(i for i in self._sites if i not in self.config.denied_sites)
             ),
+            "SitesManager.getSitesWithAtLeastViewAccess": self._sites_with_view_access,
+            "API.getBulkRequest": self._bulk,
             "CustomDimensions.getConfiguredCustomDimensions": self._custom_dimensions,
             "Goals.getGoals": self._goals,
             "VisitsSummary.get": self._visits_summary,
@@ -1833,35 +1838,82 @@ class MatomoSimulator:
         if site is None:
             assert err is not None
             return err
+        return _json_reply(self._site_dict(site))
+
+    def _sites_with_view_access(self, _params: dict[str, str]) -> _Reply:
+        """SitesManager.getSitesWithAtLeastViewAccess: every site the token can view, each as
+        getSiteFromId gives it."""
+        return _json_reply(
+            [self._site_dict(s) for i, s in sorted(self._sites.items())
+             if i not in self.config.denied_sites]
+        )  # fmt: skip
+
+    def _bulk(self, params: dict[str, str]) -> _Reply:
+        """API.getBulkRequest: `urls[0]`, `urls[1]`... each a url-encoded query string of one
+        API call, answered as one JSON list in the same order, errors inline. A fault set on
+        a sub-request's method hits it there: an error envelope inline, any other kind the
+        whole request (a server failing mid-request fails all of it)."""
+        answers: list[Any] = []
+        truncate = False
+        index = 0
+        while f"urls[{index}]" in params:
+            sub = dict(parse_qsl(params[f"urls[{index}]"], keep_blank_values=True))
+            sub.update(module="API", format="json", token_auth=params.get("token_auth", ""))
+            index += 1
+            method = sub.get("method", "")
+            fault = self._take_fault(sub)
+            if fault is not None:
+                if fault.kind == "envelope":
+                    answers.append({"result": "error", "message": fault.message})
+                    continue
+                if fault.kind == "delay":
+                    time.sleep(fault.delay_s)
+                elif fault.kind == "truncate":
+                    truncate = True
+                else:
+                    return _fault_reply(fault)
+            handler = self._methods().get(method) if method != "API.getBulkRequest" else None
+            if handler is None:
+                module, _, name = method.partition(".")
+                answers.append({"result": "error",
+                                "message": MSG_UNKNOWN_METHOD.format(name, module)})  # fmt: skip
+                continue
+            reply = handler(sub)
+            body = reply.body if reply.stream is None else b"".join(reply.stream)
+            answers.append(orjson.loads(body))
+        reply = _json_reply(answers)
+        if truncate:
+            reply.body = reply.body[: len(reply.body) // 2]
+        return reply
+
+    def _site_dict(self, site: SimSite) -> JSON:
         currency_name = _CURRENCIES.get(site.currency, (site.currency, site.currency))[1]
         created = site.ts_created
         if created is None:
             created = f"{min(site.visits)} 00:00:00" if site.visits else "2024-01-01 00:00:00"
-        return _json_reply(
-            {
-                "idsite": site.idsite,
-                "name": site.name,
-                "main_url": site.base_url(),
-                "ts_created": created,
-                "ecommerce": 0,
-                "sitesearch": 1,
-                "sitesearch_keyword_parameters": "",
-                "sitesearch_category_parameters": "",
-                "timezone": site.timezone,
-                "currency": site.currency,
-                "exclude_unknown_urls": 0,
-                "excluded_ips": "",
-                "excluded_parameters": "",
-                "excluded_user_agents": "",
-                "excluded_referrers": "",
-                "group": "",
-                "type": "website",
-                "keep_url_fragment": 0,
-                "creator_login": "anonymous",
-                "timezone_name": _TZ_NAMES.get(site.timezone, site.timezone),
-                "currency_name": currency_name,
-            }
-        )
+        return {
+            "idsite": site.idsite,
+            "name": site.name,
+            "main_url": site.base_url(),
+            "ts_created": created,
+            "ecommerce": 0,
+            "sitesearch": 1,
+            "sitesearch_keyword_parameters": "",
+            "sitesearch_category_parameters": "",
+            "timezone": site.timezone,
+            "currency": site.currency,
+            "exclude_unknown_urls": 0,
+            "excluded_ips": "",
+            "excluded_parameters": "",
+            "excluded_user_agents": "",
+            "excluded_referrers": "",
+            "group": "",
+            "type": "website",
+            "keep_url_fragment": 0,
+            "creator_login": "anonymous",
+            "timezone_name": _TZ_NAMES.get(site.timezone, site.timezone),
+            "currency_name": currency_name,
+        }
 
     def _custom_dimensions(self, params: dict[str, str]) -> _Reply:
         site, err = self._site_param(params, unknown_is_empty=True)
