@@ -25,6 +25,8 @@ Scenarios (--scenario, comma-separated; default: all but day-1m):
   workers      skew-b's visits on a Matomo with 2 workers (a request beyond them queues) that
                spends 20 ms + 0.18 ms a visit of a Live page (0.2 s a full page); concurrency
                2 and 4: 4 buys nothing over 2, and nobody may hold more than 4 in flight
+  sites-200    200 sites x 3 days of 20-200 visits; 200 ms a page; concurrency 4 (add the
+               variant tool-eos, `--variants floor,naive,tool,tool-eos`, for exactly-once)
   day-1m       1 day of 1M visits, no latency, for the peak RSS (added by --big)
 "200 ms a page" is the simulator's latency_s: every page takes it, however many run at once.
 
@@ -37,8 +39,10 @@ target, with PASS or FAIL:
   tool wall / floor wall        <= 1.10        every case where Matomo takes time
   naive wall / tool wall        >= 1.8         skew-a and skew-b
   tool CPU / naive CPU          <= 0.65        day-100k without latency
-  tool peak RSS                 < 150 MB       day-1m and skew-b
-  max in flight (tool, floor)   <= concurrency every case: MATOMO_MAX_CONCURRENCY holds
+  tool peak RSS                 < 150 MB       day-1m, skew-b and sites-200
+  tool: Matomo requests         <= the floor's Live pages + 1 per 50 sites + 5    sites-200
+  tool-eos wall / tool wall     <= 1.3         where tool-eos runs (exactly-once)
+  max in flight (tools, floor)  <= concurrency every case: MATOMO_MAX_CONCURRENCY holds
 and, as notes, what concurrency 4 bought each variant over 2 (on `workers`, 2 workers are the
 limit, not the client). With as many requests in flight as workers, each worker idles between
 an answer and the client's next request (the answer's transfer, the parse, the new request); a
@@ -92,7 +96,7 @@ COLUMNS = ("visitIp", "visitorId", "userId")  # three pseudonymised columns, as 
 LIMIT = 1000
 FIRST_DAY = date(2024, 3, 1)
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
-VARIANTS = ("floor-known", "floor", "naive", "tool")  # the order they run in
+VARIANTS = ("floor-known", "floor", "naive", "tool", "tool-eos")  # the order they run in
 
 
 # -- what is measured ----------------------------------------------------------------------
@@ -210,6 +214,14 @@ def skew_a(quick: bool) -> Scenario:
     )
 
 
+def many_sites(quick: bool) -> Scenario:
+    """200 sites (20 with --quick) x 3 days of 20-200 visits (pseudo-random, fixed)."""
+    sites = 20 if quick else 200
+    days = {s: tuple(20 + (small_day(s, d) - 50) * 180 // 250 for d in range(3))
+            for s in range(1, sites + 1)}  # fmt: skip
+    return Scenario(f"{sites} sites x 3 days of 20-200 visits", days)
+
+
 def skew_b(quick: bool) -> Scenario:
     big = SKEW_B_BIG // (10 if quick else 1)
     small_sites = 4 if quick else 20
@@ -234,6 +246,7 @@ def cases(quick: bool, keys: list[str], concurrency: list[int] | None) -> list[C
         ),
         "skew-a": (skew_a(quick), [LATENCY], [2, 4]),
         "skew-b": (skew_b(quick), [LATENCY], [2, 4]),
+        "sites-200": (many_sites(quick), [LATENCY], [4]),
         "workers": (skew_b(quick), [TWO_WORKERS], [2, 4]),
         "day-1m": (Scenario.uniform("1 day x 1,000,000", 1, 1, 1_000_000), [Server()], [2]),
     }
@@ -573,7 +586,11 @@ def run_variant(name: str, case: Case, url: str, workdir: Path) -> Result:
         state = Path(tempfile.mkdtemp(dir=workdir))
         parm = state / "parm"
         parm.mkdir()
-        env = tool_env(scenario, url, create_topic(), state, concurrency)
+        topic = create_topic()
+        env = tool_env(scenario, url, topic, state, concurrency)
+        if name == "tool-eos":
+            env.update(DELIVERY="exactly_once", KAFKA_STATE_TOPIC=f"{topic}.state")
+            CREATED_TOPICS.append(f"{topic}.state")  # made by the run
         run_date = day_iso(scenario.day_count)
         result = run_child([sys.executable, "-m", "matomo_kafka.cli", "run", "--parm-dir",
                             str(parm), "--run-date", run_date, "-q"], env=env)  # fmt: skip
@@ -690,9 +707,18 @@ def checks(measured: list[tuple[Case, dict[str, Result]]]) -> list[Check]:
                              ">=", 1.8))  # fmt: skip
         if tool and naive and case.key == "day-100k" and not case.server.timed:
             out.append(Check("tool CPU / naive CPU", label, tool.cpu / naive.cpu, "<=", 0.65))
-        if tool and case.key in ("day-1m", "skew-b"):
+        if tool and case.key in ("day-1m", "skew-b", "sites-200"):
             out.append(Check("tool peak RSS MB", label, tool.rss_mb, "<", 150, 0))
-        for name in ("tool", "floor"):
+        eos = results.get("tool-eos")
+        if eos and tool:
+            out.append(Check("tool-eos wall / tool wall", label, eos.seconds / tool.seconds,
+                             "<=", 1.3))  # fmt: skip
+        if tool and floor and case.key == "sites-200":
+            sites = len(case.scenario.site_ids)
+            allowed = floor.stats.get("live_requests", 0) + -(-sites // 50) + 5
+            out.append(Check("tool: Matomo requests", label, tool.stats.get("requests", 0),
+                             "<=", allowed, 0))  # fmt: skip
+        for name in ("tool", "tool-eos", "floor"):
             if name in results:
                 seen = results[name].stats.get("max_in_flight", 0)
                 out.append(Check(f"{name}: max in flight at Matomo", label, seen, "<=",

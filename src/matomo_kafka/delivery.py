@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
@@ -150,13 +151,14 @@ class ExactlyOnce:
         sink = TransactionalSink(self.settings, idsite)
         self._sinks[idsite] = sink
         sink.init()  # from here on, an older producer of this site is fenced
-        cursor, self._seq[idsite] = self._resume(idsite)
+        cursor, self._seq[idsite] = self._resume(idsite, time.monotonic())
         return cursor
 
-    def _resume(self, idsite: int) -> tuple[Cursor, int]:
+    def _resume(self, idsite: int, fenced_at: float) -> tuple[Cursor, int]:
         """The state topic's latest committed checkpoint, which wins over the files (rewritten
-        to match); without one, the files are imported (or START_DATE)."""
-        record = self.state.latest(idsite)
+        to match); without one, the files are imported (or START_DATE). Read from `fenced_at`
+        on: nothing else commits for the site after its producer fenced the others."""
+        record = self.state.latest(idsite, since=fenced_at)
         topic = self.settings.state_topic
         if record is None:
             files = self.store.load(idsite)

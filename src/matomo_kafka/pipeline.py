@@ -129,6 +129,9 @@ class Stopped(MatomoKafkaError):
     """Another site hit a run-wide failure: this one stopped after its last acknowledged page."""
 
 
+#: Seconds the state topic may take to be read to its end before all sites are claimed.
+STATE_PATIENCE = 0.5
+
 #: Sites whose custom dimensions and goals are read in one API.getBulkRequest.
 METADATA_CHUNK = 50
 
@@ -237,17 +240,29 @@ class Pipeline:
 
     def _delivery(self, sites: tuple[int, ...]) -> Delivery:
         """At-least-once on the run's producer; or exactly-once: the state topic (created
-        compacted if missing), every site's transactional.id claimed up front (fences other
-        instances, aborts what a dead one left open), then a reader of the checkpoints."""
+        compacted if missing) and a reader of its checkpoints. Each site's transactional.id
+        is claimed when the site starts (fencing other instances, aborting what a dead one
+        left open), and its checkpoint read after that. Only when the state topic cannot be
+        read to its end at once (a transaction left open holds read_committed readers back)
+        are all the sites claimed up front, which ends those of a dead instance."""
         if not self.settings.exactly_once:
             return AtLeastOnce(self.settings, self.sink, self.store, self._record, self.slots)
         partitions = ensure_state_topic(self.settings)
-        claim_sites(self.settings, sites)
         state = StateReader(self.settings, partitions)
+        try:
+            if not state.read_to_end(patience=STATE_PATIENCE):
+                log.info(
+                    "exactly-once: the state topic %s has a transaction open: claiming the "
+                    "%d site(s) up front, which ends those an instance that died left open",
+                    self.settings.state_topic, len(sites),
+                )  # fmt: skip
+                claim_sites(self.settings, sites)
+        except MatomoKafkaError:
+            state.close()
+            raise
         log.info(
-            "exactly-once: state topic %s, %d site(s) claimed (transactional ids "
-            "matomo-kafka.%s.<site>)", self.settings.state_topic, len(sites),
-            self.settings.KAFKA_TOPIC,
+            "exactly-once: state topic %s, transactional ids matomo-kafka.%s.<site>",
+            self.settings.state_topic, self.settings.KAFKA_TOPIC,
         )  # fmt: skip
         # Up to the pages a site can have fetched ahead (the scheduler's budget), in one go.
         return ExactlyOnce(self.settings, self.store, state, self._record, 2 * self.slots)

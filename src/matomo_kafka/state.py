@@ -260,11 +260,17 @@ class StateReader:
         self._latest: dict[int, StateRecord] = {}
         self._invalid: dict[int, str] = {}
         self._lock = threading.Lock()
+        self._read_since = float("-inf")  # the last complete read began then (monotonic)
 
-    def latest(self, idsite: int) -> StateRecord | None:
-        """The site's latest committed checkpoint, or None if the topic has none for it."""
+    def latest(self, idsite: int, since: float | None = None) -> StateRecord | None:
+        """The site's latest committed checkpoint, or None if the topic has none for it.
+        `since` (time.monotonic()): what was committed before it is enough, so a read that
+        began after it serves too (sites starting together share one read)."""
         with self._lock:
-            self._catch_up()
+            if since is None or self._read_since < since:
+                started = time.monotonic()
+                self._catch_up()
+                self._read_since = started
             problem = self._invalid.get(idsite)
             if problem is not None:
                 raise CheckpointError(
@@ -274,7 +280,18 @@ class StateReader:
                 )
             return self._latest.get(idsite)
 
-    def _catch_up(self) -> None:
+    def read_to_end(self, patience: float) -> bool:
+        """Reads what is committed up to the partitions' current ends; False (nothing lost:
+        a later read goes on) if a transaction still open holds the read back longer than
+        `patience` seconds."""
+        with self._lock:
+            started = time.monotonic()
+            done = self._catch_up(patience)
+            if done:
+                self._read_since = started
+            return done
+
+    def _catch_up(self, patience: float | None = None) -> bool:
         ends: dict[int, int] = {}
         try:
             for tp in self._partitions:
@@ -289,7 +306,7 @@ class StateReader:
         warned = False
         while ends:
             try:
-                for message in self._consumer.consume(num_messages=1000, timeout=0.2):
+                for message in self._consumer.consume(num_messages=1000, timeout=0.02):
                     self._apply(message)
                 positions = self._consumer.position([TopicPartition(self.topic, p) for p in ends])
             except KafkaException as exc:
@@ -300,6 +317,8 @@ class StateReader:
                 if tp.offset >= ends[tp.partition]:
                     del ends[tp.partition]
             waited = time.monotonic() - started
+            if ends and patience is not None and waited > patience:
+                return False
             if ends and not warned and waited > 5:
                 warned = True
                 log.warning(
@@ -312,6 +331,7 @@ class StateReader:
                     f"Kafka state topic {self.topic!r}: partition(s) {sorted(ends)} could not be "
                     f"read to their end within {self.wait_limit:.0f}s (a transaction stays open)"
                 )
+        return True
 
     def _apply(self, message: Any) -> None:
         error = message.error()
@@ -346,7 +366,7 @@ class StateReader:
                 consumer.close()
 
 
-def claim_sites(settings: Settings, sites: tuple[int, ...], workers: int = 8) -> None:
+def claim_sites(settings: Settings, sites: tuple[int, ...], workers: int = 32) -> None:
     """Registers every site's transactional.id once, up front: fences any other instance
     working on them and aborts the transactions an instance that died left open, so reading
     the state topic never waits for those. Raises the first failure."""
