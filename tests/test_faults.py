@@ -112,7 +112,8 @@ def test_persistent_500_stops_with_checkpoint_at_last_acked_page(
         ({"faults": [Fault(kind="envelope", method=LIVE, idsite=1, times=-1,
                            message="Mysql error: table log_visit is marked as crashed")]},
          "table log_visit is marked as crashed"),
-        ({"denied_sites": [1]}, "requires 'view' access for the website id = 1"),
+        ({"denied_sites": [1]}, "MATOMO_API_TOKEN cannot view site 1: give the token view "
+         "access to it in Matomo, or remove site 1 from MATOMO_ID_SITE"),
         ({"faults": [Fault(kind="envelope", method="SitesManager.getSiteFromId", idsite=1,
                            times=-1, message="An unexpected website was found in the "
                            "request: website id was set to '1' .")]},

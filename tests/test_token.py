@@ -7,14 +7,17 @@ and through `run` and `check`; a refused token or gateway login is sent once, ne
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import TOKEN, two_sites
+from conftest import TOKEN, CliResult, clean_env, run_cli, two_sites
+from matomo_kafka.checkpoint import Cursor
 from matomo_kafka.errors import (
     GatewayAuthError,
     MatomoAuthError,
@@ -23,7 +26,7 @@ from matomo_kafka.errors import (
 )
 from matomo_kafka.matomo import MatomoClient, RetryPolicy, matomo_error_page
 from matomo_kafka.simulator import Fault, MatomoSimulator
-from ops_support import LIMIT
+from ops_support import DAYS, LIMIT, RUN_DATE, cursor, expected_keys, parm, topic_counts
 from samples import MATOMO_4, sample_bytes
 
 VERSIONS = ["5.0.2", "4.15.1"]
@@ -198,3 +201,122 @@ def test_matomo_error_page_message() -> None:
     assert matomo_error_page(MATOMO_PAGE) == MATOMO_SAYS["5.0.2"].removesuffix(")")
     assert matomo_error_page(b"<html><title>401 Unauthorized</title><h2>x</h2></html>") is None
     assert matomo_error_page(b'<title>Matomo</title><div class="content"><h2> </h2>') is None
+
+
+# ---- run and check --------------------------------------------------------------------------
+
+
+def error_lines(result: CliResult) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("matomo-kafka: error")]
+
+
+def checkpoints(tmp_path: Path) -> dict[str, bytes]:
+    data = tmp_path / "data"
+    return {path.name: path.read_bytes() for path in sorted(data.iterdir())
+            if path.suffix != ".lock"}  # fmt: skip
+
+
+def check_rows(result: CliResult) -> dict[str, str]:
+    """`check`'s table rows by check name (COLUMNS wide enough for one line each)."""
+    rows = {}
+    for line in result.stdout.splitlines():
+        cells = [cell.strip() for cell in line.strip("│┃ ").split("│")]
+        if len(cells) == 3 and cells[1] in ("ok", "FAIL", "disabled"):
+            rows[cells[0]] = f"{cells[1]} {cells[2]}"
+    return rows
+
+
+def assert_refused_at_once(
+    tmp_path: Path, sim: MatomoSimulator, topic: str, line: str, kind: str, **overrides: str
+) -> None:
+    """`run` and `check`: one line naming the key to fix, exit 1, one request, nothing sent,
+    checkpoints untouched; the summary (and metrics) name the kind of error."""
+    directory = parm(tmp_path, sim, topic, MATOMO_MAX_RETRIES="5", **overrides)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "filterdate1.txt").write_text("2024-03-03\n")
+    (data / "last_filter_offset1.txt").write_text("5\n")
+    before = checkpoints(tmp_path)
+
+    summary = tmp_path / "summary.json"
+    result = run_cli("run", "--parm-dir", str(directory), "--run-date", RUN_DATE,
+                     "--summary-file", str(summary))  # fmt: skip
+    assert result.code == 1, result.output
+    assert error_lines(result) == [f"matomo-kafka: error: {line}"], result.stderr
+    report = json.loads(summary.read_text())
+    assert (report["error"], report["error_kind"], report["exit_code"]) == (line, kind, 1)
+    # No Matomo retry logged ("Matomo: ...; retry 1/5 in ..."; librdkafka may say "retrying").
+    assert "; retry " not in result.stderr and "still failing" not in result.stderr
+    assert methods(sim) == ["API.getMatomoVersion"], "refused, so asked once"
+    assert checkpoints(tmp_path) == before
+    assert topic_counts(topic) == {}
+
+    sim.clear_requests()
+    check = run_cli("check", "--parm-dir", str(directory), env=clean_env(COLUMNS="1000"))
+    assert check.code == 1, check.output
+    rows = check_rows(check)
+    assert rows["matomo"] == f"FAIL {line}", check.stdout
+    assert rows["kafka"].startswith("ok "), check.stdout
+    assert not any(name.startswith("site") for name in rows), "no site asked for"
+    assert error_lines(check) == ["matomo-kafka: error: 1 check(s) failed"]
+    assert methods(sim) == ["API.getMatomoVersion"]
+    assert checkpoints(tmp_path) == before
+    for secret in (WRONG_TOKEN, WRONG_GATEWAY_PASSWORD, TOKEN):
+        assert secret not in result.output + check.output
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_run_and_check_name_a_refused_token(
+    tmp_path: Path, topic: str, sim_factory: Any, version: str
+) -> None:
+    sim = sim_factory(two_sites(LIMIT), matomo_version=version)
+    line = TOKEN_LINE + MATOMO_SAYS[version]
+    assert_refused_at_once(
+        tmp_path, sim, topic, line, "TokenRefusedError", MATOMO_API_TOKEN=WRONG_TOKEN
+    )
+
+
+@pytest.mark.parametrize("configured", [False, True])
+def test_run_and_check_name_the_gateway_credentials(
+    tmp_path: Path, topic: str, sim_factory: Any, configured: bool
+) -> None:
+    sim = sim_factory(two_sites(LIMIT), basic_auth=GATEWAY)
+    if configured:
+        credentials = {"MATOMO_SPS_USER": GATEWAY[0], "MATOMO_SPS_MDP": WRONG_GATEWAY_PASSWORD}
+        assert_refused_at_once(
+            tmp_path, sim, topic, GATEWAY_REFUSED, "GatewayAuthError", **credentials
+        )
+    else:
+        assert_refused_at_once(tmp_path, sim, topic, GATEWAY_NOT_SET, "GatewayAuthError")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_run_and_check_with_a_site_the_token_cannot_view(
+    tmp_path: Path, topic: str, sim_factory: Any, version: str
+) -> None:
+    """Site 2 fails alone, named, asked once; site 1 is delivered and checkpointed."""
+    sim = sim_factory(two_sites(LIMIT), matomo_version=version, denied_sites=[2])
+    directory = parm(tmp_path, sim, topic, MATOMO_MAX_RETRIES="5")
+    result = run_cli("run", "--parm-dir", str(directory), "--run-date", RUN_DATE)
+    assert result.code == 1, result.output
+    site_lines = [line for line in result.stderr.splitlines()
+                  if line.startswith("matomo-kafka: site")]  # fmt: skip
+    assert len(site_lines) == 1, result.stderr
+    assert site_lines[0].startswith("matomo-kafka: site 2: ")
+    assert site_lines[0].endswith(f" for site 2: {NOT_VIEWABLE}")
+    assert error_lines(result) == ["matomo-kafka: error: 1 of 2 site(s) failed"]
+    asked = [(r["method"], sorted(r["params"].items())) for r in sim.requests
+             if r["params"].get("idSite") == "2"]  # fmt: skip
+    assert asked and all(asked.count(request) == 1 for request in asked), "asked again"
+    counts = topic_counts(topic)
+    assert set(counts) == expected_keys(sim, (1,), DAYS) and max(counts.values()) == 1
+    assert cursor(tmp_path, 1) == Cursor(date(2024, 3, 6), 0)
+    assert cursor(tmp_path, 2) is None
+
+    check = run_cli("check", "--parm-dir", str(directory), env=clean_env(COLUMNS="1000"))
+    assert check.code == 1, check.output
+    rows = check_rows(check)
+    assert rows["matomo"] == f"ok Matomo {version} at {sim.url}"
+    assert rows["site 1"].startswith("ok 'UTC site', UTC"), check.stdout
+    assert rows["site 2"] == f"FAIL SitesManager.getSiteFromId for site 2: {NOT_VIEWABLE}"
+    assert error_lines(check) == ["matomo-kafka: error: 1 check(s) failed"]
