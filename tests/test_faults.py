@@ -116,7 +116,8 @@ def test_persistent_500_stops_with_checkpoint_at_last_acked_page(
         ({"faults": [Fault(kind="envelope", method=LIVE, idsite=1, times=-1,
                            message="Mysql error: table log_visit is marked as crashed")]},
          "table log_visit is marked as crashed"),
-        ({"denied_sites": [1]}, "lists no such site that MATOMO_API_TOKEN can view"),
+        ({"denied_sites": [1]}, "MATOMO_API_TOKEN cannot view site 1: give the token view "
+         "access to it in Matomo, or remove site 1 from MATOMO_ID_SITE"),
         ({"faults": [Fault(kind="envelope",
                            method="CustomDimensions.getConfiguredCustomDimensions", idsite=1,
                            times=-1, message="An unexpected website was found in the "
@@ -143,7 +144,7 @@ def test_unknown_site(tmp_path: Path, topic: str, sim_factory: Any) -> None:
     simulator = sim_factory(two_sites(LIMIT))
     result = run(tmp_path, simulator, topic, MATOMO_ID_SITE="99,1")
     assert result.code == 1
-    assert "site 99: Matomo lists no such site that MATOMO_API_TOKEN can view" in result.stderr
+    assert "site 99: MATOMO_API_TOKEN cannot view site 99: give the token" in result.stderr
     assert cursor(tmp_path, 1) == Cursor(date(2024, 3, 6), 0)
 
 

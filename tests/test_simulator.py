@@ -26,7 +26,7 @@ import pytest
 
 from matomo_kafka import simulator
 from matomo_kafka.simulator import Fault, MatomoSimulator, SimConfig, SimSite, php_json
-from samples import sample_bytes, sample_files, sample_json, sample_status
+from samples import MATOMO_4, MATOMO_5, sample_bytes, sample_files, sample_json, sample_status
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 PARIS = ZoneInfo("Europe/Paris")
@@ -358,6 +358,99 @@ def test_denied_site_is_401_with_real_message(sim: MatomoSimulator, client: http
 
 
 # --------------------------------------------------------------------------------------
+# Refusals, as each Matomo version answers them (byte for byte with the samples)
+# --------------------------------------------------------------------------------------
+MSG_NO_VIEW_ANY = (
+    "You can't access this resource as it requires view access for at least one website."
+)
+LIVE_DAY = {"idSite": "1", "period": "day", "date": "2024-03-10"}
+
+# sample name -> (version, method, params, token, extra config, status, expected body)
+VERSION_CASES: dict[str, tuple[str, str, dict[str, str], str, dict[str, Any], int, bytes]] = {
+    "4.15.1/matomo_version": (
+        "4.15.1", "API.getMatomoVersion", {}, TOKEN, {}, 200, b'{"value":"4.15.1"}',
+    ),
+    "4.15.1/version_bad_token": (
+        "4.15.1", "API.getMatomoVersion", {}, "wrong", {}, 200, _err(MSG_NO_VIEW_ANY),
+    ),
+    "4.15.1/live_bad_token": (
+        "4.15.1", "Live.getLastVisitsDetails", LIVE_DAY, "wrong", {}, 200,
+        _err("You can't access this resource as it requires 'view' access for the website id = 1."),
+    ),
+    "5.0.2/live_bad_token": (
+        "5.0.2", "Live.getLastVisitsDetails", LIVE_DAY, "wrong", {}, 401, _err(MSG_BAD_TOKEN),
+    ),
+    "5.0.2/live_viewer_token_site2_denied": (
+        "5.0.2", "Live.getLastVisitsDetails", {**LIVE_DAY, "idSite": "2"}, TOKEN,
+        {"denied_sites": [2]}, 401,
+        _err("You can't access this resource as it requires 'view' access for the website id = 2."),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(VERSION_CASES))
+def test_refusals_like_each_version(client: httpx.Client, name: str) -> None:
+    version, method, params, token, extra, status, expected = VERSION_CASES[name]
+    with MatomoSimulator(peer_config(matomo_version=version, **extra)) as s:
+        r = api(client, s.url, method, token=token, **params)
+    assert r.status_code == status
+    assert r.headers["content-type"].startswith("application/json")
+    assert "www-authenticate" not in r.headers  # Matomo never challenges: only a gateway does
+    assert r.content == expected
+    folder = MATOMO_4 if version == "4.15.1" else MATOMO_5
+    sample = name.partition("/")[2]
+    assert sample_bytes(sample, folder).strip() == expected
+    assert sample_status(sample, folder) == status
+
+
+def test_matomo_5_refuses_a_bad_token_with_its_html_page_for_the_version(
+    peer: MatomoSimulator, client: httpx.Client
+) -> None:
+    """Matomo's error page, links to where it was reached (the sample's captured server was
+    http://127.0.0.1:18088); no WWW-Authenticate header, unlike a gateway's refusal."""
+    r = api(client, peer.url, "API.getMatomoVersion", token="wrong")
+    assert sample_status("version_bad_token") == r.status_code == 401
+    assert r.headers["content-type"].startswith("text/html")
+    assert "www-authenticate" not in r.headers
+    base = peer.url.removesuffix("/index.php")
+    assert base != "http://127.0.0.1:18088"
+    page = sample_bytes("version_bad_token")
+    assert page.count(b"http://127.0.0.1:18088") == 1
+    assert r.content == page.replace(b"http://127.0.0.1:18088", base.encode())
+    r = client.get(peer.url, params={"module": "API", "format": "json", "token_auth": TOKEN,
+                                     "method": "API.getMatomoVersion"})  # fmt: skip
+    assert r.status_code == 401 and r.content.startswith(b"<!DOCTYPE html>")  # POST-only token
+
+
+def test_matomo_4_refusals_are_http_200_envelopes(client: httpx.Client) -> None:
+    """4.15.1 takes a bad (or missing) token for the anonymous user; a valid token gets the
+    same per-site envelope for a site it cannot view (denied_sites)."""
+    with MatomoSimulator(peer_config(matomo_version="4.15.1", denied_sites=[2])) as s:
+        for token in ("wrong", None):
+            for method in ("API.getMatomoVersion", "SitesManager.getSitesIdWithAtLeastViewAccess"):
+                r = api(client, s.url, method, token=token)
+                assert r.status_code == 200 and error_message(r) == MSG_NO_VIEW_ANY
+            for method in ("SitesManager.getSiteFromId", "Goals.getGoals",
+                           "CustomDimensions.getConfiguredCustomDimensions"):  # fmt: skip
+                r = api(client, s.url, method, token=token, idSite=2)
+                assert r.status_code == 200
+                assert error_message(r).endswith("'view' access for the website id = 2.")
+        r = api(client, s.url, "Live.getLastVisitsDetails", **{**LIVE_DAY, "idSite": "2"})
+        assert r.status_code == 200
+        assert error_message(r).endswith("'view' access for the website id = 2.")
+        assert len(live(client, s.url, 1, "2024-03-10")) == 5
+        assert api(client, s.url, "SitesManager.getSitesIdWithAtLeastViewAccess").json() == [1]
+
+
+def test_matomo_version_is_checked_and_kept() -> None:
+    with pytest.raises(ValueError, match=r"matomo_version '4\.0'"):
+        peer_config(matomo_version="4.0")
+    cfg = peer_config(matomo_version="4.15.1")
+    assert SimConfig.from_dict(orjson.loads(orjson.dumps(cfg.to_dict()))) == cfg
+    assert SimConfig.from_dict({"token": TOKEN, "sites": []}).matomo_version == "5.0.2"
+
+
+# --------------------------------------------------------------------------------------
 # Visit shapes
 # --------------------------------------------------------------------------------------
 def _check_visit_shape(v: dict[str, Any], max_entries: int = 6) -> None:
@@ -575,7 +668,8 @@ def test_new_york_day(sim: MatomoSimulator, client: httpx.Client) -> None:
 # --------------------------------------------------------------------------------------
 def test_token_rules(sim: MatomoSimulator, client: httpx.Client) -> None:
     params = {"module": "API", "format": "json", "method": "API.getMatomoVersion"}
-    r = client.get(sim.url, params={**params, "token_auth": TOKEN})
+    live_params = {**params, "method": "Live.getLastVisitsDetails", **LIVE_DAY}
+    r = client.get(sim.url, params={**live_params, "token_auth": TOKEN})
     assert r.status_code == 401 and error_message(r) == MSG_BAD_TOKEN  # POST-only token
     r = client.post(sim.url, params={**params, "token_auth": TOKEN}, data={"x": "1"})
     assert r.status_code == 401  # in the query string even on a POST
@@ -584,7 +678,7 @@ def test_token_rules(sim: MatomoSimulator, client: httpx.Client) -> None:
     r = api(client, sim.url, "Live.getLastVisitsDetails", token=None, idSite=2)
     assert r.status_code == 401
     assert error_message(r).endswith("'view' access for the website id = 2.")
-    r = api(client, sim.url, "API.getMatomoVersion", token=TOKEN + "x")
+    r = api(client, sim.url, "Goals.getGoals", token=TOKEN + "x", idSite=1)
     assert r.status_code == 401 and error_message(r) == MSG_BAD_TOKEN
     with MatomoSimulator(main_config(post_only_token=False)) as relaxed:
         r = client.get(relaxed.url, params={**params, "token_auth": TOKEN})

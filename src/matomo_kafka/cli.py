@@ -690,11 +690,23 @@ def simulate(
     tls_key: Annotated[
         Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")
     ] = None,
+    matomo_version: Annotated[
+        str,
+        typer.Option(
+            "--matomo-version", help="5.0.2 or 4.15.1: the version whose refusals to reproduce."
+        ),
+    ] = "5.0.2",
 ) -> None:
     """Serves a deterministic Matomo API simulator (demos and tests), over HTTP or HTTPS."""
     import ssl
 
-    from matomo_kafka.simulator import SimConfig, SimSite, run_simulator, tls_context
+    from matomo_kafka.simulator import (
+        MATOMO_VERSIONS,
+        SimConfig,
+        SimSite,
+        run_simulator,
+        tls_context,
+    )
 
     tls = None
     if (tls_cert is None) != (tls_key is None):
@@ -724,9 +736,13 @@ def simulate(
         if basic_auth is not None:
             user, _, password = basic_auth.partition(":")
             gateway = (user, password)
+        if matomo_version not in MATOMO_VERSIONS:
+            fail(f"--matomo-version {matomo_version!r}: expected one of "
+                 f"{', '.join(MATOMO_VERSIONS)}", EXIT_CONFIG)  # fmt: skip
         sim_config = SimConfig(
-            token=token, sites=sim_sites, latency_s=latency_ms / 1000, basic_auth=gateway
-        )
+            token=token, sites=sim_sites, latency_s=latency_ms / 1000, basic_auth=gateway,
+            matomo_version=matomo_version,
+        )  # fmt: skip
     scheme = "https" if tls else "http"
     print(f"matomo simulator on {scheme}://{host}:{port}/index.php", flush=True)
     run_simulator(sim_config, host, port, tls)

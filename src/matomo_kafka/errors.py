@@ -37,7 +37,18 @@ class MatomoError(MatomoKafkaError):
 
 
 class MatomoAuthError(MatomoError):
-    """The token (or gateway credentials) was refused: retrying would only risk an IP ban."""
+    """Matomo or its gateway refused the caller: every site would be refused too, so the run
+    stops (exit 1), and it is never retried (repeated bad logins can get the IP blocked)."""
+
+
+class GatewayAuthError(MatomoAuthError):
+    """The gateway in front of Matomo refused the request (a 401/403 that is not Matomo's own
+    answer): MATOMO_SPS_USER/MATOMO_SPS_MDP are wrong, or missing."""
+
+
+class TokenRefusedError(MatomoAuthError):
+    """Matomo itself refused MATOMO_API_TOKEN: invalid, expired, or without view access to any
+    site (Matomo 4 answers the last two alike: a token it does not know is anonymous)."""
 
 
 class MatomoTLSError(MatomoError):
@@ -46,7 +57,8 @@ class MatomoTLSError(MatomoError):
 
 
 class SiteAccessError(MatomoError):
-    """The site is unknown to Matomo or the token cannot view it: this site only fails."""
+    """The site is unknown to Matomo, its visitor log is disabled, or the (valid) token cannot
+    view it: this site only fails, the others go on."""
 
 
 class PageTooHeavy(MatomoError):

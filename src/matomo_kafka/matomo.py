@@ -9,7 +9,9 @@ since retrying a bad login can get the caller's IP blocked and a certificate doe
 
 from __future__ import annotations
 
+import html
 import logging
+import re
 import ssl
 import threading
 import time
@@ -28,18 +30,20 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 from tenacity.stop import stop_base
 
 from matomo_kafka import __version__
 from matomo_kafka.errors import (
-    MatomoAuthError,
+    GatewayAuthError,
     MatomoError,
     MatomoResponseError,
     MatomoTLSError,
     PageTooHeavy,
     SiteAccessError,
+    TokenRefusedError,
 )
 from matomo_kafka.refusals import matomo_tls_refusal
 
@@ -149,15 +153,15 @@ class _WaitRetryAfterOrBackoff:
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
-        self.backoff = wait_exponential_jitter(
-            initial=policy.backoff, max=policy.max_wait, jitter=policy.backoff
-        )
+        # backoff x 2^n plus up to one backoff of jitter (wait_exponential_jitter's `initial`
+        # is deprecated in tenacity 9 and its replacement is not in 8.x): capped below.
+        self.backoff = wait_exponential(multiplier=policy.backoff) + wait_random(0, policy.backoff)
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TransientMatomoError) and exc.retry_after is not None:
             return min(max(exc.retry_after, 0.0), self.policy.max_wait)
-        return float(self.backoff(state))
+        return min(float(self.backoff(state)), self.policy.max_wait)
 
 
 def _retry_after_seconds(response: httpx.Response) -> float | None:
@@ -172,6 +176,40 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
 
 def _site_id(params: dict[str, Any]) -> str:
     return f" for site {params['idSite']}" if "idSite" in params else ""
+
+
+#: Matomo's own words for a token it does not accept: 5.x's (JSON, or its HTML error page for
+#: API.getMatomoVersion), and 4.x's for a caller without view access to any site (4.x takes
+#: a token it does not know for the anonymous user, and answers HTTP 200).
+_TOKEN_REFUSED = re.compile(
+    r"Unable to authenticate with the provided token"
+    r"|requires '?view'? access for at least one website"
+)
+#: A valid token without view access to one site (5.x: HTTP 401; 4.x: HTTP 200).
+_SITE_NOT_VIEWABLE = re.compile(r"requires '?view'? access for the website id = (\d+)")
+_ERROR_PAGE_TITLE = re.compile(rb"<title>\s*(?:Matomo|Piwik)\b[^<]*</title>", re.IGNORECASE)
+_ERROR_PAGE_MESSAGE = re.compile(rb'<div class="content">\s*<h2>(.*?)</h2>', re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def matomo_error_page(content: bytes) -> str | None:
+    """The message of Matomo's own HTML error page (its title, then the message in the
+    page's content box), or None when the body is not that page: a gateway's HTML, even one
+    titled after Matomo (a login page), must not be taken for Matomo's refusal."""
+    if not _ERROR_PAGE_TITLE.search(content[:4096]):
+        return None
+    found = _ERROR_PAGE_MESSAGE.search(content)
+    if found is None:
+        return None
+    text = html.unescape(_TAG.sub("", found.group(1).decode("utf-8", "replace")))
+    return " ".join(text.split())[:300] or None
+
+
+def token_refused(where: str, message: str) -> TokenRefusedError:
+    return TokenRefusedError(
+        f"{where}: token refused by Matomo: MATOMO_API_TOKEN is invalid, expired, or without "
+        f"view access to any site (Matomo: {message})"
+    )
 
 
 class MatomoClient:
@@ -192,6 +230,7 @@ class MatomoClient:
         self.api_url = api_url
         self._token = token
         self._ca_bundle = ca_bundle
+        self._gateway_auth = gateway_auth is not None  # named by a gateway's refusal
         self.retry = retry or RetryPolicy()
         self.gate = gate or RequestGate()
         self.retries_done = 0
@@ -289,6 +328,8 @@ class MatomoClient:
             dropped = TransientMatomoError(f"{where}: {type(exc).__name__}: {exc}")
             raise self._strain(dropped) from None
         status = response.status_code
+        if status in (401, 403) and "WWW-Authenticate" in response.headers:
+            raise self._gateway_refused(where, status)  # a challenge: Matomo sends none
         if status == 429:
             raise self._strain(
                 TransientMatomoError(
@@ -331,26 +372,52 @@ class MatomoClient:
         try:
             body = orjson.loads(content)
         except orjson.JSONDecodeError:
+            page = matomo_error_page(content)
+            if page is not None and (status in (401, 403) or _TOKEN_REFUSED.search(page)):
+                raise token_refused(where, page) from None
             if status in (401, 403):
-                raise MatomoAuthError(
-                    f"{where}: HTTP {status} from the gateway: check MATOMO_SPS_USER/MATOMO_SPS_MDP"
-                ) from None
+                raise self._gateway_refused(where, status) from None
+            if page is not None and status >= 400:
+                raise MatomoError(f"{where}: HTTP {status}: Matomo error: {page}") from None
             if status >= 400:
                 raise MatomoError(f"{where}: HTTP {status} (not a Matomo answer)") from None
             raise TransientMatomoError(f"{where}: truncated or invalid JSON") from None
         if isinstance(body, dict) and body.get("result") == "error":
             raise self._error_from_envelope(where, status, str(body.get("message", "")))
+        if status in (401, 403):
+            raise self._gateway_refused(where, status)  # JSON, but not Matomo's envelope
         if status >= 400:
             raise MatomoError(f"{where}: HTTP {status}")
         return body
 
+    def _gateway_refused(self, where: str, status: int) -> GatewayAuthError:
+        """A 401/403 that Matomo did not write: the gateway's, naming its credentials."""
+        if self._gateway_auth:
+            return GatewayAuthError(
+                f"{where}: HTTP {status} from the gateway: check MATOMO_SPS_USER/MATOMO_SPS_MDP"
+            )
+        asks = "asks for credentials" if status == 401 else "refuses access"
+        return GatewayAuthError(
+            f"{where}: HTTP {status}: the gateway {asks} and MATOMO_SPS_USER/MATOMO_SPS_MDP "
+            "are not set"
+        )
+
     @staticmethod
     def _error_from_envelope(where: str, status: int, message: str) -> MatomoError:
         message = " ".join(message.split())[:300]
+        not_viewable = _SITE_NOT_VIEWABLE.search(message)
+        if not_viewable is not None:
+            idsite = not_viewable.group(1)
+            return SiteAccessError(
+                f"{where}: MATOMO_API_TOKEN cannot view site {idsite}: give the token view "
+                f"access to it in Matomo, or remove site {idsite} from MATOMO_ID_SITE"
+            )
+        if _TOKEN_REFUSED.search(message):
+            return token_refused(where, message)
         if "website id" in message or "Visits log is deactivated" in message:
             return SiteAccessError(f"{where}: {message}")
-        if status in (401, 403):
-            return MatomoAuthError(f"{where}: token refused: {message}")
+        if status in (401, 403):  # Matomo's envelope: its refusal, not the gateway's
+            return token_refused(where, message)
         return MatomoError(f"{where}: Matomo error: {message}")
 
     # -- typed helpers over call() ------------------------------------------------------

@@ -206,15 +206,13 @@ class Pipeline:
 
     def run(self, sites: tuple[int, ...]) -> RunReport:
         report = RunReport(sites=[SiteReport(idsite) for idsite in sites])
-        self._chunks = [list(sites[i : i + METADATA_CHUNK])
-                        for i in range(0, len(sites), METADATA_CHUNK)]  # fmt: skip
-        self._chunk_of = {idsite: i // METADATA_CHUNK for i, idsite in enumerate(sites)}
         try:
             # One request before the sites start together: a refused token is tried once,
             # not once per site (repeated bad logins can get the caller's IP blocked).
             log.info("Matomo %s at %s", self.matomo.version(), self.matomo.api_url)
             # Every site's timezone in one request; dimensions and goals in bulk, by chunks.
             self.site_infos = self.matomo.sites_view_info() if sites else {}
+            self._chunk_sites([idsite for idsite in sites if idsite in self.site_infos])
             delivery = self._delivery(sites)
         except MatomoKafkaError as exc:
             report.fatal = exc
@@ -416,6 +414,8 @@ class Pipeline:
         window's days."""
         assert self.scheduler is not None
         site, idsite = run.report, run.idsite
+        if idsite not in self.site_infos:
+            raise self._not_viewable(idsite)
         chunk = self._metadata(idsite)
         starting = handover.start(idsite)
         metadata = (yield from wait_for(chunk))[idsite]
@@ -438,6 +438,13 @@ class Pipeline:
                 yield from self._pager(run, transform, Cursor(day, 0), day, rescan=True)
                 day += timedelta(days=1)
 
+    def _chunk_sites(self, viewable: list[int]) -> None:
+        """The chunks of METADATA_CHUNK sites whose metadata one API.getBulkRequest asks for
+        (only sites Matomo lists for the token: the others are never asked about)."""
+        self._chunks = [viewable[i : i + METADATA_CHUNK]
+                        for i in range(0, len(viewable), METADATA_CHUNK)]  # fmt: skip
+        self._chunk_of = {idsite: i // METADATA_CHUNK for i, idsite in enumerate(viewable)}
+
     def _metadata(self, idsite: int) -> Ticket[dict[int, SiteMetadata]]:
         """The request of the custom dimensions and goals of the site's chunk of
         METADATA_CHUNK sites (one API.getBulkRequest), asked for by its first site to start."""
@@ -452,16 +459,20 @@ class Pipeline:
             self._chunk_tickets[index] = ticket
         return ticket
 
+    @staticmethod
+    def _not_viewable(idsite: int) -> SiteAccessError:
+        return SiteAccessError(
+            f"MATOMO_API_TOKEN cannot view site {idsite}: give the token view access to it "
+            f"in Matomo, or remove site {idsite} from MATOMO_ID_SITE (Matomo lists no such "
+            "site in SitesManager.getSitesWithAtLeastViewAccess)"
+        )
+
     def prepare_site(self, idsite: int, metadata: SiteMetadata) -> tuple[SiteTransform, date]:
         """What transforming a site's visits needs, and its last closed day (in its timezone,
         from SitesManager.getSitesWithAtLeastViewAccess)."""
         info = self.site_infos.get(idsite)
         if info is None:
-            raise SiteAccessError(
-                "Matomo lists no such site that MATOMO_API_TOKEN can view "
-                "(SitesManager.getSitesWithAtLeastViewAccess): give the token view access to "
-                "it, or remove it from MATOMO_ID_SITE"
-            )
+            raise self._not_viewable(idsite)
         if isinstance(metadata, MatomoError):
             raise metadata
         dimensions, goals = metadata

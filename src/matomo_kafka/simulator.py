@@ -1,4 +1,4 @@
-"""Matomo 5.0.2 HTTP API simulator.
+"""Matomo 5.0.2 (or 4.15.1) HTTP API simulator.
 
 Tests and benchmarks need a Matomo that speaks the real HTTP API (same JSON shapes, types,
 error messages and status codes as the captured Matomo 5.0.2 samples) without a PHP/MariaDB
@@ -31,6 +31,14 @@ Load, for benchmarks: ``SimConfig.workers`` gives the server a fixed number of w
 ``visit_cost_s`` per visit of its page; ``MatomoSimulator.stats()`` (also GET /__stats)
 counts the requests seen, the most in flight at once, those that waited for a worker.
 
+Versions: ``SimConfig.matomo_version`` ("5.0.2", the default, or "4.15.1") sets what
+API.getMatomoVersion says and how Matomo refuses a token. 5.0.2: HTTP 401, Matomo's HTML error
+page for API.getMatomoVersion and a JSON envelope for the other methods; 4.15.1 takes a token it
+does not know for the anonymous user: HTTP 200 envelopes saying it needs view access "for at
+least one website" (methods without idSite) or "for the website id = N". A valid token gets the
+same per-site answer for ``SimConfig.denied_sites`` (HTTP 401 in 5.0.2, 200 in 4.15.1). Other
+answers keep the 5.0.2 shapes in both versions.
+
 Only the standard library and orjson are used.
 """
 
@@ -41,6 +49,7 @@ import binascii
 import contextlib
 import copy
 import hashlib
+import html
 import json
 import random
 import re
@@ -62,6 +71,7 @@ import orjson
 
 __all__ = [
     "MATOMO_VERSION",
+    "MATOMO_VERSIONS",
     "Fault",
     "FaultKind",
     "MatomoSimulator",
@@ -71,6 +81,8 @@ __all__ = [
 ]
 
 MATOMO_VERSION = "5.0.2"
+#: The Matomo versions whose refusals the simulator reproduces (tests/fixtures/matomo-*).
+MATOMO_VERSIONS = ("5.0.2", "4.15.1")
 
 FaultKind = Literal["status", "rate_limit", "delay", "truncate", "envelope", "disconnect"]
 _FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
@@ -86,6 +98,14 @@ MSG_BAD_TOKEN = (
     "required to be sent as a POST parameter."
 )
 MSG_NO_VIEW = "You can't access this resource as it requires 'view' access for the website id = {}."
+#: 4.15.1, to a token it does not know (the anonymous user), for a method without idSite.
+MSG_NO_VIEW_ANY = (
+    "You can't access this resource as it requires view access for at least one website."
+)
+#: 5.0.2's HTML error page (API.getMatomoVersion with a bad token) says it more briefly.
+MSG_BAD_TOKEN_PAGE = (
+    "Unable to authenticate with the provided token. It is either invalid or expired."
+)
 MSG_UNKNOWN_SITE = "An unexpected website was found in the request: website id was set to '{}' ."
 MSG_BAD_DATE = (
     "Date format must be: YYYY-MM-DD, or 'today' or 'yesterday' or any keyword supported by the "
@@ -109,6 +129,58 @@ _HTML_401 = (
     b"<p>This server could not verify that you are authorized to access the document "
     b"requested.</p>\n</body></html>\n"
 )
+
+#: Matomo 5.0.2's HTML error page, verbatim (tests/fixtures/matomo-5.0.2/version_bad_token.html)
+#: but for {base}, the scheme and host Matomo was reached at, and the {message} (HTML-escaped).
+_ERROR_PAGE = (
+    "<!DOCTYPE html>\n"
+    "<html>\n"
+    "<head>\n"
+    '\t<meta charset="utf-8">\n'
+    '\t<meta name="robots" content="noindex,nofollow">\n'
+    "\t<title>Matomo &rsaquo; Error</title>\n"
+    '\t<link rel="shortcut icon" href="misc/user/favicon.png" />\n'
+    '\t<link rel="stylesheet" type="text/css"'
+    ' href="plugins/Morpheus/stylesheets/simple_structure.css" />\n'
+    "</head>\n"
+    '<body id="simple">\n'
+    "\n"
+    '<div class="logo">\n'
+    '\t<img title="Matomo" alt="Matomo" style="height: 40px;"'
+    ' src="{base}/plugins/Morpheus/images/logo.svg"/>\n'
+    "</div>\n"
+    "\n"
+    '<div class="box">\n'
+    "\n"
+    '\t<div class="header">\n'
+    "\t\t<h1>An error occurred</h1>\n"
+    "\t</div>\n"
+    "\n"
+    '\t<div class="content"><h2>{message}</h2><p><a'
+    ' href="javascript:window.history.back();">Go Back</a> | <a href="index.php">Go to'
+    " Matomo</a></p>  <ul>\n"
+    '                            <li><a rel="noreferrer noopener" target="_blank"'
+    ' href="https://matomo.org">Matomo.org homepage</a></li>\n'
+    '                            <li><a rel="noreferrer noopener" target="_blank"'
+    ' href="https://matomo.org/faq/">Frequently Asked Questions</a></li>\n'
+    '                            <li><a rel="noreferrer noopener" target="_blank"'
+    ' href="https://matomo.org/docs/">User Guides</a></li>\n'
+    '                            <li><a rel="noreferrer noopener" target="_blank"'
+    ' href="https://forum.matomo.org/">Matomo Forums</a></li>\n'
+    '                            <li><a rel="noreferrer noopener" target="_blank"'
+    ' href="https://matomo.org/support/">Professional Support for Matomo</a></li>\n'
+    "                            </ul>    </div>\n"
+    "\n"
+    '    <div class="footer">\n'
+    '        <a href="index.php">&laquo; Back to Matomo</a>\n'
+    "    </div>\n"
+    "\n"
+    "</div>\n"
+    "</body>\n"
+    "</html>\n"
+    "\n"
+)
+
 
 # idVisit = days since 2000-01-01 << 35 | idsite << 24 | i: unique, < 2**50, and pageId =
 # idVisit * 8 + j stays below 2**53 so JavaScript consumers keep exact ids.
@@ -253,11 +325,17 @@ class SimConfig:
     # execution time ... exceeded" (time), as a real Matomo does on too big a page.
     page_limit_visits: int = 0
     page_limit_kind: str = "memory"
+    #: Which Matomo's answers to give (see MATOMO_VERSIONS and the module docstring).
+    matomo_version: str = MATOMO_VERSION
 
     def __post_init__(self) -> None:
         ids = [s.idsite for s in self.sites]
         if len(ids) != len(set(ids)):
             raise ValueError(f"duplicate idsite in {ids}")
+        if self.matomo_version not in MATOMO_VERSIONS:
+            raise ValueError(
+                f"matomo_version {self.matomo_version!r}: expected one of {MATOMO_VERSIONS}"
+            )
         if self.workers < 0 or self.page_cost_s < 0 or self.visit_cost_s < 0:
             raise ValueError("workers, page_cost_s and visit_cost_s must be >= 0")
         for s in self.sites:
@@ -282,6 +360,7 @@ class SimConfig:
             visit_cost_s=float(d.get("visit_cost_s", 0.0)),
             page_limit_visits=int(d.get("page_limit_visits", 0)),
             page_limit_kind=str(d.get("page_limit_kind", "memory")),
+            matomo_version=str(d.get("matomo_version", MATOMO_VERSION)),
         )
 
     def live_cost_s(self, visits: int) -> float:
@@ -1319,6 +1398,12 @@ def _error(message: str, status: int = 200) -> _Reply:
     return _json_reply({"result": "error", "message": message}, status)
 
 
+def _error_page(message: str, base: str, status: int) -> _Reply:
+    """Matomo's own HTML error page (what 5.0.2 answers API.getMatomoVersion with a bad token)."""
+    body = _ERROR_PAGE.replace("{base}", base).replace("{message}", html.escape(message))
+    return _Reply(status=status, body=body.encode(), content_type="text/html; charset=utf-8")
+
+
 def _html_reply(status: int, reason: str, headers: list[tuple[str, str]] | None = None) -> _Reply:
     body = (
         f"<html><head><title>{status} {reason}</title></head>"
@@ -1748,13 +1833,22 @@ class MatomoSimulator:
         return None
 
     def _handle(
-        self, params: dict[str, str], token_in_query: bool, authorization: str | None
+        self,
+        params: dict[str, str],
+        token_in_query: bool,
+        authorization: str | None,
+        host: str | None = None,
     ) -> _Reply:
+        """`host`: the request's Host header (Matomo's HTML error page links to it)."""
         with self._load.serve(params.get("method") == "Live.getLastVisitsDetails"):
-            return self._handle_served(params, token_in_query, authorization)
+            return self._handle_served(params, token_in_query, authorization, host)
 
     def _handle_served(
-        self, params: dict[str, str], token_in_query: bool, authorization: str | None
+        self,
+        params: dict[str, str],
+        token_in_query: bool,
+        authorization: str | None,
+        host: str | None = None,
     ) -> _Reply:
         cfg = self.config
         if cfg.basic_auth is not None and not _basic_ok(authorization, cfg.basic_auth):
@@ -1770,7 +1864,7 @@ class MatomoSimulator:
                 time.sleep(fault.delay_s)
             elif fault.kind != "truncate":
                 return _fault_reply(fault)
-        reply = self._api(params, token_in_query)
+        reply = self._api(params, token_in_query, host)
         if fault is not None and fault.kind == "truncate":
             if reply.stream is not None:
                 reply.body = b"".join(reply.stream)
@@ -1778,15 +1872,13 @@ class MatomoSimulator:
             reply.action = "truncate"
         return reply
 
-    def _api(self, params: dict[str, str], token_in_query: bool) -> _Reply:
+    def _api(self, params: dict[str, str], token_in_query: bool, host: str | None = None) -> _Reply:
         cfg = self.config
         if params.get("module", "").lower() != "api" or params.get("format", "").lower() != "json":
             return _error(MSG_ONLY_API_JSON)
         token = params.get("token_auth")
-        if not token:
-            return _error(MSG_NO_VIEW.format(params.get("idSite") or 1), 401)
-        if token != cfg.token or (cfg.post_only_token and token_in_query):
-            return _error(MSG_BAD_TOKEN, 401)
+        if not token or token != cfg.token or (cfg.post_only_token and token_in_query):
+            return self._token_refused(params, bool(token), host)
         method = params.get("method")
         if not method:
             return _error(MSG_MISSING_PARAM.format("method"))
@@ -1798,9 +1890,26 @@ class MatomoSimulator:
             return _error(MSG_UNKNOWN_METHOD.format(name, module))
         return handler(params)
 
+    @property
+    def _matomo_4(self) -> bool:
+        return self.config.matomo_version.startswith("4.")
+
+    def _token_refused(self, params: dict[str, str], given: bool, host: str | None) -> _Reply:
+        """A missing or unknown token, as each version answers it (see the module docstring;
+        the captured answers are in tests/fixtures/matomo-*/*_token*)."""
+        idsite = params.get("idSite")
+        if self._matomo_4:  # the anonymous user: no view access anywhere, and HTTP 200
+            return _error(MSG_NO_VIEW.format(idsite) if idsite else MSG_NO_VIEW_ANY)
+        if not given:
+            return _error(MSG_NO_VIEW.format(idsite or 1), 401)
+        if params.get("method") == "API.getMatomoVersion":
+            base = f"{self._scheme}://{host or '127.0.0.1'}"
+            return _error_page(MSG_BAD_TOKEN_PAGE, base, 401)
+        return _error(MSG_BAD_TOKEN, 401)
+
     def _methods(self) -> dict[str, Callable[[dict[str, str]], _Reply]]:
         return {
-            "API.getMatomoVersion": lambda _p: _json_reply({"value": MATOMO_VERSION}),
+            "API.getMatomoVersion": lambda _p: _json_reply({"value": self.config.matomo_version}),
             "SitesManager.getSiteFromId": self._get_site,
             "SitesManager.getSitesIdWithAtLeastViewAccess": lambda _p: _json_reply(
                 sorted(i for i in self._sites if i not in self.config.denied_sites)
@@ -1824,8 +1933,8 @@ class MatomoSimulator:
             idsite = int(raw)
         except ValueError:
             return None, _error(MSG_UNKNOWN_SITE.format(raw))
-        if idsite in self.config.denied_sites:
-            return None, _error(MSG_NO_VIEW.format(idsite), 401)
+        if idsite in self.config.denied_sites:  # 4.15.1 says it with HTTP 200
+            return None, _error(MSG_NO_VIEW.format(idsite), 200 if self._matomo_4 else 401)
         site = self._sites.get(idsite)
         if site is None:
             if unknown_is_empty:
@@ -2299,7 +2408,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             sim._log(entry)
             try:
-                reply = sim._handle(params, in_query, self.headers.get("Authorization"))
+                reply = sim._handle(
+                    params, in_query, self.headers.get("Authorization"), self.headers.get("Host")
+                )
             except Exception as e:  # answer like Matomo's error envelope instead of hanging
                 reply = _error(f"Simulator internal error: {type(e).__name__}: {e}", 500)
         if reply.action == "disconnect":
@@ -2343,6 +2454,7 @@ def run_simulator(
     """Serve in the foreground until KeyboardInterrupt (used by the CLI); `tls`: (certificate,
     key) PEM files to serve HTTPS with."""
     sim = MatomoSimulator(config)
+    sim._scheme = "https" if tls else "http"
     server = _Server((host, port), sim, tls_context(*tls) if tls else None)
     try:
         server.serve_forever(poll_interval=0.2)
