@@ -160,7 +160,9 @@ def read_sent(
         todo = set(starts)
         progress_at = time.monotonic()
         while todo:
-            messages = consumer.consume(num_messages=1000, timeout=1.0)
+            # consume() waits for the whole batch or the timeout: a short one, else the last
+            # batch of every read (fewer than 1000 records left) cost a full second.
+            messages = consumer.consume(num_messages=1000, timeout=0.1)
             if not messages:
                 positions = consumer.position([TopicPartition(topic, p) for p in todo])
                 todo -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
