@@ -62,6 +62,7 @@ class Record:
     value: bytes
     headers: dict[str, bytes]
     partition: int
+    timestamp: tuple[int, int] = (0, 0)  # (TIMESTAMP_CREATE_TIME or ..., milliseconds)
 
 
 def read_topic(topic: str, bootstrap: str = BOOTSTRAP, **extra: Any) -> list[Record]:
@@ -98,6 +99,7 @@ def read_topic(topic: str, bootstrap: str = BOOTSTRAP, **extra: Any) -> list[Rec
                     value=message.value(),
                     headers={k: v for k, v in (message.headers() or [])},
                     partition=message.partition(),
+                    timestamp=message.timestamp(),
                 )
             )
             if message.offset() + 1 >= ends[message.partition()]:

@@ -8,8 +8,9 @@ and extra ones (in the topic, not in Live) are mismatches; duplicates are not (d
 at-least-once, keys make re-sends idempotent), and neither is a VisitsSummary that disagrees
 with Live (archives lag behind the raw log), which is only noted.
 
-Reading the topic back means scanning it from the beginning to its current end: the cost
-grows with the topic, not with the days audited.
+The topic is read from the first record produced at or after the first day's start (in the
+site's timezone) minus START_MARGIN, up to each partition's current end (see `read_start`):
+the cost grows with the records produced since the days audited began, not with the topic.
 """
 
 from __future__ import annotations
@@ -18,21 +19,23 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from matomo_kafka.checkpoint import Cursor
 from matomo_kafka.config import Settings
-from matomo_kafka.days import day_range
-from matomo_kafka.errors import KafkaReadError
+from matomo_kafka.days import day_end, day_range, site_timezone
+from matomo_kafka.errors import KafkaReadError, MatomoResponseError
 from matomo_kafka.matomo import MatomoClient, as_int, last_action_time, parse_visits
 from matomo_kafka.paging import Batch, Pager, Request
 from matomo_kafka.schedule import PageScheduler, drive
 from matomo_kafka.state import client_config
 
 STALL_SECONDS = 30.0
+#: How far before the first day's start the read begins: slack for clocks behind (see read_start).
+START_MARGIN = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -73,14 +76,51 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-def read_sent(settings: Settings, idsite: int, first: date, last: date) -> dict[date, Counter[int]]:
-    """idVisit -> number of messages, per day in [first, last], for one site."""
+def read_start(first: date, tz: tzinfo) -> datetime:
+    """The instant (UTC) the topic is read from: `first`'s start in the site's timezone minus
+    START_MARGIN.
+
+    Nothing of the days audited comes before it. A message's timestamp is its produce time:
+    CreateTime, the producer's clock (the tool never sets one), or LogAppendTime, the broker's,
+    if the topic is configured so. A visit of day D exists in Matomo only once D has begun, so
+    any producer sends it after D began; this tool reads a day only once it is closed, so it
+    sends it after D ended. A message of D could be stamped before this instant only by a clock
+    behind by more than START_MARGIN (a producer that read open days), or by more than a day
+    plus START_MARGIN (this tool); `audit` would not count it: a visit only there shows as
+    missing, never as ok. A midnight skipped by a DST change is read with the offset before
+    the change (days.day_end)."""
+    return (day_end(first - timedelta(days=1), tz) - START_MARGIN).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class SentRead:
+    """What the topic holds for a site's days, and what reading it cost."""
+
+    sent: dict[date, Counter[int]]  # idVisit -> messages, per day
+    since: datetime  # the read started at the first record stamped at or after this (UTC)
+    read: int  # records read (every key: the topic is shared by all sites)
+    total: int  # records in the topic's partitions (offsets from low to high watermark)
+
+
+def read_sent(
+    settings: Settings, idsite: int, first: date, last: date, since: datetime
+) -> SentRead:
+    """idVisit -> number of messages, per day in [first, last], for one site.
+
+    Each partition is read from `Consumer.offsets_for_times(since)` (the first offset whose
+    timestamp is at or after `since`: every later record is read too, whatever its timestamp)
+    up to its high watermark taken before, so messages produced during the audit are not
+    waited for. A partition with no record that recent (offsets_for_times answers -1, or an
+    offset at or past the watermark) has nothing to read. `total` counts offsets: on a
+    transactional topic, commit markers too."""
     sent: dict[date, Counter[int]] = {day: Counter() for day in day_range(first, last)}
     days = {day.isoformat().encode(): day for day in sent}
     prefix = f"{idsite}:".encode()
     topic = settings.KAFKA_TOPIC
     timeout = settings.KAFKA_CONNECT_TIMEOUT
+    since_ms = int(since.timestamp() * 1000)
     consumer = Consumer(consumer_config(settings))
+    read = total = 0
     try:
         try:
             metadata = consumer.list_topics(topic, timeout=timeout)
@@ -93,18 +133,36 @@ def read_sent(settings: Settings, idsite: int, first: date, last: date) -> dict[
                 low, high = consumer.get_watermark_offsets(
                     TopicPartition(topic, partition), timeout=timeout
                 )
+                total += max(0, high - low)
                 if high > low:
                     ends[partition] = high
+            starts: dict[int, int] = {}
+            if ends:
+                found = consumer.offsets_for_times(
+                    [TopicPartition(topic, p, since_ms) for p in ends], timeout=timeout
+                )
+                for tp in found:
+                    if tp.error is not None:
+                        raise KafkaReadError(
+                            f"Kafka topic {topic!r}: partition {tp.partition}: no offset for "
+                            f"{since:%Y-%m-%d %H:%M} UTC: {tp.error.str()}"
+                        )
+                    # -1: no record stamped that recently; at or past the end: only ones
+                    # produced since the watermarks were read. Nothing to read either way.
+                    if 0 <= tp.offset < ends[tp.partition]:
+                        starts[tp.partition] = tp.offset
         except KafkaException as exc:
             detail = exc.args[0].str() if exc.args else str(exc)
             raise KafkaReadError(
                 f"Kafka unreachable at {settings.KAFKA_SERVERS}: {detail}"
             ) from None
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        todo = set(ends)
+        consumer.assign([TopicPartition(topic, p, offset) for p, offset in starts.items()])
+        todo = set(starts)
         progress_at = time.monotonic()
         while todo:
-            messages = consumer.consume(num_messages=1000, timeout=1.0)
+            # consume() waits for the whole batch or the timeout: a short one, else the last
+            # batch of every read (fewer than 1000 records left) cost a full second.
+            messages = consumer.consume(num_messages=1000, timeout=0.1)
             if not messages:
                 positions = consumer.position([TopicPartition(topic, p) for p in todo])
                 todo -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
@@ -120,7 +178,13 @@ def read_sent(settings: Settings, idsite: int, first: date, last: date) -> dict[
                 if error is not None:
                     raise KafkaReadError(f"Kafka topic {topic!r}: {error.str()}")
                 partition, offset = message.partition(), message.offset()
-                if partition in todo and offset is not None and offset + 1 >= ends[partition]:
+                if partition is None or offset is None:
+                    continue  # not a fetched record (librdkafka sets both on every one)
+                if offset >= ends[partition]:
+                    todo.discard(partition)  # produced after the audit began: not counted
+                    continue
+                read += 1
+                if offset + 1 >= ends[partition]:
                     todo.discard(partition)
                 key = message.key()
                 if not key or not key.startswith(prefix):
@@ -134,7 +198,7 @@ def read_sent(settings: Settings, idsite: int, first: date, last: date) -> dict[
                     sent[day][idvisit] += 1
     finally:
         consumer.close()
-    return sent
+    return SentRead(sent, since, read, total)
 
 
 def live_ids(matomo: MatomoClient, idsite: int, day: date, limit: int) -> set[int]:
@@ -153,14 +217,26 @@ def live_ids(matomo: MatomoClient, idsite: int, day: date, limit: int) -> set[in
         return {idvisit for page in drive(iter(pager), scheduler) for idvisit in page.items}
 
 
+@dataclass(frozen=True)
+class SiteAudit:
+    rows: list[DayAudit]
+    topic: SentRead  # what reading the topic cost
+
+
 def audit_site(
     settings: Settings, matomo: MatomoClient, idsite: int, first: date, last: date
-) -> list[DayAudit]:
-    matomo.site(idsite)  # fails fast, with Matomo's own message, on an unknown site
-    sent = read_sent(settings, idsite, first, last)
+) -> SiteAudit:
+    # Fails fast, with Matomo's own message, on an unknown site; its timezone says when
+    # `first` began, hence where to start reading the topic.
+    info = matomo.site(idsite)
+    try:
+        tz = site_timezone(info.timezone)
+    except ValueError as exc:
+        raise MatomoResponseError(f"site {idsite}: {exc}") from None
+    read = read_sent(settings, idsite, first, last, read_start(first, tz))
     rows: list[DayAudit] = []
     for day in day_range(first, last):
-        in_topic = sent[day]
+        in_topic = read.sent[day]
         live = live_ids(matomo, idsite, day, settings.MATOMO_FILTER_LIMIT)
         summary = matomo.visits_summary_count(idsite, day)
         rows.append(
@@ -174,4 +250,4 @@ def audit_site(
                 extra=len(set(in_topic) - live),
             )
         )
-    return rows
+    return SiteAudit(rows, read)

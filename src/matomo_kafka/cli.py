@@ -610,9 +610,10 @@ def audit(
 ) -> None:
     """Compares, per day, the visits in the topic with Matomo's; exit 1 if any differ.
 
-    Sent (read back from the topic) against VisitsSummary.get nb_visits and a fresh Live
-    listing; a visit missing from the topic, or one in it that Live does not list, is a
-    mismatch."""
+    Sent (read back from the topic, from the first record produced at or after the first
+    day's start in the site's timezone minus 1 hour) against VisitsSummary.get nb_visits and a
+    fresh Live listing; a visit missing from the topic, or one in it that Live does not list,
+    is a mismatch."""
     first, last = parse_day("--from", first_text), parse_day("--to", last_text)
     if first > last:
         fail(f"--from {first} is after --to {last}", EXIT_CONFIG)
@@ -626,9 +627,10 @@ def audit(
         cursor = None
     try:
         with matomo_client(settings) as matomo:
-            rows = audit_site(settings, matomo, site, first, last)
+            audited = audit_site(settings, matomo, site, first, last)
     except MatomoKafkaError as exc:
         fail(str(exc), exc.exit_code)
+    rows, read = audited.rows, audited.topic
     table = Table(title=f"matomo-kafka audit: site {site}, topic {settings.KAFKA_TOPIC}",
                   title_justify="left")  # fmt: skip
     columns = ("day", "sent", "distinct sent", "duplicates", "VisitsSummary", "Live", "missing",
@@ -651,6 +653,10 @@ def audit(
     # Never truncated, even in a scheduler's log (no terminal: rich would assume 80 columns).
     wide = stdout if stdout.is_terminal else Console(highlight=False, width=200)
     wide.print(table)
+    say(
+        f"read {read.read:,} records of {read.total:,} in the topic's partitions (from the "
+        f"first one produced at or after {read.since:%Y-%m-%d %H:%M} UTC)"
+    )
     for row in rows:
         if row.summary_differs:
             say(

@@ -1,0 +1,236 @@
+"""Benchmark: what `matomo-kafka audit` of one recent day costs when the topic also holds many
+older records (issue 16, part 3).
+
+Two fresh topics get the same `matomo-kafka run` (1 site in UTC, the last --days days before
+today, --per-day visits each, from the bundled simulator over real HTTP); one of them first gets
+--older records produced straight into it (keys of the same site and of another one, headers of
+older days, 60-byte values, timestamps spread over the 30 days before the first day run). Then
+`matomo-kafka audit --site 1 --from <yesterday> --to <yesterday>` runs once on each topic
+(a child process: wall time includes interpreter start and Matomo's Live listing), and, for
+comparison, the former way of reading is timed in this process: the whole older topic read
+from its first offset (audit.read_sent from the epoch).
+
+The run's records are all produced now, so the recent read holds every day run, not only
+yesterday's (a daily run would have produced the older days' records on their own days).
+Topics are created with retention.ms=-1 (the older records' timestamps are past the default
+7 days) and deleted at the end.
+
+    KAFKA_PORT=29092 .venv/bin/python bench/audit_read.py                 # 1.5M older records
+    KAFKA_PORT=29092 .venv/bin/python bench/audit_read.py --older 100000  # quicker
+
+Needs the local broker: scripts/kafka-local.sh start. Numbers are for this machine only.
+`fill_older` and `create_topic` are also used by tests/test_ops_audit.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from matomo_kafka.audit import read_sent, read_start
+from matomo_kafka.config import load_settings
+
+BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
+TOKEN = "bench-token"
+OLDER_SPAN = timedelta(days=30)
+
+
+def create_topic(bootstrap: str, prefix: str, partitions: int = 3) -> str:
+    """A fresh topic that keeps everything (retention.ms=-1): records stamped weeks ago would
+    otherwise be deleted by the broker's 7-day retention while a test or the bench runs."""
+    name = f"{prefix}.{uuid.uuid4().hex[:10]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+    topic = NewTopic(name, num_partitions=partitions, replication_factor=1,
+                     config={"retention.ms": "-1"})  # fmt: skip
+    admin.create_topics([topic])[name].result(timeout=60)
+    deadline = time.monotonic() + 30
+    while True:
+        found = admin.list_topics(name, timeout=10).topics.get(name)
+        if found is not None and found.error is None and len(found.partitions) == partitions:
+            return name
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {name}: its {partitions} partitions not visible in 30s")
+        time.sleep(0.1)
+
+
+def delete_topics(bootstrap: str, names: list[str]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+    for future in admin.delete_topics(names, operation_timeout=30).values():
+        future.result(timeout=60)
+
+
+def fill_older(
+    bootstrap: str, topic: str, count: int, before: datetime, sites: tuple[int, ...] = (1, 9)
+) -> None:
+    """`count` small records stamped (CreateTime, set explicitly) over the 30 days before
+    `before`, oldest first, keyed `<site>:<n>` in turn for each of `sites`, with the headers the
+    tool writes and the day of their timestamp (UTC) as `matomo.day`."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50,
+                         "batch.size": 1_000_000, "compression.type": "lz4",
+                         "queue.buffering.max.messages": 1_000_000, "log_level": 4})  # fmt: skip
+    first_ms = int((before - OLDER_SPAN).timestamp() * 1000)
+    step = OLDER_SPAN / timedelta(milliseconds=1) / max(count, 1)
+    value = b'{"idVisit":0,"older":true,"pad":"' + b"x" * 24 + b'"}'
+    site_headers = [(site, str(site).encode()) for site in sites]
+    day_of: dict[int, bytes] = {}
+    produce, poll = producer.produce, producer.poll
+    for n in range(count):
+        stamp = first_ms + int(n * step)
+        site, site_header = site_headers[n % len(site_headers)]
+        day_index = stamp // 86_400_000
+        day = day_of.get(day_index)
+        if day is None:
+            day = datetime.fromtimestamp(stamp / 1000, UTC).date().isoformat().encode()
+            day_of[day_index] = day
+        headers = [("matomo.idsite", site_header), ("matomo.day", day)]
+        while True:
+            try:
+                produce(topic, value=value, key=f"{site}:{n}", headers=headers, timestamp=stamp)
+                break
+            except BufferError:
+                poll(0.05)
+        if n % 10_000 == 0:
+            poll(0)
+    if producer.flush(120) != 0:
+        raise RuntimeError(f"{topic}: older records not all acknowledged in 120s")
+
+
+# -- the bench -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_simulator(
+    workdir: Path, days: list[date], per_day: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    visits = {day.isoformat(): per_day for day in days}
+    site = {"idsite": 1, "name": "site 1", "timezone": "UTC", "default_visits": 0, "visits": visits}
+    path = workdir / "sim.json"
+    path.write_text(json.dumps({"token": TOKEN, "sites": [site]}))
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "matomo_kafka.cli", "simulate", "--port", str(port),
+         "--config", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.1)
+    return process, f"http://127.0.0.1:{port}/index.php"
+
+
+def tool_env(url: str, topic: str, state: Path, first: date) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MATOMO_", "KAFKA_"))}
+    env.update({
+        "START_DATE": first.isoformat(), "MATOMO_FILTER_LIMIT": "1000",
+        "FILE_PATH_FILTERDATE": str(state / "filterdate"),
+        "FILE_PATH_LAST_OFFSET": str(state / "last_filter_offset"),
+        "COLONNE_ANNOMYSE": "visitIp,visitorId", "SALAGE": "bench-salt", "KAFKA_TOPIC": topic,
+        "MATOMO_ID_SITE": "1", "MATOMO_API_URL": url, "MATOMO_API_TOKEN": TOKEN,
+        "KAFKA_SERVERS": BOOTSTRAP, "CLUSTERID": "BENCH", "MATOMO_SETTLE_MINUTES": "0",
+    })  # fmt: skip
+    return env
+
+
+def cli(env: dict[str, str], state: Path, *args: str) -> tuple[float, str]:
+    """Runs the CLI, returns its wall time and stdout; exits on a non-zero code."""
+    parm = state / "parm"
+    parm.mkdir(exist_ok=True)
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "matomo_kafka.cli", *args, "--parm-dir",
+                             str(parm)], env=env, capture_output=True, text=True)  # fmt: skip
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"matomo-kafka {args[0]} exited {result.returncode}:\n"
+                         f"{result.stdout}{result.stderr}")  # fmt: skip
+    return seconds, result.stdout
+
+
+def read_line(stdout: str) -> str:
+    return next(line for line in stdout.splitlines() if line.startswith("read "))
+
+
+def topic_read(env: dict[str, str], state: Path, day: date, since: datetime) -> str:
+    """The topic read alone, in this process (no interpreter start, no Matomo): from the first
+    record stamped at or after `since`, as audit does, or from the epoch, the former way."""
+    settings = load_settings(state / "parm", env)
+    started = time.perf_counter()
+    read = read_sent(settings, 1, day, day, since)
+    seconds = time.perf_counter() - started
+    return (f"{seconds:5.2f} s  read {read.read:,} records of {read.total:,}, "
+            f"{sum(read.sent[day].values()):,} of them {day}'s")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--older", type=int, default=1_500_000, help="older records")
+    parser.add_argument("--days", type=int, default=3, help="days run, ending yesterday")
+    parser.add_argument("--per-day", type=int, default=5000, help="visits a day run")
+    args = parser.parse_args()
+
+    today = datetime.now(UTC).date()
+    yesterday = today - timedelta(days=1)
+    days = [yesterday - timedelta(days=k) for k in reversed(range(args.days))]
+    first_start = datetime.combine(days[0], datetime.min.time(), tzinfo=UTC)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-audit-"))
+    simulator, url = start_simulator(workdir, days, args.per_day)
+    topics: list[str] = []
+    try:
+        print(f"broker {BOOTSTRAP}; run: site 1, {days[0]} .. {yesterday}, {args.per_day:,} "
+              f"visits a day; audit: {yesterday}")  # fmt: skip
+        audits: dict[str, tuple[float, str]] = {}
+        reads: dict[str, str] = {}
+        older_topic = f"with {args.older:,} older"
+        for label, older in (("without older records", 0), (older_topic, args.older)):
+            topic = create_topic(BOOTSTRAP, "bench.audit")
+            topics.append(topic)
+            if older:
+                started = time.perf_counter()
+                fill_older(BOOTSTRAP, topic, older, first_start - timedelta(hours=2))
+                print(f"  filled {older:,} older records in {time.perf_counter() - started:.1f} s")
+            state = workdir / f"state-{len(topics)}"
+            state.mkdir()
+            env = tool_env(url, topic, state, days[0])
+            run_s, _ = cli(env, state, "run", "--run-date", today.isoformat(), "-q")
+            print(f"  {label}: run of {args.days * args.per_day:,} visits in {run_s:.1f} s")
+            audits[label] = cli(env, state, "audit", "--site", "1", "--from",
+                                yesterday.isoformat(), "--to", yesterday.isoformat())  # fmt: skip
+            if older:
+                since = read_start(yesterday, UTC)
+                reads["from the day's start - 1 h"] = topic_read(env, state, yesterday, since)
+                epoch = datetime(1970, 1, 1, tzinfo=UTC)
+                reads["from the first offset (former)"] = topic_read(env, state, yesterday, epoch)
+        print("\nmatomo-kafka audit (child process, wall: interpreter start + topic + Live):")
+        for label, (seconds, stdout) in audits.items():
+            print(f"  {label:>30}: {seconds:5.2f} s  {read_line(stdout)}")
+        print(f"topic read alone, in process, {older_topic} records:")
+        for label, line in reads.items():
+            print(f"  {label:>30}: {line}")
+    finally:
+        simulator.terminate()
+        simulator.wait(10)
+        if topics:
+            delete_topics(BOOTSTRAP, topics)
+
+
+if __name__ == "__main__":
+    main()
