@@ -39,8 +39,8 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from matomo_kafka.audit import read_sent, read_start
-from matomo_kafka.config import load_settings
+from matomo_kafka.config.settings import load_settings
+from matomo_kafka.ops.audit import read_sent, read_start
 
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
 TOKEN = "bench-token"

@@ -65,9 +65,11 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from matomo_kafka.checkpoint import CheckpointStore, Cursor
-from matomo_kafka.config import ALL_KEYS
-from matomo_kafka.simulator import MSG_UNKNOWN_SITE, Fault, MatomoSimulator, SimConfig, SimSite
+from matomo_kafka.config.settings import ALL_KEYS
+from matomo_kafka.model import Cursor
+from matomo_kafka.simulator import Fault, MatomoSimulator, SimConfig, SimSite
+from matomo_kafka.simulator.config import MSG_UNKNOWN_SITE
+from matomo_kafka.state.checkpoint_files import CheckpointStore
 
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_SCRIPT = REPO / "scripts" / "kafka-local.sh"
@@ -876,7 +878,7 @@ def kill_proof(
 #: is where a real SIGKILL lands now and then (measured by kill_proof as window_kills).
 DAY_CHANGE_KILL = """
 import os, signal, sys
-import matomo_kafka.checkpoint as checkpoint
+import matomo_kafka.state.checkpoint_files as checkpoint
 _write = checkpoint._write_atomic
 def _die_before_the_new_day(path, text):
     if path.name.startswith("filterdate") and path.suffix == ".txt" and path.exists():

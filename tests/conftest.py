@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from matomo_kafka.config import ALL_KEYS
+from matomo_kafka.config.settings import ALL_KEYS
 from matomo_kafka.simulator import MatomoSimulator, SimConfig, SimSite
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from conftest import CLI_OUTPUTS, base_values, clean_env, read_topic, write_parm
-from matomo_kafka.checkpoint import CheckpointStore, Cursor
+from matomo_kafka.model import Cursor
 from matomo_kafka.simulator import MatomoSimulator
+from matomo_kafka.state.checkpoint_files import CheckpointStore
 
 LIMIT = 10
 RUN_DATE = "2024-03-06"  # reads 2024-03-01 .. 2024-03-05

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from matomo_kafka import checkpoint as checkpoint_module
-from matomo_kafka.checkpoint import CheckpointStore, Cursor
 from matomo_kafka.errors import CheckpointError, LockedError
+from matomo_kafka.model import Cursor
+from matomo_kafka.state import checkpoint_files as checkpoint_module
+from matomo_kafka.state.checkpoint_files import CheckpointStore
 
 
 def store(tmp_path: Path) -> CheckpointStore:

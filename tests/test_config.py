@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from matomo_kafka.config import ConfigError, load_settings
+from matomo_kafka.config.settings import load_settings
+from matomo_kafka.errors import ConfigError
 
 SEED_INI = """START_DATE : 2023-04-01
 MATOMO_FILTER_LIMIT : 1000

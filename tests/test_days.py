@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from matomo_kafka.days import day_range, days_behind, last_closed_day, site_timezone
+from matomo_kafka.source.days import day_range, days_behind, last_closed_day, site_timezone
 
 
 def test_yesterday_depends_on_the_site_timezone() -> None:

@@ -23,8 +23,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from conftest import BOOTSTRAP, base_values, clean_env, run_cli, two_sites, write_parm
 from conftest import read_records as read_all
-from matomo_kafka.checkpoint import CheckpointStore, Cursor
+from matomo_kafka.model import Cursor
 from matomo_kafka.simulator import MatomoSimulator, SimSite
+from matomo_kafka.state.checkpoint_files import CheckpointStore
 
 LIMIT = 10
 RUN_DATE = "2024-03-06"  # reads 2024-03-01 .. 2024-03-05
@@ -357,9 +358,9 @@ def test_a_second_instance_fences_the_first(tmp_path: Path, topic: str, sim_fact
 def test_state_topic_creation_refused_names_the_topic(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from matomo_kafka import state
-    from matomo_kafka.config import load_settings
+    from matomo_kafka.config.settings import load_settings
     from matomo_kafka.errors import KafkaDeliveryError
+    from matomo_kafka.state import state_topic as state
 
     class Refused:
         def result(self, timeout: float | None = None) -> None:
@@ -387,7 +388,8 @@ def test_state_topic_creation_refused_names_the_topic(
 
 
 def test_delivery_keys_are_validated(tmp_path: Path) -> None:
-    from matomo_kafka.config import ConfigError, load_settings
+    from matomo_kafka.config.settings import load_settings
+    from matomo_kafka.errors import ConfigError
 
     values = base_values(tmp_path, "http://127.0.0.1:1/", "t.visits")
     settings = load_settings(write_parm(tmp_path / "ok", **values), environ={})

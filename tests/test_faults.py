@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from conftest import base_values, read_topic, run_cli, two_sites, write_parm
-from matomo_kafka.checkpoint import CheckpointStore, Cursor
+from matomo_kafka.model import Cursor
 from matomo_kafka.simulator import Fault, MatomoSimulator
+from matomo_kafka.state.checkpoint_files import CheckpointStore
 
 LIMIT = 10
 RUN_DATE = "2024-03-06"

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from conftest import base_values, read_topic, run_cli, write_parm
-from matomo_kafka.checkpoint import CheckpointStore, Cursor
+from matomo_kafka.model import Cursor
 from matomo_kafka.simulator import Fault, MatomoSimulator, SimSite
+from matomo_kafka.state.checkpoint_files import CheckpointStore
 
 DAYS = {"2024-03-01": 260, "2024-03-02": 40, "2024-03-03": 130}
 

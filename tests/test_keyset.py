@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from conftest import base_values, read_records, run_cli, write_parm
-from matomo_kafka.checkpoint import CheckpointStore
 from matomo_kafka.simulator import Fault, MatomoSimulator, SimSite
+from matomo_kafka.state.checkpoint_files import CheckpointStore
 
 RUN_DATE = "2024-03-04"  # reads 2024-03-01 .. 2024-03-03
 DAYS = [date(2024, 3, d) for d in range(1, 4)]

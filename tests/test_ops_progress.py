@@ -17,10 +17,10 @@ import pytest
 from rich.console import Console
 
 from conftest import SALT, TOKEN, run_cli, two_sites
-from matomo_kafka.errors import Redactor
-from matomo_kafka.logsetup import JsonFormatter, setup_logging
-from matomo_kafka.pipeline import SiteReport
-from matomo_kafka.progress import LogProgress, Observers, RichProgress
+from matomo_kafka.model import SiteReport
+from matomo_kafka.ops.log_setup import JsonFormatter, setup_logging
+from matomo_kafka.ops.progress import LogProgress, Observers, RichProgress
+from matomo_kafka.ops.redaction import Redactor
 from ops_support import LIMIT, RUN_DATE, cli_env, parm, run_on_tty
 
 # two_sites(10): pages per site = sum over its days of (visits // 10 + 1).

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import read_topic, run_cli, two_sites
-from matomo_kafka.checkpoint import Cursor
+from matomo_kafka.model import Cursor
 from ops_support import LIMIT, RUN_DATE, cursor, expected_keys, parm, run_on_tty, store
 
 

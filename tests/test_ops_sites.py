@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from conftest import clean_env, run_cli
-from matomo_kafka.checkpoint import Cursor
-from matomo_kafka.config import load_settings
+from matomo_kafka.config.settings import load_settings
+from matomo_kafka.model import Cursor
 from matomo_kafka.simulator import SimSite
-from matomo_kafka.sites import Shard, parse_shard, shard_of
+from matomo_kafka.source.sites import Shard, parse_shard, shard_of
 from ops_support import cursor, expected_keys, parm, topic_counts
 
 RUN_DATE = "2024-03-04"  # reads 2024-03-01 .. 2024-03-03

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from matomo_kafka import paging
-from matomo_kafka.checkpoint import Cursor
 from matomo_kafka.errors import MatomoError, MatomoResponseError, PageTooHeavy
-from matomo_kafka.matomo import RequestGate
-from matomo_kafka.paging import Batch, Pager, Request
-from matomo_kafka.schedule import PageScheduler, drive
+from matomo_kafka.model import Cursor
+from matomo_kafka.source import paging
+from matomo_kafka.source.client import RequestGate
+from matomo_kafka.source.paging import Batch, Pager, Request
+from matomo_kafka.source.schedule import PageScheduler, drive
 
 LIMIT = 10
 FIRST = date(2024, 3, 1)

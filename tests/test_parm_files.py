@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from matomo_kafka.config import ConfigError, Settings, load_config
+from matomo_kafka.config.settings import Settings, load_config
+from matomo_kafka.errors import ConfigError
 from test_config import SEED_ENV, SEED_INI
 
 BOM = b"\xef\xbb\xbf"

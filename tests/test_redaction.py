@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from conftest import base_values, clean_env, run_cli, write_parm
-from matomo_kafka.errors import RedactingFilter, Redactor
+from matomo_kafka.ops.redaction import RedactingFilter, Redactor
 from matomo_kafka.simulator import MatomoSimulator, SimConfig, SimSite
 
 SHORT_SALT_WARNING = "SALAGE: shorter than 16 bytes"

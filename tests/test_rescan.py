@@ -14,9 +14,9 @@ import orjson
 import pytest
 
 from conftest import base_values, read_records, run_cli, write_parm
-from matomo_kafka.sentlog import SentLog, digest
+from matomo_kafka.model import Message
 from matomo_kafka.simulator import MatomoSimulator, SimSite
-from matomo_kafka.sink import Message
+from matomo_kafka.state.sent_log import SentLog, digest
 
 LATE_DAY, GROW_DAY = "2024-03-02", "2024-03-03"
 

@@ -25,9 +25,10 @@ from conftest import (
     two_sites,
     write_parm,
 )
-from matomo_kafka.checkpoint import CheckpointStore, Cursor
+from matomo_kafka.model import Cursor
 from matomo_kafka.simulator import MatomoSimulator, SimSite
-from matomo_kafka.transform import pseudonymise
+from matomo_kafka.state.checkpoint_files import CheckpointStore
+from matomo_kafka.transform.pseudonymise import pseudonymise
 
 LIMIT = 10
 RUN_DATE = "2024-03-06"  # reads 2024-03-01 .. 2024-03-05

@@ -18,12 +18,13 @@ import httpx
 import pytest
 
 from conftest import TOKEN, base_values, read_records, read_topic, write_parm
-from matomo_kafka.checkpoint import CheckpointStore, Cursor
-from matomo_kafka.config import load_settings
-from matomo_kafka.matomo import MatomoClient, RequestGate
+from matomo_kafka.config.settings import load_settings
+from matomo_kafka.model import Cursor
 from matomo_kafka.pipeline import Pipeline
 from matomo_kafka.simulator import MatomoSimulator, SimSite
-from matomo_kafka.sink import KafkaSink
+from matomo_kafka.sink.producer import KafkaSink
+from matomo_kafka.source.client import MatomoClient, RequestGate
+from matomo_kafka.state.checkpoint_files import CheckpointStore
 
 LIMIT = 10
 BIG_DAY = "2024-03-01"

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import pytest
 
-from matomo_kafka.schedule import Pace, PageScheduler, Priority, Ticket, wait_for
+from matomo_kafka.source.schedule import Pace, PageScheduler, Priority, Ticket, wait_for
 
 T = TypeVar("T")
 

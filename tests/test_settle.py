@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from matomo_kafka.days import day_end, last_closed_day, settled_day, site_timezone
+from matomo_kafka.source.days import day_end, last_closed_day, settled_day, site_timezone
 
 
 def utc(*args: int) -> datetime:

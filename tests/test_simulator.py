@@ -24,8 +24,11 @@ import httpx
 import orjson
 import pytest
 
-from matomo_kafka import simulator
-from matomo_kafka.simulator import Fault, MatomoSimulator, SimConfig, SimSite, php_json
+from matomo_kafka.simulator import Fault, MatomoSimulator, SimConfig, SimSite
+from matomo_kafka.simulator import api as sim_api
+from matomo_kafka.simulator import config as sim_config
+from matomo_kafka.simulator import visits as sim_visits
+from matomo_kafka.simulator.visits import php_json
 from samples import MATOMO_4, MATOMO_5, sample_bytes, sample_files, sample_json, sample_status
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -716,14 +719,14 @@ def test_basic_auth_gateway(client: httpx.Client) -> None:
          "The method 'bar' does not exist or is not available in the module "
          "'\\Piwik\\Plugins\\Foo\\API'."),
         ("Live.getLastVisitsDetails", {"idSite": 1, "period": "day", "date": "2024-13-01"},
-         simulator.MSG_BAD_DATE),
+         sim_config.MSG_BAD_DATE),
         ("Live.getLastVisitsDetails", {"idSite": 1, "period": "day", "date": "10/03/2024"},
-         simulator.MSG_BAD_DATE),
+         sim_config.MSG_BAD_DATE),
         ("Live.getLastVisitsDetails", {"idSite": 4, "period": "day", "date": "2024-03-10"},
          "Visits log is deactivated for this website. This can be changed in the website "
          "settings."),
         ("Live.getLastVisitsDetails", {"idSite": 1, "period": "week", "date": "2024-03-10"},
-         simulator.MSG_ONLY_DAY.format("Live.getLastVisitsDetails", "week")),
+         sim_config.MSG_ONLY_DAY.format("Live.getLastVisitsDetails", "week")),
         ("Live.getLastVisitsDetails", {"period": "day", "date": "2024-03-10"},
          "Please specify a value for 'idSite'."),
     ],
@@ -745,7 +748,7 @@ def test_module_and_format_are_required(sim: MatomoSimulator, client: httpx.Clie
     base = {"module": "API", "format": "json", "method": "API.getMatomoVersion"}
     for override in ({"format": "xml"}, {"module": "CoreHome"}, {"format": ""}):
         r = client.post(sim.url, data={**base, **override, "token_auth": TOKEN})
-        assert r.status_code == 200 and error_message(r) == simulator.MSG_ONLY_API_JSON
+        assert r.status_code == 200 and error_message(r) == sim_config.MSG_ONLY_API_JSON
     r = client.post(sim.url, data={**base, "module": "api", "format": "JSON", "token_auth": TOKEN})
     assert r.json() == {"value": "5.0.2"}
 
@@ -922,7 +925,7 @@ def test_without_workers_no_request_waits() -> None:
 
 def test_stats_endpoint_counts_api_requests_only(client: httpx.Client) -> None:
     with MatomoSimulator(peer_config(workers=2)) as s:
-        stats_url = s.url.replace("/index.php", simulator.STATS_PATH)
+        stats_url = s.url.replace("/index.php", sim_config.STATS_PATH)
         assert client.get(stats_url).json()["requests"] == 0
         _version(client, s.url)
         live(client, s.url, 1, "2024-03-10")
@@ -1034,8 +1037,8 @@ def test_concurrent_clients(sim: MatomoSimulator) -> None:
 def test_large_pages_are_streamed(
     sim: MatomoSimulator, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(simulator, "_STREAM_THRESHOLD", 100)
-    monkeypatch.setattr(simulator, "_STREAM_BATCH", 64)
+    monkeypatch.setattr(sim_api, "_STREAM_THRESHOLD", 100)
+    monkeypatch.setattr(sim_api, "_STREAM_BATCH", 64)
     r = api(client, sim.url, "Live.getLastVisitsDetails", idSite=2, period="day",
             date="2024-03-10", filter_limit=-1, filter_sort_order="asc")  # fmt: skip
     assert r.headers.get("transfer-encoding") == "chunked"
@@ -1062,7 +1065,7 @@ def test_million_visit_day_and_speed(sim: MatomoSimulator, client: httpx.Client)
     plan = sim._plan(3, date(2024, 3, 10))
     n = 5000
     t0 = time.perf_counter()
-    visits = [simulator._make_visit(plan, i, 1) for i in range(200_000, 200_000 + n)]
+    visits = [sim_visits._make_visit(plan, i, 1) for i in range(200_000, 200_000 + n)]
     gen_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     body = php_json(visits)
@@ -1453,8 +1456,8 @@ def test_grow_visits_stays_inside_the_site_day(client: httpx.Client) -> None:
 def test_hazard_days_stream_and_survive_concurrency(
     client: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(simulator, "_STREAM_THRESHOLD", 50)
-    monkeypatch.setattr(simulator, "_STREAM_BATCH", 16)
+    monkeypatch.setattr(sim_api, "_STREAM_THRESHOLD", 50)
+    monkeypatch.setattr(sim_api, "_STREAM_BATCH", 16)
     with MatomoSimulator(hazard_config()) as s:
         s.grow_visits(2, DAY, 10)
         r = api(client, s.url, "Live.getLastVisitsDetails", idSite=2, period="day", date=DAY,

@@ -39,14 +39,14 @@ from conftest import (
     two_sites,
     write_parm,
 )
-from matomo_kafka.checkpoint import CheckpointStore, Cursor
-from matomo_kafka.config import collect, load_settings
+from matomo_kafka.config.kafka_clients import client_config, producer_config
+from matomo_kafka.config.kafka_properties import is_secret, property_name
+from matomo_kafka.config.settings import collect, load_settings
 from matomo_kafka.errors import MatomoTLSError
-from matomo_kafka.kafka_props import is_secret, property_name
-from matomo_kafka.matomo import MatomoClient, RetryPolicy
+from matomo_kafka.model import Cursor
 from matomo_kafka.simulator import MatomoSimulator
-from matomo_kafka.sink import producer_config
-from matomo_kafka.state import client_config
+from matomo_kafka.source.client import MatomoClient, RetryPolicy
+from matomo_kafka.state.checkpoint_files import CheckpointStore
 
 LIMIT = 10
 RUN_DATE = "2024-03-06"  # reads 2024-03-01 .. 2024-03-05

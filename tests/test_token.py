@@ -17,15 +17,15 @@ import httpx
 import pytest
 
 from conftest import TOKEN, CliResult, clean_env, run_cli, two_sites
-from matomo_kafka.checkpoint import Cursor
 from matomo_kafka.errors import (
     GatewayAuthError,
     MatomoAuthError,
     SiteAccessError,
     TokenRefusedError,
 )
-from matomo_kafka.matomo import MatomoClient, RetryPolicy, matomo_error_page
+from matomo_kafka.model import Cursor
 from matomo_kafka.simulator import Fault, MatomoSimulator
+from matomo_kafka.source.client import MatomoClient, RetryPolicy, matomo_error_page
 from ops_support import DAYS, LIMIT, RUN_DATE, cursor, expected_keys, parm, topic_counts
 from samples import MATOMO_4, sample_bytes
 

@@ -15,15 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from matomo_kafka.errors import MatomoResponseError, TransformError
-from matomo_kafka.transform import (
+from matomo_kafka.transform.pseudonymise import KeyedHash, pseudonymise, value_text
+from matomo_kafka.transform.visits import (
     Dimension,
-    KeyedHash,
     SiteTransform,
     page_messages,
     parse_dimensions,
     parse_goals,
-    pseudonymise,
-    value_text,
 )
 from samples import sample_files, sample_json
 

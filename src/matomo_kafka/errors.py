@@ -1,13 +1,12 @@
-"""The errors a run can end with, their exit codes, and the secret redactor.
+"""Every error a command can end with, each with its exit code.
 
 Each error carries one human line. The CLI prints that line (redacted) and exits with the
-error's code, so schedulers can tell a bad config from a Matomo or a Kafka outage.
+error's `exit_code`, so schedulers can tell a bad config from a Matomo or a Kafka outage:
+1 a site or the run failed, 2 the configuration or command line is invalid, 3 another run or
+instance holds the work, 130 interrupted after the last acknowledged page.
 """
 
 from __future__ import annotations
-
-import logging
-from collections.abc import Iterable
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a site or the run failed at run time (Matomo, Kafka, checkpoint)
@@ -22,6 +21,19 @@ class MatomoKafkaError(Exception):
     exit_code = EXIT_FAILED
 
 
+# -- configuration and the run's own files ---------------------------------------------------
+
+
+class ConfigError(MatomoKafkaError):
+    """The configuration is invalid; `problems` holds one human line per problem."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 class LockedError(MatomoKafkaError):
     """Another run is working on the same checkpoint files."""
 
@@ -32,8 +44,29 @@ class CheckpointError(MatomoKafkaError):
     """A checkpoint file is unreadable or cannot be written: never guess, never restart."""
 
 
+# -- Matomo ------------------------------------------------------------------------------------
+
+
 class MatomoError(MatomoKafkaError):
     """Matomo answered with an error, or could not be reached after the retries."""
+
+
+class TransientMatomoError(MatomoError):
+    """A failure worth retrying; `retry_after` is the server's own hint, when it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServerLimitError(TransientMatomoError):
+    """Matomo failed a request for its size: PHP's memory or time limit, or a timeout. The
+    same request may pass later; a smaller page passes more surely (see PageTooHeavy)."""
+
+
+class PageTooHeavy(MatomoError):
+    """A Live page kept failing for its size (PHP memory or time limit, or a timeout): the
+    pager asks for the same position in smaller pages (source/paging.py)."""
 
 
 class MatomoAuthError(MatomoError):
@@ -61,11 +94,6 @@ class SiteAccessError(MatomoError):
     view it: this site only fails, the others go on."""
 
 
-class PageTooHeavy(MatomoError):
-    """A Live page kept failing for its size (PHP memory or time limit, or a timeout): the
-    pager asks for the same position in smaller pages (paging.py)."""
-
-
 class MatomoResponseError(MatomoError):
     """Matomo answered something that is not what the API promises (shape, types)."""
 
@@ -74,63 +102,32 @@ class TransformError(MatomoKafkaError):
     """A visit cannot be transformed safely (e.g. a dimension name hides a Matomo field)."""
 
 
+# -- Kafka -------------------------------------------------------------------------------------
+
+
 class KafkaDeliveryError(MatomoKafkaError):
     """Kafka did not acknowledge a page (or cannot be reached): the page is not checkpointed."""
+
+
+class FencedError(KafkaDeliveryError):
+    """Another instance started a transactional producer for the same site: this one stops.
+    Exit code 3, as for a checkpoint lock held by another run: another instance does the work."""
+
+    exit_code = EXIT_LOCKED
 
 
 class KafkaReadError(MatomoKafkaError):
     """The topic could not be read back to its end (`audit`)."""
 
 
-#: Secrets shorter than this are not masked: see Redactor.
-MIN_MASKED_LENGTH = 8
+# -- how a run stops -------------------------------------------------------------------------
 
 
-class Redactor:
-    """Replaces every known secret of MIN_MASKED_LENGTH characters or more by *** in any
-    text that leaves the process.
+class Interrupted(MatomoKafkaError):
+    """SIGINT/SIGTERM: the run stopped cleanly after its last acknowledged page."""
 
-    A shorter secret is not masked: it occurs by chance inside ordinary words (a salt `s`
-    turned `Europe/Paris` into `Europe/Pari***` and `sites` into `***ite***`), so masking it
-    mangles every output, and the mangling itself gives the secret away (the *** show where
-    it was). No secret is ever written to an output on purpose; masking is the last line of
-    defence for one that slips into a message, and it only works for a secret long enough
-    not to be part of everyday text.
-    """
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: list[str] = []
-        self.add(secrets)
-
-    def add(self, secrets: Iterable[str]) -> None:
-        for secret in secrets:
-            if len(secret) >= MIN_MASKED_LENGTH and secret not in self._secrets:
-                self._secrets.append(secret)
-        # Longest first, so a secret containing another is fully masked.
-        self._secrets.sort(key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
+    exit_code = EXIT_INTERRUPTED
 
 
-class RedactingFilter(logging.Filter):
-    """Logging filter: renders the record once, redacted, so no handler sees a secret."""
-
-    def __init__(self, redactor: Redactor) -> None:
-        super().__init__()
-        self.redactor = redactor
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if record.exc_info:
-            # Tracebacks are replaced by their last line: locals or URLs never reach a log.
-            exc = record.exc_info[1]
-            message = f"{message} ({type(exc).__name__}: {exc})"
-            record.exc_info = None
-            record.exc_text = None
-        record.msg = self.redactor(message)
-        record.args = None
-        return True
+class Stopped(MatomoKafkaError):
+    """Another site hit a run-wide failure: this one stopped after its last acknowledged page."""

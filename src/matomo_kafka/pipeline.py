@@ -29,55 +29,44 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Protocol
 
-from matomo_kafka.checkpoint import CheckpointStore, Cursor
-from matomo_kafka.config import Settings
-from matomo_kafka.days import days_behind, last_closed_day, site_timezone
-from matomo_kafka.delivery import AtLeastOnce, Delivery, ExactlyOnce, Handover, Outgoing
+from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import (
     CheckpointError,
+    Interrupted,
     KafkaDeliveryError,
     MatomoAuthError,
     MatomoError,
     MatomoKafkaError,
     MatomoResponseError,
     SiteAccessError,
+    Stopped,
     TransformError,
 )
-from matomo_kafka.matomo import MatomoClient, SiteInfo, SiteMetadata
-from matomo_kafka.paging import Batch, Page, Pager, Request
-from matomo_kafka.schedule import Pace, PageScheduler, Priority, Ticket, wait_for
-from matomo_kafka.sentlog import SentLog, digest, visit_id
-from matomo_kafka.sink import KafkaSink, Message, page_headers
-from matomo_kafka.state import StateReader, claim_sites, ensure_state_topic
-from matomo_kafka.transform import SiteTransform, page_messages, parse_dimensions, parse_goals
+from matomo_kafka.model import Cursor, Message, Page, RunReport, SiteReport
+from matomo_kafka.sink.delivery import (
+    AtLeastOnce,
+    Delivery,
+    ExactlyOnce,
+    Handover,
+    Outgoing,
+    claim_sites,
+)
+from matomo_kafka.sink.producer import KafkaSink, page_headers
+from matomo_kafka.source.client import MatomoClient, SiteInfo, SiteMetadata
+from matomo_kafka.source.days import days_behind, last_closed_day, site_timezone
+from matomo_kafka.source.paging import Batch, Pager, Request
+from matomo_kafka.source.schedule import Pace, PageScheduler, Priority, Ticket, wait_for
+from matomo_kafka.state.checkpoint_files import CheckpointStore
+from matomo_kafka.state.sent_log import SentLog, digest, visit_id
+from matomo_kafka.state.state_topic import StateReader, ensure_state_topic
+from matomo_kafka.transform.visits import (
+    SiteTransform,
+    page_messages,
+    parse_dimensions,
+    parse_goals,
+)
 
 log = logging.getLogger(__name__)
-
-
-class Interrupted(MatomoKafkaError):
-    """SIGINT/SIGTERM: the run stopped cleanly after its last acknowledged page."""
-
-    exit_code = 130
-
-
-@dataclass
-class SiteReport:
-    """What one site's extraction did in this run, for the summary."""
-
-    idsite: int
-    status: str = "pending"  # pending | done | failed | skipped | interrupted
-    days_done: int = 0
-    pages: int = 0
-    visits: int = 0
-    seconds: float = 0.0
-    cursor: Cursor | None = None
-    last_closed: date | None = None
-    error: str | None = None
-    error_kind: str | None = None  # the exception class, e.g. SiteAccessError
-    rescanned_days: int = 0  # MATOMO_RESCAN_DAYS: days re-read after the catch-up
-    rescan_new: int = 0  # visits found by the re-scan that were never sent
-    rescan_changed: int = 0  # visits found by the re-scan that changed since they were sent
-    pages_split: int = 0  # Live pages asked for again smaller after hitting Matomo's limits
 
 
 class RunObserver(Protocol):
@@ -107,26 +96,6 @@ class NullObserver:
 
     def site_finished(self, site: SiteReport) -> None:
         pass
-
-
-@dataclass
-class RunReport:
-    sites: list[SiteReport] = field(default_factory=list)
-    fatal: MatomoKafkaError | None = None
-    pace_lowest: int | None = None  # fewest Matomo requests in flight the run allowed itself
-    pace_last: int | None = None  # how many it allowed at the end
-
-    @property
-    def ok(self) -> bool:
-        return self.fatal is None and all(site.status == "done" for site in self.sites)
-
-    @property
-    def visits(self) -> int:
-        return sum(site.visits for site in self.sites)
-
-
-class Stopped(MatomoKafkaError):
-    """Another site hit a run-wide failure: this one stopped after its last acknowledged page."""
 
 
 #: Seconds the state topic may take to be read to its end before all sites are claimed.

@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import httpx
-import msgspec
 import orjson
 from tenacity import (
     RetryCallState,
@@ -42,45 +41,17 @@ from matomo_kafka.errors import (
     MatomoResponseError,
     MatomoTLSError,
     PageTooHeavy,
+    ServerLimitError,
     SiteAccessError,
     TokenRefusedError,
+    TransientMatomoError,
 )
 from matomo_kafka.refusals import matomo_tls_refusal
+from matomo_kafka.source.responses import Visit, as_int, parse_visits
 
 log = logging.getLogger(__name__)
 
-Visit = dict[str, Any]
 T = TypeVar("T")
-
-#: httpcore reads a response 64 KiB at a time, each read a round of Python-level h11 events:
-#: 53 of them for a 3.4 MB Live page. Reading up to 1 MiB at a time took the client from 4.8
-#: to 3.7 us of CPU a visit (see README, Performance). httpcore's class attribute, if there.
-READ_SIZE = 1 << 20
-
-
-def _read_larger_chunks() -> None:
-    try:
-        from httpcore._sync.http11 import HTTP11Connection
-    except ImportError:  # another httpcore layout: its own default stays
-        return
-    if isinstance(getattr(HTTP11Connection, "READ_NUM_BYTES", None), int):
-        HTTP11Connection.READ_NUM_BYTES = max(HTTP11Connection.READ_NUM_BYTES, READ_SIZE)
-
-
-_read_larger_chunks()
-
-
-class TransientMatomoError(MatomoError):
-    """A failure worth retrying; `retry_after` is the server's own hint, when it gave one."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class ServerLimitError(TransientMatomoError):
-    """Matomo failed a request for its size: PHP's memory or time limit, or a timeout. The
-    same request may pass later; a smaller page passes more surely (see PageTooHeavy)."""
 
 
 #: What Matomo's PHP says (in its HTTP 500 page) when a request asks more than it allows.
@@ -559,75 +530,6 @@ class MatomoClient:
         if value is None:
             raise MatomoResponseError(f"{where}: answer has no nb_visits")
         return value
-
-
-def as_int(value: Any) -> int | None:
-    """Matomo ids come as numbers (5.x) or digit strings (older versions)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
-
-
-def last_action_time(visit: Visit, idsite: int, id_visit: int) -> int:
-    """The visit's last action time (Unix seconds), what Live sorts on: keyset paging needs it."""
-    stamp = visit.get("lastActionTimestamp")
-    if type(stamp) is not int:
-        stamp = as_int(stamp)
-        if stamp is None:
-            raise MatomoResponseError(
-                f"Live.getLastVisitsDetails for site {idsite}: visit {id_visit} has no valid "
-                "lastActionTimestamp (keyset paging needs it; MATOMO_PAGING=offset does not)"
-            )
-    return stamp
-
-
-_split_page = msgspec.json.Decoder(list[msgspec.Raw])
-
-
-def page_where(idsite: int, day: date) -> str:
-    return f"Live.getLastVisitsDetails for site {idsite} on {day}"
-
-
-def split_visits(raw: bytes, idsite: int, day: date, limit: int) -> list[msgspec.Raw]:
-    """Cuts one Live page into its visits' JSON, unparsed. msgspec checks the page's syntax
-    and finds each visit's bounds without building Python objects, so each visit is then
-    parsed, transformed and serialised alone, while its objects are still in the CPU cache
-    (a 1000-visit page parsed at once is ~30 MB of objects: see README, Performance)."""
-    where = page_where(idsite, day)
-    try:
-        visits = _split_page.decode(raw)
-    except msgspec.ValidationError:
-        raise MatomoResponseError(f"{where}: expected a JSON list of objects") from None
-    except msgspec.DecodeError:
-        raise MatomoResponseError(f"{where}: invalid JSON") from None
-    if len(visits) > limit:
-        raise MatomoResponseError(
-            f"{where}: {len(visits)} visits for filter_limit={limit} (paging ignored?)"
-        )
-    return visits
-
-
-def parse_visit(raw: msgspec.Raw, where: str) -> Visit:
-    """Parses and checks one visit of a page (split_visits): an object with an idVisit."""
-    try:
-        visit = orjson.loads(memoryview(raw))
-    except orjson.JSONDecodeError:
-        raise MatomoResponseError(f"{where}: invalid JSON") from None
-    if type(visit) is not dict:
-        raise MatomoResponseError(f"{where}: expected a JSON list of objects")
-    if as_int(visit.get("idVisit")) is None:
-        raise MatomoResponseError(f"{where}: a visit has no valid idVisit")
-    return visit
-
-
-def parse_visits(raw: bytes, idsite: int, day: date, limit: int) -> list[Visit]:
-    """Parses and checks one whole Live page: a list of visit objects, each with an idVisit."""
-    where = page_where(idsite, day)
-    return [parse_visit(visit, where) for visit in split_visits(raw, idsite, day, limit)]
 
 
 def _goal_list(body: Any, idsite: int) -> list[dict[str, Any]]:

@@ -15,10 +15,14 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
-from matomo_kafka.config import Settings
-from matomo_kafka.kafka_props import OWNED
-from matomo_kafka.sink import producer_config, transaction_timeout_ms, transactional_id
-from matomo_kafka.state import client_config
+from matomo_kafka.config.kafka_clients import (
+    client_config,
+    producer_config,
+    transaction_timeout_ms,
+    transactional_id,
+)
+from matomo_kafka.config.kafka_properties import OWNED
+from matomo_kafka.config.settings import Settings
 
 #: The probe clients log nothing (librdkafka would warn about the missing bootstrap servers).
 _QUIET = {"log_level": 0}

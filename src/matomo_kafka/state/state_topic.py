@@ -24,7 +24,6 @@ import socket
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -37,24 +36,14 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
-from matomo_kafka import __version__, kafka_props
-from matomo_kafka.checkpoint import Cursor
-from matomo_kafka.config import Settings
+from matomo_kafka import __version__
+from matomo_kafka.config.kafka_clients import client_config, transaction_timeout_ms
+from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import CheckpointError, KafkaDeliveryError
-from matomo_kafka.sink import TransactionalSink, producer_config, transaction_timeout_ms
+from matomo_kafka.model import Cursor
 
 log = logging.getLogger(__name__)
 
-#: Producer settings that an admin or consumer client shares (connection and security), plus
-#: every KAFKA_PRODUCER_* property that is not producer-only (a client certificate, say).
-_SHARED_KEYS = (
-    "bootstrap.servers",
-    "security.protocol",
-    "sasl.mechanism",
-    "sasl.username",
-    "sasl.password",
-    "ssl.ca.location",
-)
 
 #: Kafka errors meaning "this client may not create topics" (ask the admins).
 _REFUSED = {
@@ -72,17 +61,6 @@ class StateRecord:
     idsite: int
     cursor: Cursor
     seq: int
-
-
-def client_config(settings: Settings, purpose: str) -> dict[str, Any]:
-    """An admin/consumer client with the run's connection and security settings (secrets
-    included: never log this dict)."""
-    shared = producer_config(settings)
-    config = {key: shared[key] for key in _SHARED_KEYS if key in shared}
-    config.update(kafka_props.shared(settings.producer_properties))
-    config["client.id"] = f"matomo-kafka-{settings.CLUSTERID}-{purpose}"
-    config["allow.auto.create.topics"] = False  # a missing topic is created compacted, here
-    return config
 
 
 def encode(settings: Settings, idsite: int, cursor: Cursor, seq: int, by: str) -> bytes:
@@ -364,46 +342,6 @@ class StateReader:
         for consumer in (self._consumer, self._ends):
             with contextlib.suppress(KafkaException, RuntimeError):
                 consumer.close()
-
-
-def claim_sites(settings: Settings, sites: tuple[int, ...], workers: int = 32) -> None:
-    """Registers every site's transactional.id once, up front: fences any other instance
-    working on them and aborts the transactions an instance that died left open, so reading
-    the state topic never waits for those. Raises the first failure."""
-    if not sites:
-        return
-
-    def claim(idsite: int) -> None:
-        sink = TransactionalSink(settings, idsite)
-        try:
-            sink.init()
-        finally:
-            sink.close()
-
-    with ThreadPoolExecutor(max(1, min(workers, len(sites))), "kafka-claim") as pool:
-        for future in [pool.submit(claim, idsite) for idsite in sites]:
-            future.result()
-
-
-def write_checkpoint(settings: Settings, idsite: int, cursor: Cursor, by: str = "reset") -> int:
-    """Writes a site's checkpoint to the state topic in its own transaction (`reset`): fences
-    any instance working on the site. Returns the record's seq."""
-    partitions = ensure_state_topic(settings)
-    sink = TransactionalSink(settings, idsite)
-    try:
-        sink.init()
-        reader = StateReader(settings, partitions)
-        try:
-            previous = reader.latest(idsite)
-        except CheckpointError:
-            previous = None  # an invalid checkpoint is what a reset repairs
-        finally:
-            reader.close()
-        seq = (previous.seq if previous else 0) + 1
-        sink.commit([], state_key(idsite), encode(settings, idsite, cursor, seq, by))
-        return seq
-    finally:
-        sink.close()
 
 
 def _text(exc: KafkaException) -> str:

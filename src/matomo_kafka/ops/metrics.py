@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
-from matomo_kafka.checkpoint import CheckpointStore
-from matomo_kafka.summary import RunRecord
+from matomo_kafka.ops.summary import RunRecord
+from matomo_kafka.state.checkpoint_files import CheckpointStore
 
 log = logging.getLogger(__name__)
 
@@ -57,97 +58,103 @@ class SuccessTimes:
             log.error("cannot record the last success of site %d in %s: %s", idsite, path, exc)
 
 
+#: Every metric of a run: name -> (help, its labels beside the constant ones).
+METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "matomo_kafka_run_visits_sent": ("Visits sent to Kafka by the last run.", ("site",)),
+    "matomo_kafka_run_pages": ("Live pages read by the last run.", ("site",)),
+    "matomo_kafka_run_days_completed": ("Days completed by the last run.", ("site",)),
+    "matomo_kafka_run_pages_split": (
+        "Live pages the last run asked for again in smaller pages after they hit Matomo's "
+        "memory or time limit.",
+        ("site",),
+    ),
+    "matomo_kafka_run_site_outcome": (
+        "1 for the outcome of each site in the last run (done, failed, disabled, skipped, "
+        "interrupted).",
+        ("site", "outcome"),
+    ),
+    "matomo_kafka_days_behind": (
+        "Closed days not yet sent, per site, after the last run.",
+        ("site",),
+    ),
+    "matomo_kafka_last_success_timestamp_seconds": (
+        "Unix time of the last run that brought the site up to date without error.",
+        ("site",),
+    ),
+    "matomo_kafka_run_errors": (
+        "Errors of the last run by kind (the exception class, e.g. SiteAccessError).",
+        ("kind",),
+    ),
+    "matomo_kafka_run_matomo_retries": ("Matomo requests retried by the last run.", ()),
+    "matomo_kafka_run_matomo_concurrency": (
+        "Matomo requests in flight the last run allowed itself (under MATOMO_MAX_CONCURRENCY): "
+        "the lowest it backed off to, and the level at its end.",
+        ("which",),
+    ),
+    "matomo_kafka_run_duration_seconds": ("Duration of the last run.", ()),
+    "matomo_kafka_run_timestamp_seconds": ("Unix time the last run ended.", ()),
+    "matomo_kafka_run_exit_code": ("Exit code of the last run.", ()),
+    "matomo_kafka_run_success": ("1 if the last run exited 0, else 0.", ()),
+}
+
+#: Sets one sample: metric name, value, then its own label values.
+Put = Callable[..., None]
+
+
 def build_registry(
     record: RunRecord, success: dict[int, float], labels: dict[str, str] | None = None
 ) -> CollectorRegistry:
     """Every metric of the run in a fresh registry; `labels` are added to every sample."""
     const = dict(labels or {})
-    names = list(const)
     registry = CollectorRegistry()
+    gauges = {
+        name: Gauge(name, doc, [*const, *extra], registry=registry)
+        for name, (doc, extra) in METRICS.items()
+    }
 
-    def gauge(name: str, doc: str, *extra: str) -> Gauge:
-        return Gauge(name, doc, [*names, *extra], registry=registry)
+    def put(name: str, number: float, *extra: str) -> None:
+        gauge, values = gauges[name], [*const.values(), *extra]
+        (gauge.labels(*values) if values else gauge).set(number)
 
-    def values(*extra: str) -> list[str]:
-        return [*const.values(), *extra]
+    _site_metrics(record, success, put)
+    _run_metrics(record, put)
+    return registry
 
-    sent = gauge("matomo_kafka_run_visits_sent", "Visits sent to Kafka by the last run.", "site")
-    pages = gauge("matomo_kafka_run_pages", "Live pages read by the last run.", "site")
-    days = gauge("matomo_kafka_run_days_completed", "Days completed by the last run.", "site")
-    split = gauge(
-        "matomo_kafka_run_pages_split",
-        "Live pages the last run asked for again in smaller pages after they hit Matomo's "
-        "memory or time limit.",
-        "site",
-    )
-    outcome = gauge(
-        "matomo_kafka_run_site_outcome",
-        "1 for the outcome of each site in the last run (done, failed, disabled, skipped, "
-        "interrupted).",
-        "site",
-        "outcome",
-    )
-    behind = gauge(
-        "matomo_kafka_days_behind",
-        "Closed days not yet sent, per site, after the last run.",
-        "site",
-    )
-    last_success = gauge(
-        "matomo_kafka_last_success_timestamp_seconds",
-        "Unix time of the last run that brought the site up to date without error.",
-        "site",
-    )
-    errors = gauge(
-        "matomo_kafka_run_errors",
-        "Errors of the last run by kind (the exception class, e.g. SiteAccessError).",
-        "kind",
-    )
-    retries = gauge("matomo_kafka_run_matomo_retries", "Matomo requests retried by the last run.")
-    concurrency = gauge(
-        "matomo_kafka_run_matomo_concurrency",
-        "Matomo requests in flight the last run allowed itself (under MATOMO_MAX_CONCURRENCY): "
-        "the lowest it backed off to, and the level at its end.",
-        "which",
-    )
-    duration = gauge("matomo_kafka_run_duration_seconds", "Duration of the last run.")
-    finished = gauge("matomo_kafka_run_timestamp_seconds", "Unix time the last run ended.")
-    exit_code = gauge("matomo_kafka_run_exit_code", "Exit code of the last run.")
-    succeeded = gauge("matomo_kafka_run_success", "1 if the last run exited 0, else 0.")
 
+def _site_metrics(record: RunRecord, success: dict[int, float], put: Put) -> None:
     kinds: dict[str, int] = {}
     for site in record.sites:
         label = str(site.idsite)
-        sent.labels(*values(label)).set(site.visits_sent)
-        pages.labels(*values(label)).set(site.pages)
-        days.labels(*values(label)).set(site.days_completed)
-        split.labels(*values(label)).set(site.pages_split)
-        outcome.labels(*values(label, site.outcome)).set(1)
+        put("matomo_kafka_run_visits_sent", site.visits_sent, label)
+        put("matomo_kafka_run_pages", site.pages, label)
+        put("matomo_kafka_run_days_completed", site.days_completed, label)
+        put("matomo_kafka_run_pages_split", site.pages_split, label)
+        put("matomo_kafka_run_site_outcome", 1, label, site.outcome)
         if site.days_behind is not None:
-            behind.labels(*values(label)).set(site.days_behind)
+            put("matomo_kafka_days_behind", site.days_behind, label)
         if site.error_kind and site.outcome not in ("done", "skipped"):
             kinds[site.error_kind] = kinds.get(site.error_kind, 0) + 1
     if record.error_kind and not any(site.error_kind == record.error_kind for site in record.sites):
         kinds[record.error_kind] = kinds.get(record.error_kind, 0) + 1
     for kind, count in sorted(kinds.items()):
-        errors.labels(*values(kind)).set(count)
+        put("matomo_kafka_run_errors", count, kind)
     for idsite, moment in sorted(success.items()):
-        last_success.labels(*values(str(idsite))).set(moment)
+        put("matomo_kafka_last_success_timestamp_seconds", moment, str(idsite))
+
+
+def _run_metrics(record: RunRecord, put: Put) -> None:
     for which, level in (
         ("lowest", record.matomo_concurrency_lowest),
         ("last", record.matomo_concurrency_last),
     ):
         if level is not None:
-            concurrency.labels(*values(which)).set(level)
+            put("matomo_kafka_run_matomo_concurrency", level, which)
     end = record.finished or datetime.now(UTC)
-    for metric, number in (
-        (retries, record.matomo_retries),
-        (duration, record.seconds),
-        (finished, end.timestamp()),
-        (exit_code, record.exit_code),
-        (succeeded, 1 if record.exit_code == 0 else 0),
-    ):
-        (metric.labels(*values()) if names else metric).set(number)
-    return registry
+    put("matomo_kafka_run_matomo_retries", record.matomo_retries)
+    put("matomo_kafka_run_duration_seconds", record.seconds)
+    put("matomo_kafka_run_timestamp_seconds", end.timestamp())
+    put("matomo_kafka_run_exit_code", record.exit_code)
+    put("matomo_kafka_run_success", 1 if record.exit_code == 0 else 0)
 
 
 def textfile_path(base: str, shard: str | None) -> str:

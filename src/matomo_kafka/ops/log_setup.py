@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from matomo_kafka.errors import RedactingFilter, Redactor
+from matomo_kafka.ops.redaction import RedactingFilter, Redactor
 
 FORMAT = "%(asctime)s %(levelname)s [{label}] %(name)s: %(message)s"
 

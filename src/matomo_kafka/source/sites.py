@@ -16,16 +16,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from matomo_kafka.checkpoint import CheckpointStore
 from matomo_kafka.errors import MatomoError
-from matomo_kafka.matomo import MatomoClient
-from matomo_kafka.pipeline import SiteReport
+from matomo_kafka.model import DISABLED, SiteReport
+from matomo_kafka.source.client import MatomoClient
+from matomo_kafka.state.checkpoint_files import CheckpointStore
 
 #: Matomo's message when a site's visitor log (Live) is disabled in its settings.
 LOG_DISABLED_MESSAGE = "Visits log is deactivated"
-
-#: SiteReport.status of a site skipped because its visitor log is disabled.
-DISABLED = "disabled"
 
 
 @dataclass(frozen=True)

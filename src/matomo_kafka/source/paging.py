@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
-from matomo_kafka.checkpoint import Cursor
 from matomo_kafka.errors import MatomoError, MatomoResponseError, PageTooHeavy
-from matomo_kafka.schedule import Priority, Ticket, wait_for
+from matomo_kafka.model import Cursor, Page
+from matomo_kafka.source.schedule import Priority, Ticket, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -97,26 +97,6 @@ class Submit(Protocol[U]):
 
 #: What a pager yields: the next page in order, or None while that page is not there yet.
 Step = Generator[None, None, T]
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    """Items to send for `day`; `offset`: visits of the day sent before them; `last`: the day's
-    final page; `next_cursor`: the checkpoint once the page is acknowledged (inside the day);
-    `rescan`: a day re-read after the catch-up (MATOMO_RESCAN_DAYS): it moves no checkpoint."""
-
-    day: date
-    offset: int
-    items: Sequence[T]
-    last: bool
-    next_cursor: Cursor
-    rescan: bool = False
-
-    @property
-    def checkpoint(self) -> Cursor:
-        """Where the site stands once this page is acknowledged: the next day after a day's
-        last page."""
-        return Cursor(self.day + timedelta(days=1), 0) if self.last else self.next_cursor
 
 
 class Pager(Generic[T]):

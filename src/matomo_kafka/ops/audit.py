@@ -18,20 +18,23 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Message as KafkaMessage
 
-from matomo_kafka.checkpoint import Cursor
-from matomo_kafka.config import Settings
-from matomo_kafka.days import day_end, day_range, site_timezone
+from matomo_kafka.config.kafka_clients import client_config
+from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import KafkaReadError, MatomoResponseError
-from matomo_kafka.matomo import MatomoClient, as_int, last_action_time, parse_visits
-from matomo_kafka.paging import Batch, Pager, Request
-from matomo_kafka.schedule import PageScheduler, drive
-from matomo_kafka.state import client_config
+from matomo_kafka.model import Cursor
+from matomo_kafka.source.client import MatomoClient
+from matomo_kafka.source.days import day_end, day_range, site_timezone
+from matomo_kafka.source.paging import Batch, Pager, Request
+from matomo_kafka.source.responses import as_int, last_action_time, parse_visits
+from matomo_kafka.source.schedule import PageScheduler, drive
 
 STALL_SECONDS = 30.0
 #: How far before the first day's start the read begins: slack for clocks behind (see read_start).
@@ -116,89 +119,116 @@ def read_sent(
     sent: dict[date, Counter[int]] = {day: Counter() for day in day_range(first, last)}
     days = {day.isoformat().encode(): day for day in sent}
     prefix = f"{idsite}:".encode()
-    topic = settings.KAFKA_TOPIC
-    timeout = settings.KAFKA_CONNECT_TIMEOUT
-    since_ms = int(since.timestamp() * 1000)
+
+    def count(message: KafkaMessage) -> None:
+        key = message.key()
+        if not key or not key.startswith(prefix):
+            return
+        header_day = next(
+            (pair[1] for pair in message.headers() or [] if pair[0] == "matomo.day"), None
+        )
+        day = days.get(header_day) if isinstance(header_day, bytes) else None
+        idvisit = as_int(key[len(prefix) :].decode(errors="replace"))
+        if day is not None and idvisit is not None:
+            sent[day][idvisit] += 1
+
     consumer = Consumer(consumer_config(settings))
-    read = total = 0
     try:
         try:
-            metadata = consumer.list_topics(topic, timeout=timeout)
-            described = metadata.topics.get(topic)
-            if described is None or described.error is not None:
-                reason = described.error.str() if described and described.error else "not found"
-                raise KafkaReadError(f"Kafka topic {topic!r} is not usable: {reason}")
-            ends: dict[int, int] = {}
-            for partition in sorted(described.partitions):
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=timeout
-                )
-                total += max(0, high - low)
-                if high > low:
-                    ends[partition] = high
-            starts: dict[int, int] = {}
-            if ends:
-                found = consumer.offsets_for_times(
-                    [TopicPartition(topic, p, since_ms) for p in ends], timeout=timeout
-                )
-                for tp in found:
-                    if tp.error is not None:
-                        raise KafkaReadError(
-                            f"Kafka topic {topic!r}: partition {tp.partition}: no offset for "
-                            f"{since:%Y-%m-%d %H:%M} UTC: {tp.error.str()}"
-                        )
-                    # -1: no record stamped that recently; at or past the end: only ones
-                    # produced since the watermarks were read. Nothing to read either way.
-                    if 0 <= tp.offset < ends[tp.partition]:
-                        starts[tp.partition] = tp.offset
+            starts, ends, total = _read_ranges(consumer, settings, since)
         except KafkaException as exc:
             detail = exc.args[0].str() if exc.args else str(exc)
             raise KafkaReadError(
                 f"Kafka unreachable at {settings.KAFKA_SERVERS}: {detail}"
             ) from None
-        consumer.assign([TopicPartition(topic, p, offset) for p, offset in starts.items()])
-        todo = set(starts)
-        progress_at = time.monotonic()
-        while todo:
-            # consume() waits for the whole batch or the timeout: a short one, else the last
-            # batch of every read (fewer than 1000 records left) cost a full second.
-            messages = consumer.consume(num_messages=1000, timeout=0.1)
-            if not messages:
-                positions = consumer.position([TopicPartition(topic, p) for p in todo])
-                todo -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
-                if todo and time.monotonic() - progress_at > STALL_SECONDS:
-                    raise KafkaReadError(
-                        f"Kafka topic {topic!r}: partitions {sorted(todo)} could not be read "
-                        f"to their end within {STALL_SECONDS:.0f}s"
-                    )
-                continue
-            progress_at = time.monotonic()
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    raise KafkaReadError(f"Kafka topic {topic!r}: {error.str()}")
-                partition, offset = message.partition(), message.offset()
-                if partition is None or offset is None:
-                    continue  # not a fetched record (librdkafka sets both on every one)
-                if offset >= ends[partition]:
-                    todo.discard(partition)  # produced after the audit began: not counted
-                    continue
-                read += 1
-                if offset + 1 >= ends[partition]:
-                    todo.discard(partition)
-                key = message.key()
-                if not key or not key.startswith(prefix):
-                    continue
-                header_day = next(
-                    (pair[1] for pair in message.headers() or [] if pair[0] == "matomo.day"), None
-                )
-                day = days.get(header_day) if isinstance(header_day, bytes) else None
-                idvisit = as_int(key[len(prefix) :].decode(errors="replace"))
-                if day is not None and idvisit is not None:
-                    sent[day][idvisit] += 1
+        read = _read_records(consumer, settings.KAFKA_TOPIC, starts, ends, count)
     finally:
         consumer.close()
     return SentRead(sent, since, read, total)
+
+
+def _read_ranges(
+    consumer: Consumer, settings: Settings, since: datetime
+) -> tuple[dict[int, int], dict[int, int], int]:
+    """Per partition, the first offset to read (produced at or after `since`) and the high
+    watermark to stop at; and how many offsets the partitions hold in all."""
+    topic, timeout = settings.KAFKA_TOPIC, settings.KAFKA_CONNECT_TIMEOUT
+    metadata = consumer.list_topics(topic, timeout=timeout)
+    described = metadata.topics.get(topic)
+    if described is None or described.error is not None:
+        reason = described.error.str() if described and described.error else "not found"
+        raise KafkaReadError(f"Kafka topic {topic!r} is not usable: {reason}")
+    ends: dict[int, int] = {}
+    total = 0
+    for partition in sorted(described.partitions):
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=timeout
+        )
+        total += max(0, high - low)
+        if high > low:
+            ends[partition] = high
+    starts: dict[int, int] = {}
+    if not ends:
+        return starts, ends, total
+    since_ms = int(since.timestamp() * 1000)
+    found = consumer.offsets_for_times(
+        [TopicPartition(topic, p, since_ms) for p in ends], timeout=timeout
+    )
+    for tp in found:
+        if tp.error is not None:
+            raise KafkaReadError(
+                f"Kafka topic {topic!r}: partition {tp.partition}: no offset for "
+                f"{since:%Y-%m-%d %H:%M} UTC: {tp.error.str()}"
+            )
+        # -1: no record stamped that recently; at or past the end: only ones produced since
+        # the watermarks were read. Nothing to read either way.
+        if 0 <= tp.offset < ends[tp.partition]:
+            starts[tp.partition] = tp.offset
+    return starts, ends, total
+
+
+def _read_records(
+    consumer: Consumer,
+    topic: str,
+    starts: dict[int, int],
+    ends: dict[int, int],
+    count: Callable[[KafkaMessage], None],
+) -> int:
+    """Reads each partition from its start to its end, handing every record to `count`;
+    returns how many were read."""
+    consumer.assign([TopicPartition(topic, p, offset) for p, offset in starts.items()])
+    todo = set(starts)
+    read = 0
+    progress_at = time.monotonic()
+    while todo:
+        # consume() waits for the whole batch or the timeout: a short one, else the last
+        # batch of every read (fewer than 1000 records left) cost a full second.
+        messages = consumer.consume(num_messages=1000, timeout=0.1)
+        if not messages:
+            positions = consumer.position([TopicPartition(topic, p) for p in todo])
+            todo -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
+            if todo and time.monotonic() - progress_at > STALL_SECONDS:
+                raise KafkaReadError(
+                    f"Kafka topic {topic!r}: partitions {sorted(todo)} could not be read "
+                    f"to their end within {STALL_SECONDS:.0f}s"
+                )
+            continue
+        progress_at = time.monotonic()
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                raise KafkaReadError(f"Kafka topic {topic!r}: {error.str()}")
+            partition, offset = message.partition(), message.offset()
+            if partition is None or offset is None:
+                continue  # not a fetched record (librdkafka sets both on every one)
+            if offset >= ends[partition]:
+                todo.discard(partition)  # produced after the audit began: not counted
+                continue
+            read += 1
+            if offset + 1 >= ends[partition]:
+                todo.discard(partition)
+            count(message)
+    return read
 
 
 def live_ids(matomo: MatomoClient, idsite: int, day: date, limit: int) -> set[int]:

@@ -18,13 +18,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NoReturn
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from matomo_kafka import __version__
-from matomo_kafka.config import Settings
-from matomo_kafka.errors import EXIT_LOCKED, KafkaDeliveryError
+from matomo_kafka.config.kafka_clients import (
+    producer_config,
+    transaction_timeout_ms,
+    transactional_id,
+)
+from matomo_kafka.config.settings import Settings
+from matomo_kafka.errors import FencedError, KafkaDeliveryError
+from matomo_kafka.model import Headers, Message
 from matomo_kafka.refusals import kafka_dead_end, kafka_refusal
 
 log = logging.getLogger(__name__)
@@ -48,7 +54,6 @@ class _OncePerMessage(logging.Filter):
 librdkafka_log = logging.getLogger("matomo_kafka.librdkafka")
 librdkafka_log.addFilter(_OncePerMessage())
 
-Headers = list[tuple[str, str | bytes | None]]
 
 #: librdkafka errors after which waiting for acks is pointless (plus the transport errors
 #: that are refusals, see refusals.kafka_dead_end: a certificate refused by the broker).
@@ -59,38 +64,6 @@ _HOPELESS = {
     KafkaError.CLUSTER_AUTHORIZATION_FAILED,
     KafkaError._SSL,
 }
-
-
-class Message(NamedTuple):
-    """One Kafka record: a tuple, as it is built once per visit on the hot path."""
-
-    key: bytes
-    value: bytes
-
-
-def producer_config(settings: Settings) -> dict[str, Any]:
-    """librdkafka settings for the run, secrets included (never log this dict). KAFKA_PRODUCER_*
-    properties come last: config.py already refused those that would override the above."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.KAFKA_SERVERS,
-        "client.id": f"matomo-kafka-{settings.CLUSTERID}",
-        "acks": "all",
-        "enable.idempotence": True,
-        "compression.type": settings.KAFKA_COMPRESSION,
-        "linger.ms": settings.KAFKA_LINGER_MS,
-        "message.timeout.ms": settings.KAFKA_DELIVERY_TIMEOUT_MS,
-        "partitioner": "murmur2_random",
-        "allow.auto.create.topics": False,
-        "security.protocol": settings.kafka_security_protocol,
-    }
-    if settings.KAFKA_USER is not None and settings.KAFKA_PASSWORD is not None:
-        config["sasl.mechanism"] = settings.KAFKA_SASL_MECHANISM
-        config["sasl.username"] = settings.KAFKA_USER
-        config["sasl.password"] = settings.KAFKA_PASSWORD.get_secret_value()
-    if settings.KAFKA_SSL_CA_LOCATION:
-        config["ssl.ca.location"] = settings.KAFKA_SSL_CA_LOCATION
-    config.update(settings.producer_properties)
-    return config
 
 
 class PageAck:
@@ -240,24 +213,6 @@ class KafkaSink:
         finally:
             self._closed.set()
             self._poller.join(timeout=2)
-
-
-class FencedError(KafkaDeliveryError):
-    """Another instance started a transactional producer for the same site: this one stops.
-    Exit code 3, as for a checkpoint lock held by another run: another instance does the work."""
-
-    exit_code = EXIT_LOCKED
-
-
-def transactional_id(topic: str, idsite: int) -> str:
-    """Stable across runs and hosts, so a second instance on the same site fences the first."""
-    return f"matomo-kafka.{topic}.{idsite}"
-
-
-def transaction_timeout_ms(settings: Settings) -> int:
-    """librdkafka wants message.timeout.ms <= transaction.timeout.ms; the broker aborts a
-    transaction left open longer (an instance that died) after this time."""
-    return max(60_000, settings.KAFKA_DELIVERY_TIMEOUT_MS)
 
 
 _FENCING_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}

@@ -22,7 +22,7 @@ from datetime import date
 from pathlib import Path
 
 from matomo_kafka.errors import CheckpointError
-from matomo_kafka.sink import Message
+from matomo_kafka.model import Message
 
 _RECORD = struct.Struct("<Q8s")
 

@@ -15,8 +15,6 @@ from typing import Any
 
 import orjson
 
-from matomo_kafka.checkpoint import CheckpointStore, Cursor
-from matomo_kafka.days import days_behind, last_closed_day
 from matomo_kafka.errors import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -25,7 +23,9 @@ from matomo_kafka.errors import (
     EXIT_OK,
     MatomoKafkaError,
 )
-from matomo_kafka.pipeline import SiteReport
+from matomo_kafka.model import Cursor, SiteReport
+from matomo_kafka.source.days import days_behind, last_closed_day
+from matomo_kafka.state.checkpoint_files import CheckpointStore
 
 #: The overall outcome of a run, by exit code.
 OUTCOMES = {

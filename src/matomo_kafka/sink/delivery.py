@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Protocol
 
-from matomo_kafka.checkpoint import CheckpointStore, Cursor
-from matomo_kafka.config import Settings
+from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import CheckpointError
-from matomo_kafka.paging import Page
-from matomo_kafka.sink import Headers, KafkaSink, Message, TransactionalSink
-from matomo_kafka.state import StateReader, encode, state_key
+from matomo_kafka.model import Cursor, Headers, Message, Page
+from matomo_kafka.sink.producer import KafkaSink, TransactionalSink
+from matomo_kafka.state.checkpoint_files import CheckpointStore
+from matomo_kafka.state.state_topic import StateReader, encode, state_key
 
 log = logging.getLogger(__name__)
 
@@ -264,3 +264,22 @@ class Handover:
     def close(self) -> None:
         """Waits for the deliveries under way (each bounded by Kafka's delivery timeout)."""
         self._pool.shutdown(wait=True)
+
+
+def claim_sites(settings: Settings, sites: tuple[int, ...], workers: int = 32) -> None:
+    """Registers every site's transactional.id once, up front: fences any other instance
+    working on them and aborts the transactions an instance that died left open, so reading
+    the state topic never waits for those. Raises the first failure."""
+    if not sites:
+        return
+
+    def claim(idsite: int) -> None:
+        sink = TransactionalSink(settings, idsite)
+        try:
+            sink.init()
+        finally:
+            sink.close()
+
+    with ThreadPoolExecutor(max(1, min(workers, len(sites))), "kafka-claim") as pool:
+        for future in [pool.submit(claim, idsite) for idsite in sites]:
+            future.result()

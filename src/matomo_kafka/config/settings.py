@@ -6,7 +6,7 @@ no error message ever carries a secret value: pydantic's own messages echo input
 are rebuilt here from the field name and the reason only.
 
 Besides the named keys, any `KAFKA_PRODUCER_<property>` key passes a librdkafka property
-through (kafka_props.py says how it is named, what is refused and what is secret).
+through (kafka_properties.py says how it is named, what is refused and what is secret).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from pydantic import (
     model_validator,
 )
 
-from matomo_kafka import kafka_props
+from matomo_kafka.config import kafka_properties
+from matomo_kafka.errors import ConfigError
 
 CONF_FILE = "wa7_conf.ini"
 ENV_FILE = "wa7.env"
@@ -93,21 +94,13 @@ _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 @dataclass(frozen=True)
 class ProducerProperty:
-    """A librdkafka property set by a KAFKA_PRODUCER_* key (kafka_props.py): its name, the
+    """A librdkafka property set by a KAFKA_PRODUCER_* key (kafka_properties.py): its name, the
     key as written and where it came from (to explain errors), the value kept secret."""
 
     name: str
     key: str
     value: SecretStr
     source: str
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; `problems` holds one human line per problem."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
 
 
 def _blank_to_none(value: Any) -> Any:
@@ -309,7 +302,7 @@ class Settings(BaseModel):
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())
         for prop in self.KAFKA_PRODUCER_PROPERTIES:
-            if kafka_props.is_secret(prop.name):
+            if kafka_properties.is_secret(prop.name):
                 values.append(prop.value.get_secret_value())
         return values
 
@@ -391,11 +384,11 @@ def known_key(name: str) -> str | None:
 
 def producer_key(name: str) -> str | None:
     """A KAFKA_PRODUCER_* name in any case (configparser lower-cases it), prefix upper-cased
-    and the property's part kept as written (see kafka_props.property_name)."""
+    and the property's part kept as written (see kafka_properties.property_name)."""
     name = name.strip()
-    if not name.upper().startswith(kafka_props.PREFIX):
+    if not name.upper().startswith(kafka_properties.PREFIX):
         return None
-    return kafka_props.PREFIX + name[len(kafka_props.PREFIX) :]
+    return kafka_properties.PREFIX + name[len(kafka_properties.PREFIX) :]
 
 
 def _quoted(value: str) -> bool:
@@ -440,7 +433,9 @@ def _merge(path: Path, entries: list[tuple[str, str, str]]) -> FileValues:
         count = "twice" if len(places) == 2 else f"{len(places)} times"
         problems.append(f"{key}: set {count} with different values in {path} ({_and(places)})")
     ambiguous = frozenset(found) - frozenset(values)
-    producer = {key: values.pop(key) for key in list(values) if key.startswith(kafka_props.PREFIX)}
+    producer = {
+        key: values.pop(key) for key in list(values) if key.startswith(kafka_properties.PREFIX)
+    }
     return FileValues(values, unknown, problems, ambiguous, producer)
 
 
@@ -518,9 +513,9 @@ def _take_producer_keys(
     """The KAFKA_PRODUCER_* keys of one layer (a file or the environment) into `into`."""
     seen: dict[str, str] = {}
     for key, value in layer.items():
-        if not key.startswith(kafka_props.PREFIX):
+        if not key.startswith(kafka_properties.PREFIX):
             continue
-        name = kafka_props.property_name(key)
+        name = kafka_properties.property_name(key)
         if name in seen:
             problems.append(f"{key}: sets {name} like {seen[name]} (in {source}): keep one")
             continue
@@ -568,7 +563,7 @@ def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConf
             sources[key] = "environment"
     _take_producer_keys(environ, "environment", producer, producer_problems)
     for name, prop in producer.items():
-        reason = kafka_props.refusal(name)
+        reason = kafka_properties.refusal(name)
         if reason is not None:
             producer_problems.append(f"{prop.key}: {name or repr(name)} {reason}")
     if unreadable:

@@ -27,7 +27,6 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +34,7 @@ from types import TracebackType
 import orjson
 
 from matomo_kafka.errors import CheckpointError, LockedError
+from matomo_kafka.model import Cursor
 
 _DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 #: Beyond this an offset can only be a corrupted file (Matomo's busiest sites log far fewer).
@@ -43,24 +43,6 @@ MAX_VISITS_PER_DAY = 1_000_000_000
 
 #: More ids than this at one second can only be a corrupted boundary file.
 MAX_BOUNDARY_IDS = 10_000_000
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where a site's extraction stands: `offset` visits of `day` are acknowledged by Kafka.
-
-    Keyset paging adds the boundary: `last_action`, the last action time (Unix seconds) of the
-    latest visit sent, and `ids`, the idVisit of the visits already sent at that second; the
-    day resumes with the visits after that second plus those of that second not in `ids`.
-    """
-
-    day: date
-    offset: int
-    last_action: int | None = None
-    ids: frozenset[int] = frozenset()
-
-    def at_day_start(self) -> bool:
-        return self.offset == 0 and self.last_action is None
 
 
 class CheckpointStore:

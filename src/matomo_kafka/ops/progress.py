@@ -23,8 +23,9 @@ from typing import IO, Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from matomo_kafka.days import days_behind
-from matomo_kafka.pipeline import RunObserver, SiteReport
+from matomo_kafka.model import SiteReport
+from matomo_kafka.pipeline import RunObserver
+from matomo_kafka.source.days import days_behind
 
 log = logging.getLogger("matomo_kafka.progress")
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from matomo_kafka.checkpoint import CheckpointStore, Cursor
-from matomo_kafka.errors import MatomoKafkaError
+from matomo_kafka.config.settings import Settings
+from matomo_kafka.errors import CheckpointError, MatomoKafkaError
+from matomo_kafka.model import Cursor
+from matomo_kafka.sink.producer import TransactionalSink
+from matomo_kafka.state.checkpoint_files import CheckpointStore
+from matomo_kafka.state.state_topic import StateReader, encode, ensure_state_topic, state_key
 
 
 @dataclass(frozen=True)
@@ -49,3 +53,24 @@ def plan_reset(store: CheckpointStore, idsite: int, day: date) -> ResetPlan:
 def apply_reset(store: CheckpointStore, plan: ResetPlan) -> None:
     """Writes (day, 0): offset first when the day changes, as the run does."""
     store.save(plan.idsite, plan.new)
+
+
+def write_checkpoint(settings: Settings, idsite: int, cursor: Cursor, by: str = "reset") -> int:
+    """Writes a site's checkpoint to the state topic in its own transaction (`reset`): fences
+    any instance working on the site. Returns the record's seq."""
+    partitions = ensure_state_topic(settings)
+    sink = TransactionalSink(settings, idsite)
+    try:
+        sink.init()
+        reader = StateReader(settings, partitions)
+        try:
+            previous = reader.latest(idsite)
+        except CheckpointError:
+            previous = None  # an invalid checkpoint is what a reset repairs
+        finally:
+            reader.close()
+        seq = (previous.seq if previous else 0) + 1
+        sink.commit([], state_key(idsite), encode(settings, idsite, cursor, seq, by))
+        return seq
+    finally:
+        sink.close()

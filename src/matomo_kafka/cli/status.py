@@ -1,0 +1,62 @@
+"""`matomo-kafka status`: each site's checkpoint and the days left, without any network call."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from pathlib import Path
+
+from rich.table import Table
+
+from matomo_kafka.cli.common import (
+    ParmDir,
+    RunDate,
+    _redactor,
+    app,
+    checkpoint_store,
+    fail,
+    load,
+    parse_run_date,
+    stdout,
+)
+from matomo_kafka.errors import EXIT_FAILED, MatomoKafkaError
+from matomo_kafka.source.days import days_behind, last_closed_day
+from matomo_kafka.source.sites import sites_with_checkpoints
+
+
+@app.command()
+def status(
+    parm_dir: ParmDir = Path("parm"),
+    run_date: RunDate = None,
+) -> None:
+    """Shows each site's checkpoint (day, offset) and the days left, without any network call."""
+    day = parse_run_date(run_date)
+    settings = load(parm_dir, quiet=True)
+    store = checkpoint_store(settings)
+    last_day = last_closed_day(UTC, day)
+    table = Table(title=f"checkpoints (days behind counted to {last_day}, UTC)",
+                  title_justify="left")  # fmt: skip
+    for column in ("site", "day", "offset", "behind", "files"):
+        table.add_column(column)
+    broken = 0
+    site_ids = settings.MATOMO_ID_SITE
+    if site_ids == "all":  # no network call here: the sites that have a checkpoint
+        site_ids = sites_with_checkpoints(store)
+        table.caption = f"MATOMO_ID_SITE=all: the {len(site_ids)} site(s) with a checkpoint file"
+    for idsite in site_ids:
+        try:
+            cursor = store.load(idsite)
+        except MatomoKafkaError as exc:
+            broken += 1
+            table.add_row(str(idsite), "unreadable", "-", "-", _redactor(str(exc)))
+            continue
+        files = f"{store.date_path(idsite)}, {store.offset_path(idsite)}"
+        if cursor is None:
+            start = settings.START_DATE
+            behind = days_behind(start, last_day)
+            table.add_row(str(idsite), f"never run (from {start})", "0", str(behind), files)
+        else:
+            behind = days_behind(cursor.day, last_day)
+            table.add_row(str(idsite), str(cursor.day), str(cursor.offset), str(behind), files)
+    stdout.print(table)
+    if broken:
+        fail(f"{broken} checkpoint(s) unreadable", EXIT_FAILED)

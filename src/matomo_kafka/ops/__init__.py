@@ -1,0 +1,1 @@
+"""Operating runs: audit, reset, run summary, metrics, progress display, logging and redaction."""

@@ -1,0 +1,1 @@
+"""Kafka: the producer and the delivery protocol (at-least-once, exactly-once)."""

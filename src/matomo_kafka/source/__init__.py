@@ -1,0 +1,1 @@
+"""Reading Matomo: the HTTP client, the page scheduler, paging by day, days and site lists."""

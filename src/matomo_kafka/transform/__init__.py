@@ -1,0 +1,1 @@
+"""A Matomo visit becomes a message: dimensions renamed, goals, columns pseudonymised."""
