@@ -50,7 +50,7 @@ request queued behind it hides that gap: about 5-10 % here with 0.2 s pages, mor
 --quick's small ones. At --quick sizes interpreter start-up (about 0.5 s for the tool) weighs
 on every ratio, so only full sizes say whether a target holds.
 
-    .venv/bin/python bench/bench.py --repeat 3 --big      # every scenario, for the README
+    .venv/bin/python bench/bench.py --repeat 3 --big      # every scenario, for docs/performance.md
     .venv/bin/python bench/bench.py --quick               # smaller sizes: a smoke run (minutes)
     .venv/bin/python bench/bench.py --scenario skew-a,skew-b --concurrency 4
     .venv/bin/python bench/bench.py --scenario workers --variants floor,tool

@@ -239,10 +239,10 @@ def test_death_mid_transaction_is_aborted_by_the_next_run(
     keys = [f"1:{int(v['idVisit'])}" for v in simulator.expected_visits(1, date(2024, 3, 4))]
     script = textwrap.dedent(f"""
         import datetime, os, pathlib, signal
-        from matomo_kafka.checkpoint import Cursor
-        from matomo_kafka.config import load_settings
-        from matomo_kafka.sink import TransactionalSink
-        from matomo_kafka.state import encode, state_key
+        from matomo_kafka.config.settings import load_settings
+        from matomo_kafka.model import Cursor
+        from matomo_kafka.sink.producer import TransactionalSink
+        from matomo_kafka.state.state_topic import encode, state_key
         settings = load_settings(pathlib.Path({str(parm)!r}), environ={{}})
         sink = TransactionalSink(settings, 1)
         sink.init()

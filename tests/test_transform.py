@@ -41,7 +41,7 @@ def site1_transform(columns: tuple[str, ...] = (), salt: str = "salt") -> SiteTr
 
 
 def test_readme_test_vector() -> None:
-    # The vector documented in the README (computed once with `openssl dgst -sha256 -hmac`).
+    # The vector in docs/configuration.md (computed once with `openssl dgst -sha256 -hmac`).
     assert pseudonymise(b"my-salt", "192.0.2.10") == (
         "7668215ee5f144bd84f91b1b3f1f2bb26cce5a23cb33dd9c564d914fac5320f6"
     )

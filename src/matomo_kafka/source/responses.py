@@ -41,7 +41,7 @@ def split_visits(raw: bytes, idsite: int, day: date, limit: int) -> list[msgspec
     """Cuts one Live page into its visits' JSON, unparsed. msgspec checks the page's syntax
     and finds each visit's bounds without building Python objects, so each visit is then
     parsed, transformed and serialised alone, while its objects are still in the CPU cache
-    (a 1000-visit page parsed at once is ~30 MB of objects: see README, Performance)."""
+    (a 1000-visit page parsed at once is ~30 MB of objects: see docs/performance.md)."""
     where = page_where(idsite, day)
     try:
         visits = _split_page.decode(raw)

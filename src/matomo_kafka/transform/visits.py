@@ -3,7 +3,7 @@
 A `SiteTransform` is prepared once per site (lookup tables, the HMAC key) and then applied to
 each visit in place, with no I/O, so the hot path stays a few dict operations per visit.
 
-Pseudonymisation rule (documented in the README, with a test vector):
+Pseudonymisation rule (documented in docs/configuration.md, with a test vector):
     hex(HMAC-SHA256(key = SALAGE encoded UTF-8, message = text(value) encoded UTF-8))
 where text(value) is the string itself, `true`/`false` for booleans, the decimal form for
 integers, Python's shortest repr for floats, and compact JSON with sorted keys for lists and
