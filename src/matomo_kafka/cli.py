@@ -1,4 +1,4 @@
-"""The `matomo-kafka` command: run, check, status, reset, audit, simulate.
+"""The `matomo-kafka` command: run, check, status, reset, audit, simulate, schema.
 
 Every failure ends as one redacted line on stderr and a documented exit code (see errors.py):
 0 ok, 1 run failed, 2 bad configuration or arguments, 3 another run holds the lock,
@@ -752,6 +752,14 @@ def simulate(
     scheme = "https" if tls else "http"
     print(f"matomo simulator on {scheme}://{host}:{port}/index.php", flush=True)
     run_simulator(sim_config, host, port, tls)
+
+
+@app.command()
+def schema() -> None:
+    """Prints the JSON Schema of a message value (what consumers can rely on)."""
+    from matomo_kafka.message_schema import message_schema_text
+
+    sys.stdout.write(message_schema_text())
 
 
 @app.callback(invoke_without_command=True)
