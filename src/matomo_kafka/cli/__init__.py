@@ -1,4 +1,5 @@
-"""The `matomo-kafka` command: run, check, status, reset, audit, simulate (one module each).
+"""The `matomo-kafka` command: run, check, status, reset, audit, simulate, schema (one module
+each).
 
 Every failure ends as one redacted line on stderr and a documented exit code (see errors.py):
 0 ok, 1 run failed, 2 bad configuration or arguments, 3 another run holds the lock,
@@ -14,11 +15,11 @@ from typing import Annotated
 import typer
 
 from matomo_kafka import __version__
-from matomo_kafka.cli import audit, check, reset, run, simulate, status  # registers the commands
+from matomo_kafka.cli import audit, check, reset, run, schema, simulate, status  # the commands
 from matomo_kafka.cli.common import _redactor, app
 from matomo_kafka.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
-__all__ = ["app", "audit", "check", "main", "reset", "run", "simulate", "status"]
+__all__ = ["app", "audit", "check", "main", "reset", "run", "schema", "simulate", "status"]
 
 
 @app.callback(invoke_without_command=True)
