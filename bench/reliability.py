@@ -86,7 +86,7 @@ GATEWAY_USER = "rel-gateway"
 GATEWAY_PASSWORD = "rel-gw-pw-c3d9a1"
 #: Every secret handed to the tool by these proofs; none may appear in an output or a message.
 SECRETS = (TOKEN, SALT, GATEWAY_PASSWORD, SASL_PASSWORD)
-COLUMNS = "visitIp,visitorId,userId,actionDetails.url"
+COLUMNS = "visitIp,visitorId,userId,actionDetails.url,actionDetails.subtitle"
 RAW_COLUMNS = ("visitIp", "visitorId", "userId")
 LIMIT = 10
 #: The kill and fault proofs' sites end visits in groups of this many per second, served in a
@@ -439,9 +439,10 @@ class Collector:
             if value is not None and not (isinstance(value, str) and _HEX64.match(value)):
                 return f"{column} is not a pseudonym: {str(value)[:20]!r}"
         for action in visit.get("actionDetails") or []:
-            url = action.get("url") if isinstance(action, dict) else None
-            if url is not None and not (isinstance(url, str) and _HEX64.match(url)):
-                return "actionDetails.url is not a pseudonym"
+            for key in ("url", "subtitle"):
+                value = action.get(key) if isinstance(action, dict) else None
+                if value is not None and not (isinstance(value, str) and _HEX64.match(value)):
+                    return f"actionDetails.{key} is not a pseudonym"
         return None
 
     def scan(self) -> ScanFigures:

@@ -193,7 +193,7 @@ def base_values(tmp_path: Path, simulator_url: str, topic: str, **overrides: str
         "MATOMO_FILTER_LIMIT": "10",
         "FILE_PATH_LAST_OFFSET": str(tmp_path / "data" / "last_filter_offset"),
         "FILE_PATH_FILTERDATE": str(tmp_path / "data" / "filterdate"),
-        "COLONNE_ANNOMYSE": "visitIp,visitorId,userId,actionDetails.url",
+        "COLONNE_ANNOMYSE": "visitIp,visitorId,userId,actionDetails.url,actionDetails.subtitle",
         "SALAGE": SALT,
         "KAFKA_TOPIC": topic,
         "MATOMO_ID_SITE": "1,2",

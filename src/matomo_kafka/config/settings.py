@@ -625,6 +625,14 @@ def _about(problem: str) -> set[str]:
 #: new salt changes every pseudonym.
 MIN_SALT_BYTES = 16
 
+#: Columns whose value Matomo repeats in another field: pseudonymising one alone leaks it.
+REPEATED_IN = {
+    "actionDetails.url": (
+        "actionDetails.subtitle",
+        "the URL of page views, downloads and outlinks",
+    ),
+}
+
 
 def config_warnings(settings: Settings, raw: RawConfig) -> list[str]:
     """What is accepted but probably not what the user meant (never quoting a value)."""
@@ -636,6 +644,13 @@ def config_warnings(settings: Settings, raw: RawConfig) -> list[str]:
             "possibilities (IPv4 addresses, numeric ids) can be brute-forced with a short key; "
             "a longer salt is safer but changes every pseudonym (this one is kept)"
         )
+    columns = set(settings.COLONNE_ANNOMYSE)
+    for column, (twin, what) in REPEATED_IN.items():
+        if column in columns and twin not in columns:
+            warnings.append(
+                f"COLONNE_ANNOMYSE: pseudonymises {column} but not {twin}, which repeats {what} "
+                f"in clear: add {twin}"
+            )
     for key in SECRET_KEYS:
         source = raw.sources.get(key)
         if source is not None and Path(source).name == CONF_FILE and _quoted(raw.values[key]):
