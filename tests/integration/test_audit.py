@@ -10,13 +10,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import audit_read  # bench/: the older-records filler, shared with the bench
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Producer
 
-from conftest import BOOTSTRAP, Record, read_topic, run_cli, two_sites
 from matomo_kafka.simulator import SimSite
-from ops_support import LIMIT, RUN_DATE, parm
+from support.cli import run_cli
+from support.kafka import (
+    BOOTSTRAP,
+    Record,
+    create_retained_topic,
+    delete_topics,
+    fill_older,
+    read_topic,
+)
+from support.runs import LIMIT, RUN_DATE, parm, two_sites
+
+pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
 
 OLDER = 50_000
 
@@ -53,9 +62,9 @@ def ms(moment: datetime) -> int:
 def kept_topic(kafka_bootstrap: str) -> Iterator[str]:
     """A fresh 3-partition topic with retention.ms=-1: records stamped in 2024 would otherwise
     be past the broker's 7-day retention and could be deleted during the test."""
-    name = audit_read.create_topic(kafka_bootstrap, "test.visits")
+    name = create_retained_topic(kafka_bootstrap, "test.visits")
     yield name
-    audit_read.delete_topics(kafka_bootstrap, [name])  # 50,000 records: not left behind
+    delete_topics(kafka_bootstrap, [name])  # 50,000 records: not left behind
 
 
 def test_full_run_audits_ok_then_new_visits_show_as_missing(
@@ -163,7 +172,7 @@ def test_audit_reads_from_the_first_days_start_and_finds_what_a_whole_read_finds
     start (in the site's timezone) minus an hour."""
     simulator = sim_factory(two_sites(LIMIT))
     directory = parm(tmp_path, simulator, kept_topic)
-    audit_read.fill_older(BOOTSTRAP, kept_topic, OLDER, datetime(2024, 3, 1, tzinfo=UTC))
+    fill_older(BOOTSTRAP, kept_topic, OLDER, datetime(2024, 3, 1, tzinfo=UTC))
     before_run = time.time()
     assert run_cli("run", "--parm-dir", str(directory), "--run-date", RUN_DATE).code == 0
 

@@ -17,11 +17,14 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import BOOTSTRAP, CLI_OUTPUTS, SALT, TOKEN, base_values, clean_env, write_parm
 from matomo_kafka.simulator import SimSite
-from ops_support import expected_keys, topic_counts
+from support.cli import CLI_OUTPUTS, clean_env
+from support.kafka import BOOTSTRAP, REPO
+from support.parm import SALT, TOKEN, base_values, write_parm
+from support.runs import expected_keys, topic_counts
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
+
 DEPLOY = REPO / "deploy"
 VENV_BIN = Path(sys.executable).parent
 
@@ -43,24 +46,6 @@ def manifests(name: str) -> list[dict[str, Any]]:
 def container(cronjob: dict[str, Any]) -> dict[str, Any]:
     (only,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     return only
-
-
-def test_kubernetes_manifests_parse() -> None:
-    plain = {doc["kind"]: doc for doc in manifests("cronjob.yaml")}
-    assert set(plain) == {"ConfigMap", "PersistentVolumeClaim", "CronJob"}
-    cron = plain["CronJob"]
-    assert cron["apiVersion"] == "batch/v1" and cron["spec"]["concurrencyPolicy"] == "Forbid"
-    template = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert template["restartPolicy"] == "Never"
-    assert all(isinstance(arg, str) for arg in container(cron)["args"])
-    assert set(plain["ConfigMap"]["data"]) == {"wa7_conf.ini", "wa7.env"}
-
-    (sharded,) = [doc for doc in manifests("cronjob-sharded.yaml") if doc["kind"] == "CronJob"]
-    job = sharded["spec"]["jobTemplate"]["spec"]
-    assert job["completionMode"] == "Indexed"
-    count = job["completions"]
-    assert job["parallelism"] == count
-    assert f"$(JOB_COMPLETION_INDEX)/{count}" in container(sharded)["args"]
 
 
 def parm_from_configmap(directory: Path) -> Path:
@@ -204,37 +189,3 @@ def test_control_m_jobs_drive_the_launcher(tmp_path: Path, topic: str, sim_facto
     assert max(counts.values()) == 1
     single = shlex.split(jobs["DDWA7AJA0_KFK"]["Command"])
     assert Path(single[-2]).name == launcher.name and single[-1] == "%%ODATE"
-
-
-def test_launcher_sources_wa7_fonctions_env(tmp_path: Path) -> None:
-    """parm/wa7.fonctions.env (the seed's shell environment), when present, is sourced by the
-    launcher before the run: a function it defines is called there and what it exports
-    reaches matomo-kafka (here --summary-file's variable). Absent, nothing changes. The
-    configuration is invalid on purpose, so the run stops at once (exit 2) without network,
-    and still writes its summary when told where."""
-    launcher = REPO / "shell" / "DDWA7AJA0_KFK.KSH"
-    values = base_values(tmp_path, "http://127.0.0.1:9/index.php", "t", START_DATE="never")
-    parm = write_parm(tmp_path / "parm", **values)
-    summary = tmp_path / "from-fonctions.json"
-    env = clean_env(PARM_DIR=str(parm), MATOMO_KAFKA_VENV=str(VENV_BIN.parent))
-    env.pop("MATOMO_SUMMARY_FILE", None)
-
-    absent = run(["sh", str(launcher), "20240304"], env)
-    assert absent.returncode == 2, absent.stdout + absent.stderr
-    assert "START_DATE" in absent.stderr and "exit code 2" in absent.stdout
-    assert not summary.exists()
-
-    (parm / "wa7.fonctions.env").write_text(
-        "# the seed's environment for the shell\n"
-        "wa7_summary_to() {\n"
-        "    MATOMO_SUMMARY_FILE=$1\n"
-        "    export MATOMO_SUMMARY_FILE\n"
-        "}\n"
-        f"wa7_summary_to '{summary}'\n",
-        encoding="utf-8",
-    )
-    present = run(["sh", str(launcher), "20240304"], env)
-    assert present.returncode == 2, present.stdout + present.stderr
-    assert "exit code 2" in present.stdout
-    written = json.loads(summary.read_text())
-    assert written["exit_code"] == 2 and written["run_date"] == "2024-03-04"

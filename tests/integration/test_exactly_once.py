@@ -21,10 +21,15 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from conftest import BOOTSTRAP, base_values, clean_env, run_cli, two_sites, write_parm
-from conftest import read_records as read_all
 from matomo_kafka.checkpoint import CheckpointStore, Cursor
 from matomo_kafka.simulator import MatomoSimulator, SimSite
+from support.cli import clean_env, run_cli
+from support.kafka import BOOTSTRAP
+from support.kafka import read_records as read_all
+from support.parm import base_values, write_parm
+from support.runs import two_sites
+
+pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
 
 LIMIT = 10
 RUN_DATE = "2024-03-06"  # reads 2024-03-01 .. 2024-03-05
@@ -188,6 +193,7 @@ def progress(data: Path) -> int:
     return total
 
 
+@pytest.mark.slow
 def test_sigkill_several_times_then_rerun_sees_each_visit_once(
     tmp_path: Path, topic: str, sim_factory: Any
 ) -> None:
@@ -281,6 +287,7 @@ def set_max_message_bytes(topic: str, value: str | None) -> None:
         future.result(timeout=30)
 
 
+@pytest.mark.slow
 def test_kafka_failure_mid_transaction_aborts_and_rerun_has_no_duplicates(
     tmp_path: Path, topic: str, sim_factory: Any
 ) -> None:
@@ -355,7 +362,7 @@ def test_a_second_instance_fences_the_first(tmp_path: Path, topic: str, sim_fact
 
 
 def test_state_topic_creation_refused_names_the_topic(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kafka_bootstrap: str
 ) -> None:
     from matomo_kafka import state
     from matomo_kafka.config import load_settings
@@ -384,25 +391,6 @@ def test_state_topic_creation_refused_names_the_topic(
     message = str(caught.value)
     assert f"{name}.ckpt" in message and "ask the Kafka admins" in message
     assert "cleanup.policy=compact" in message and f"matomo-kafka.{name}." in message
-
-
-def test_delivery_keys_are_validated(tmp_path: Path) -> None:
-    from matomo_kafka.config import ConfigError, load_settings
-
-    values = base_values(tmp_path, "http://127.0.0.1:1/", "t.visits")
-    settings = load_settings(write_parm(tmp_path / "ok", **values), environ={})
-    assert settings.DELIVERY == "at_least_once" and not settings.exactly_once
-    assert settings.state_topic == "t.visits.state"
-    assert settings.MATOMO_SETTLE_MINUTES == 10
-    upper = load_settings(tmp_path / "ok", environ={"DELIVERY": "EXACTLY_ONCE"})
-    assert upper.exactly_once
-    bad = {"DELIVERY": "twice", "KAFKA_STATE_TOPIC": "t.visits", "MATOMO_SETTLE_MINUTES": "-1"}
-    with pytest.raises(ConfigError) as caught:
-        load_settings(tmp_path / "ok", environ=bad)
-    text = "\n".join(caught.value.problems)
-    assert "DELIVERY" in text and "MATOMO_SETTLE_MINUTES" in text
-    with pytest.raises(ConfigError, match="KAFKA_STATE_TOPIC: must differ"):
-        load_settings(tmp_path / "ok", environ={"KAFKA_STATE_TOPIC": "t.visits"})
 
 
 def test_at_least_once_is_unchanged_by_default(

@@ -10,9 +10,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from conftest import base_values, read_records, run_cli, write_parm
+import pytest
+
 from matomo_kafka.checkpoint import CheckpointStore
 from matomo_kafka.simulator import Fault, MatomoSimulator, SimSite
+from support.cli import run_cli
+from support.kafka import read_records
+from support.parm import base_values, write_parm
+
+pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
 
 RUN_DATE = "2024-03-04"  # reads 2024-03-01 .. 2024-03-03
 DAYS = [date(2024, 3, d) for d in range(1, 4)]

@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import run_cli, two_sites, write_parm
 from matomo_kafka.simulator import Fault
-from ops_support import LIMIT, RUN_DATE, parm, store
+from support.cli import run_cli
+from support.runs import LIMIT, RUN_DATE, parm, store, two_sites
+
+pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
 
 LIVE = "Live.getLastVisitsDetails"
 
@@ -185,28 +187,6 @@ def test_metrics_failures_do_not_fail_the_run(tmp_path: Path, topic: str, sim_fa
     result = run_cli("run", "--parm-dir", str(directory), "--run-date", RUN_DATE)
     assert result.code == 0, result.output
     assert "metrics: cannot push the metrics to http://127.0.0.1:1" in result.stderr
-
-
-@pytest.mark.parametrize(
-    ("overrides", "expected"),
-    [
-        ({"METRICS_TEXTFILE": "/tmp/metrics.txt"}, "METRICS_TEXTFILE: must end in .prom"),
-        ({"METRICS_TEXTFILE": "/no/such/dir/m.prom"}, "METRICS_TEXTFILE: names a file"),
-        ({"METRICS_PUSHGATEWAY": "pushgateway:9091"}, "METRICS_PUSHGATEWAY: must be an http"),
-        ({"METRICS_PUSHGATEWAY": "http://u:sps-secret-77@pg:9091"}, "must not embed"),
-        ({"MATOMO_STRICT_SITES": "maybe"}, "MATOMO_STRICT_SITES"),
-    ],
-)
-def test_bad_metrics_keys(tmp_path: Path, overrides: dict[str, str], expected: str) -> None:
-    values = {"MATOMO_API_URL": "http://127.0.0.1:9/index.php", **overrides}
-    from conftest import base_values
-
-    directory = write_parm(tmp_path / "parm", **base_values(tmp_path, "x", "t", **values))
-    result = run_cli("run", "--parm-dir", str(directory))
-    assert result.code == 2, result.output
-    assert expected in result.stderr
-    assert "sps-secret-77" not in result.output
-    assert not (tmp_path / "data").exists()
 
 
 def test_summary_is_written_when_the_run_fails(

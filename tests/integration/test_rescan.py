@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from conftest import base_values, read_records, run_cli, write_parm
-from matomo_kafka.sentlog import SentLog, digest
+from matomo_kafka.sentlog import SentLog
 from matomo_kafka.simulator import MatomoSimulator, SimSite
-from matomo_kafka.sink import Message
+from support.cli import run_cli
+from support.kafka import read_records
+from support.parm import base_values, write_parm
+
+pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
 
 LATE_DAY, GROW_DAY = "2024-03-02", "2024-03-03"
 
@@ -93,18 +95,3 @@ def test_first_rescan_without_records_resends_the_window(
     run(tmp_path, simulator, topic, "2024-03-04", MATOMO_RESCAN_DAYS="0")
     report = run(tmp_path, simulator, topic, "2024-03-04")
     assert report[1] == {"days": 2, "new": 25 + 25, "changed": 0}  # 25 visible + 25 visits
-
-
-def test_sent_log_ignores_a_torn_record_and_prunes_old_days(tmp_path: Path) -> None:
-    log = SentLog(str(tmp_path / "filterdate"))
-    day, old = date(2024, 3, 2), date(2024, 2, 1)
-    log.append(7, day, [Message(b"7:11", b"{}"), Message(b"7:12", b'{"a":1}')])
-    log.append(7, day, [Message(b"7:12", b'{"a":2}')])  # a re-send: the last one wins
-    with log.path(7, day).open("ab") as handle:
-        handle.write(b"\x01\x02\x03")  # a crash in the middle of an append
-    assert log.load(7, day) == {11: digest(b"{}"), 12: digest(b'{"a":2}')}
-    log.append(7, day, [Message(b"7:13", b"[]")])  # the next append realigns the file
-    assert log.load(7, day) == {11: digest(b"{}"), 12: digest(b'{"a":2}'), 13: digest(b"[]")}
-    log.append(7, old, [Message(b"7:1", b"{}")])
-    log.prune(7, date(2024, 3, 1))
-    assert not log.path(7, old).exists() and log.path(7, day).exists()

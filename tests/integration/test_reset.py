@@ -10,11 +10,15 @@ from typing import Any
 
 import pytest
 
-from conftest import read_topic, run_cli, two_sites
 from matomo_kafka.checkpoint import Cursor
-from ops_support import LIMIT, RUN_DATE, cursor, expected_keys, parm, run_on_tty, store
+from support.cli import run_cli
+from support.kafka import read_topic
+from support.runs import LIMIT, RUN_DATE, cursor, expected_keys, parm, run_on_tty, store, two_sites
+
+pytestmark = [pytest.mark.simulator]
 
 
+@pytest.mark.kafka
 def test_reset_then_run_resends_from_that_day(tmp_path: Path, topic: str, sim_factory: Any) -> None:
     simulator = sim_factory(two_sites(LIMIT))
     directory = parm(tmp_path, simulator, topic)
@@ -40,6 +44,7 @@ def test_reset_then_run_resends_from_that_day(tmp_path: Path, topic: str, sim_fa
     assert same.code == 0 and "nothing to change" in same.stdout
 
 
+@pytest.mark.kafka
 def test_reset_mid_day_offset_and_never_run_site(
     tmp_path: Path, topic: str, sim_factory: Any
 ) -> None:

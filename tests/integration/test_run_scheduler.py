@@ -17,13 +17,16 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from conftest import TOKEN, base_values, read_records, read_topic, write_parm
 from matomo_kafka.checkpoint import CheckpointStore, Cursor
 from matomo_kafka.config import load_settings
 from matomo_kafka.matomo import MatomoClient, RequestGate
 from matomo_kafka.pipeline import Pipeline
 from matomo_kafka.simulator import MatomoSimulator, SimSite
 from matomo_kafka.sink import KafkaSink
+from support.kafka import read_records, read_topic
+from support.parm import TOKEN, base_values, write_parm
+
+pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
 
 LIMIT = 10
 BIG_DAY = "2024-03-01"

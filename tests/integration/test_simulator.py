@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,9 +25,18 @@ import pytest
 
 from matomo_kafka import simulator
 from matomo_kafka.simulator import Fault, MatomoSimulator, SimConfig, SimSite, php_json
-from samples import MATOMO_4, MATOMO_5, sample_bytes, sample_files, sample_json, sample_status
+from support.samples import (
+    MATOMO_4,
+    MATOMO_5,
+    sample_bytes,
+    sample_files,
+    sample_json,
+    sample_status,
+)
+from support.simulator import DAY, TOKEN, hazard_config, main_config, peer_config
 
-TOKEN = "0123456789abcdef0123456789abcdef"
+pytestmark = [pytest.mark.simulator]
+
 PARIS = ZoneInfo("Europe/Paris")
 
 
@@ -221,41 +229,6 @@ FIXED_CASES: dict[str, tuple[str, dict[str, str], str | None, int, bytes]] = {
 # --------------------------------------------------------------------------------------
 # Fixtures and helpers
 # --------------------------------------------------------------------------------------
-def peer_config(**kw: Any) -> SimConfig:
-    """The two sites of the captured Matomo (5 visits on 2024-03-10 like the samples)."""
-    return SimConfig(
-        token=TOKEN,
-        sites=[
-            SimSite(
-                1, "Peer Site UTC", "UTC", default_visits=3,
-                visits={"2024-03-05": 0, "2024-03-10": 5},
-                main_url="https://utc.example.org", ts_created="2024-03-01 00:00:00",
-            ),
-            SimSite(
-                2, "Peer Site Paris", "Europe/Paris", default_visits=2, currency="EUR",
-                main_url="https://paris.example.org", ts_created="2024-03-01 00:00:00",
-            ),
-        ],
-        **kw,
-    )  # fmt: skip
-
-
-def main_config(**kw: Any) -> SimConfig:
-    return SimConfig(
-        token=TOKEN,
-        sites=[
-            SimSite(1, "Peer Site UTC", "UTC", default_visits=20,
-                    visits={"2024-03-05": 0, "2024-03-10": 257}),
-            SimSite(2, "Peer Site Paris", "Europe/Paris", default_visits=40, currency="EUR",
-                    visits={"2024-03-10": 300, "2024-03-31": 150, "2024-10-27": 150}),
-            SimSite(3, "Big Shop", "UTC", visits={"2024-03-10": 1_000_000}),
-            SimSite(4, "No Live", "UTC", default_visits=5, live_disabled=True),
-            SimSite(5, "Hidden", "UTC", default_visits=5),
-            SimSite(6, "New York", "America/New_York", default_visits=60),
-        ],
-        denied_sites=[5],
-        **kw,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -440,14 +413,6 @@ def test_matomo_4_refusals_are_http_200_envelopes(client: httpx.Client) -> None:
         assert error_message(r).endswith("'view' access for the website id = 2.")
         assert len(live(client, s.url, 1, "2024-03-10")) == 5
         assert api(client, s.url, "SitesManager.getSitesIdWithAtLeastViewAccess").json() == [1]
-
-
-def test_matomo_version_is_checked_and_kept() -> None:
-    with pytest.raises(ValueError, match=r"matomo_version '4\.0'"):
-        peer_config(matomo_version="4.0")
-    cfg = peer_config(matomo_version="4.15.1")
-    assert SimConfig.from_dict(orjson.loads(orjson.dumps(cfg.to_dict()))) == cfg
-    assert SimConfig.from_dict({"token": TOKEN, "sites": []}).matomo_version == "5.0.2"
 
 
 # --------------------------------------------------------------------------------------
@@ -938,18 +903,6 @@ def test_stats_endpoint_counts_api_requests_only(client: httpx.Client) -> None:
         ]  # fmt: skip
 
 
-def test_live_cost_and_load_config() -> None:
-    cfg = peer_config(workers=3, page_cost_s=0.02, visit_cost_s=0.0002)
-    assert cfg.live_cost_s(0) == 0.02
-    assert cfg.live_cost_s(1000) == pytest.approx(0.22)
-    again = SimConfig.from_dict(orjson.loads(orjson.dumps(cfg.to_dict())))
-    assert (again.workers, again.page_cost_s, again.visit_cost_s) == (3, 0.02, 0.0002)
-    with pytest.raises(ValueError):
-        peer_config(workers=-1)
-    with pytest.raises(ValueError):
-        peer_config(visit_cost_s=-0.1)
-
-
 # --------------------------------------------------------------------------------------
 # Determinism, runtime changes, config, lifecycle, concurrency
 # --------------------------------------------------------------------------------------
@@ -990,26 +943,6 @@ def test_set_visits_at_runtime(client: httpx.Client) -> None:
         assert summary["nb_visits"] == 7
         assert s.config.sites[0].visits["2024-03-12"] == 7
     assert peer_config().sites[0].visits.get("2024-03-12") is None  # caller's copy untouched
-
-
-def test_config_round_trip(tmp_path: Path) -> None:
-    cfg = main_config(basic_auth=("u", "p"), faults=[Fault(kind="delay", delay_s=0.5, times=-1)])
-    d = cfg.to_dict()
-    assert d["basic_auth"] == ["u", "p"] and d["faults"][0]["kind"] == "delay"
-    path = tmp_path / "sim.json"
-    path.write_bytes(orjson.dumps(d))
-    again = SimConfig.from_json(path)
-    assert again == cfg and again.to_dict() == d
-    with pytest.raises(ValueError):
-        Fault.from_dict({"kind": "explode"})
-    with pytest.raises(ValueError):
-        Fault.from_dict({"kind": "status", "time": 3})  # typo for "times"
-    with pytest.raises(ValueError):
-        SimConfig.from_dict(
-            {"token": "t", "sites": [{"idsite": 1, "name": "x", "timezone": "Mars/Base"}]}
-        )
-    with pytest.raises(ValueError):
-        SimConfig(token="t", sites=[SimSite(1, "a"), SimSite(1, "b")])
 
 
 def test_stop_drops_keep_alive_connections(client: httpx.Client) -> None:
@@ -1084,23 +1017,6 @@ def test_server_threads_are_daemons(sim: MatomoSimulator) -> None:
 # --------------------------------------------------------------------------------------
 # Paging hazards: same-second tie groups, unstable tie order, late and grown visits
 # --------------------------------------------------------------------------------------
-DAY = "2024-03-10"
-
-
-def hazard_config(**kw: Any) -> SimConfig:
-    """Site 1: 300 UTC visits in ties of 10; site 2: 200 Paris visits, 15 of them late;
-    site 3: a 1,000,000-visit day (natural ties); site 4: a DST day cut in Paris time."""
-    return SimConfig(
-        token=TOKEN,
-        sites=[
-            SimSite(1, "Ties", "UTC", visits={DAY: 300}, tie_group=10),
-            SimSite(2, "Late", "Europe/Paris", default_visits=7, visits={DAY: 200},
-                    late={DAY: 15, "2024-03-11": 3}),
-            SimSite(3, "Big Shop", "UTC", visits={DAY: 1_000_000}),
-            SimSite(4, "Short day", "Europe/Paris", visits={"2024-03-31": 2000}),
-        ],
-        **kw,
-    )  # fmt: skip
 
 
 def ids(visits: list[Any]) -> list[int]:
@@ -1488,23 +1404,6 @@ def test_hazard_days_stream_and_survive_concurrency(
         assert not errors
         assert s.visit_count(2, DAY) == 200
         assert live(client, s.url, 2, DAY, filter_limit=-1)[::-1] == s.expected_visits(2, DAY)
-
-
-def test_hazard_config_keys_round_trip() -> None:
-    cfg = hazard_config(unstable_ties=True)
-    d = cfg.to_dict()
-    assert d["unstable_ties"] is True
-    assert d["sites"][0]["tie_group"] == 10 and d["sites"][1]["late"][DAY] == 15
-    again = SimConfig.from_dict(orjson.loads(orjson.dumps(d)))
-    assert again == cfg and SimConfig.from_dict({"token": "t", "sites": []}).unstable_ties is False
-    site = {"idsite": 1, "name": "x", "visits": {DAY: 5}}
-    assert SimSite.from_dict(site).tie_group == 1 and SimSite.from_dict(site).late == {}
-    assert SimSite.from_dict({**site, "late": {DAY: 5}}).late == {DAY: 5}
-    assert SimSite.from_dict({**site, "default_visits": 3, "late": {"2024-03-11": 3}})
-    for bad in ({"tie_group": 0}, {"late": {DAY: 6}}, {"late": {DAY: -1}},
-                {"late": {"2024-03-11": 1}}, {"late": {"nope": 1}}):  # fmt: skip
-        with pytest.raises(ValueError):
-            SimSite.from_dict({**site, **bad})
 
 
 # --------------------------------------------------------------------------------------

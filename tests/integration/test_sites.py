@@ -7,19 +7,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import zlib
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import clean_env, run_cli
 from matomo_kafka.checkpoint import Cursor
 from matomo_kafka.config import load_settings
 from matomo_kafka.simulator import SimSite
-from matomo_kafka.sites import Shard, parse_shard, shard_of
-from ops_support import cursor, expected_keys, parm, topic_counts
+from matomo_kafka.sites import shard_of
+from support.cli import clean_env, run_cli
+from support.runs import cursor, expected_keys, parm, topic_counts
+
+pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
 
 RUN_DATE = "2024-03-04"  # reads 2024-03-01 .. 2024-03-03
 DAYS = [date(2024, 3, d) for d in range(1, 4)]
@@ -102,34 +103,6 @@ def test_status_and_check_with_all(tmp_path: Path, topic: str, sim_factory: Any)
 
     strict = parm(tmp_path, simulator, topic, MATOMO_ID_SITE="all", MATOMO_STRICT_SITES="1")
     assert run_cli("check", "--parm-dir", str(strict)).code == 1
-
-
-def test_shard_assignment_is_stable_and_documented() -> None:
-    assert shard_of(1, 4) == zlib.crc32(b"1") % 4 == 3
-    assert [shard_of(i, 2) for i in range(1, 11)] == [1, 1, 1, 0, 0, 0, 0, 1, 1, 1]
-    before = {i: shard_of(i, 4) for i in range(1, 200)}
-    assert set(before.values()) == {0, 1, 2, 3}
-    assert all(shard_of(i, 4) == shard for i, shard in before.items()), "no site moves"
-    shards = [parse_shard(f"{i}/4") for i in range(4)]
-    selected = [shard.select(range(1, 200)) for shard in shards]
-    assert sorted(i for part in selected for i in part) == list(range(1, 200))
-    assert parse_shard(" 0 / 1 ") == Shard(0, 1) and str(Shard(2, 3)) == "2/3"
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("2/2", "INDEX must be between 0 and 1"),
-        ("0/0", "COUNT must be between 1"),
-        ("-1/2", "must be INDEX/COUNT"),
-        ("$(JOB_COMPLETION_INDEX)/4", "must be INDEX/COUNT"),
-        ("1", "must be INDEX/COUNT"),
-    ],
-)
-def test_bad_shard(tmp_path: Path, value: str, expected: str) -> None:
-    result = run_cli("run", "--parm-dir", str(tmp_path / "not-read"), "--shard", value)
-    assert result.code == 2, result.output
-    assert expected in result.stderr
 
 
 def test_two_shards_at_once_on_the_same_parm(tmp_path: Path, topic: str, sim_factory: Any) -> None:

@@ -23,38 +23,32 @@ import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from conftest import (
+from matomo_kafka.checkpoint import CheckpointStore, Cursor
+from matomo_kafka.errors import MatomoTLSError
+from matomo_kafka.matomo import MatomoClient, RetryPolicy
+from matomo_kafka.simulator import MatomoSimulator
+from support.certs import Certs
+from support.cli import CliResult, clean_env, run_cli
+from support.kafka import (
     BOOTSTRAP,
     KAFKA_MTLS_PORT,
     KAFKA_SSL_DIR,
     KAFKA_SSL_PORT,
-    TOKEN,
-    Certs,
-    CliResult,
-    base_values,
-    clean_env,
     read_records,
     read_topic,
-    run_cli,
-    two_sites,
-    write_parm,
 )
-from matomo_kafka.checkpoint import CheckpointStore, Cursor
-from matomo_kafka.config import collect, load_settings
-from matomo_kafka.errors import MatomoTLSError
-from matomo_kafka.kafka_props import is_secret, property_name
-from matomo_kafka.matomo import MatomoClient, RetryPolicy
-from matomo_kafka.simulator import MatomoSimulator
-from matomo_kafka.sink import producer_config
-from matomo_kafka.state import client_config
+from support.parm import TOKEN, base_values, write_parm
+from support.runs import two_sites
+from support.secrets import (  # all in support/secrets.py's list
+    GATEWAY,
+    WRONG_GATEWAY_PASSWORD,
+    WRONG_KAFKA_PASSWORD,
+    WRONG_KEY_PASSWORD,
+)
 
 LIMIT = 10
 RUN_DATE = "2024-03-06"  # reads 2024-03-01 .. 2024-03-05
 DAYS = [date(2024, 3, d) for d in range(1, 6)]
-GATEWAY = ("sps-gateway", "sps-secret-77")  # the password is in test_zz_secrets' list
-WRONG_GATEWAY_PASSWORD = "sps-wrong-pw-4b8e1d"
-WRONG_KAFKA_PASSWORD = "kafka-pw-do-not-print"
-WRONG_KEY_PASSWORD = "key-wrong-pw-71c0aa"
 DELIVERIES = ["at_least_once", "exactly_once"]
 
 
@@ -114,6 +108,7 @@ def error_lines(result: CliResult) -> list[str]:
 # ---- the simulator over HTTPS ------------------------------------------------------------
 
 
+@pytest.mark.simulator
 def test_simulator_serves_https_behind_basic_auth(sim_factory: Any, certs: Certs) -> None:
     sim = https_sim(sim_factory, certs)
     assert sim.url.startswith("https://127.0.0.1:")
@@ -138,6 +133,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.simulator
 def test_simulate_command_over_https(tmp_path: Path, certs: Certs) -> None:
     cert, key = certs.server
     half = run_cli("simulate", "--tls-cert", cert)
@@ -175,6 +171,7 @@ def test_simulate_command_over_https(tmp_path: Path, certs: Certs) -> None:
 # ---- Matomo: a refused certificate is not transient ---------------------------------------
 
 
+@pytest.mark.simulator
 @pytest.mark.parametrize("case", ["unknown CA", "no CA bundle", "wrong host name"])
 def test_a_refused_gateway_certificate_is_never_retried(
     sim_factory: Any, certs: Certs, case: str
@@ -209,6 +206,8 @@ def test_a_refused_gateway_certificate_is_never_retried(
 # ---- end to end: HTTPS + basic auth to Matomo, SASL_SSL + SCRAM-SHA-512 to Kafka ----------
 
 
+@pytest.mark.kafka
+@pytest.mark.simulator
 @pytest.mark.parametrize("delivery", DELIVERIES)
 def test_https_gateway_and_sasl_ssl_end_to_end(
     tmp_path: Path, topic: str, sim_factory: Any, certs: Certs, kafka_ca: Path, delivery: str
@@ -321,6 +320,8 @@ def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
             for path in sorted(directory.iterdir()) if path.suffix != ".lock"}  # fmt: skip
 
 
+@pytest.mark.kafka
+@pytest.mark.simulator
 @pytest.mark.parametrize("delivery", DELIVERIES)
 @pytest.mark.parametrize("case", list(REFUSALS))
 def test_refusals_one_line_nothing_sent_checkpoints_untouched(
@@ -392,6 +393,8 @@ def mtls_values(
     )  # fmt: skip
 
 
+@pytest.mark.kafka
+@pytest.mark.simulator
 @pytest.mark.parametrize("delivery", DELIVERIES)
 def test_mutual_tls_through_the_passthrough_keys(
     tmp_path: Path, topic: str, sim_factory: Any, certs: Certs, kafka_ca: Path, delivery: str
@@ -413,6 +416,8 @@ def test_mutual_tls_through_the_passthrough_keys(
         assert store(tmp_path).load(idsite) == Cursor(date(2024, 3, 6), 0)
 
 
+@pytest.mark.kafka
+@pytest.mark.simulator
 def test_mutual_tls_without_a_client_certificate_is_refused(
     tmp_path: Path, topic: str, sim_factory: Any, certs: Certs, kafka_ca: Path
 ) -> None:
@@ -432,67 +437,7 @@ def test_mutual_tls_without_a_client_certificate_is_refused(
 # ---- KAFKA_PRODUCER_*: naming, refusals, validation by librdkafka --------------------------
 
 
-@pytest.mark.parametrize(
-    ("key", "name"),
-    [
-        ("KAFKA_PRODUCER_SSL_CERTIFICATE_LOCATION", "ssl.certificate.location"),
-        ("KAFKA_PRODUCER_SASL_OAUTHBEARER_CLIENT_SECRET", "sasl.oauthbearer.client.secret"),
-        ("KAFKA_PRODUCER_LOG__LEVEL", "log_level"),
-        ("KAFKA_PRODUCER_ENABLED__EVENTS", "enabled_events"),
-        ("KAFKA_PRODUCER_ssl.key.location", "ssl.key.location"),
-        ("KAFKA_PRODUCER_socket_keepalive_enable", "socket.keepalive.enable"),
-    ],
-)
-def test_property_names(key: str, name: str) -> None:
-    assert property_name(key) == name
-
-
-def test_secret_looking_properties() -> None:
-    secret = [
-        "ssl.key.password",
-        "ssl.keystore.password",
-        "ssl.key.pem",
-        "sasl.oauthbearer.config",
-        "sasl.oauthbearer.client.secret",
-        "sasl.oauthbearer.assertion.private.key.passphrase",
-    ]
-    plain = [
-        "ssl.key.location",
-        "ssl.keystore.location",
-        "ssl.certificate.location",
-        "socket.keepalive.enable",
-        "ssl.keystore.type",
-        "sasl.oauthbearer.client.id",
-    ]
-    assert [name for name in secret if not is_secret(name)] == []
-    assert [name for name in plain if is_secret(name)] == []
-
-
-def test_passthrough_reaches_every_client_and_secrets_are_registered(tmp_path: Path) -> None:
-    values = base_values(tmp_path, "https://matomo.example/index.php", "t",
-                         KAFKA_PRODUCER_SSL_KEY_LOCATION="/keys/client.key",
-                         KAFKA_PRODUCER_BATCH_SIZE="65536")  # fmt: skip
-    parm = write_parm(tmp_path / "parm", **values)
-    with (parm / "wa7_conf.ini").open("a") as ini:
-        ini.write("KAFKA_PRODUCER_ssl.certificate.location: /c.pem\n")
-    environ = {"KAFKA_PRODUCER_SSL_KEY_PASSWORD": "kp-3f9a", "KAFKA_PRODUCER_BATCH_SIZE": "1024"}
-    raw = collect(parm, environ)
-    assert raw.unknown_keys == [] and raw.producer_problems == []
-    settings = load_settings(parm, environ)
-    producer = producer_config(settings)
-    assert producer["ssl.key.location"] == "/keys/client.key"
-    assert producer["ssl.certificate.location"] == "/c.pem"
-    assert producer["ssl.key.password"] == "kp-3f9a"
-    assert producer["batch.size"] == "1024"  # the environment wins, as for every key
-    assert producer["enable.idempotence"] is True and producer["acks"] == "all"
-    shared = client_config(settings, "state")
-    assert shared["ssl.key.password"] == "kp-3f9a" and "ssl.certificate.location" in shared
-    assert "batch.size" not in shared  # producer-only
-    assert "kp-3f9a" in settings.secret_values()
-    assert "/keys/client.key" not in settings.secret_values()
-    assert "kp-3f9a" not in repr(settings)
-
-
+@pytest.mark.simulator
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
@@ -531,6 +476,8 @@ def test_bad_passthrough_is_one_config_line_before_any_call(
     assert sim.requests == [] and not (tmp_path / "data").exists()
 
 
+@pytest.mark.kafka
+@pytest.mark.simulator
 def test_files_librdkafka_cannot_use_are_config_errors_and_secrets_stay_hidden(
     tmp_path: Path, sim_factory: Any, kafka_ca: Path
 ) -> None:

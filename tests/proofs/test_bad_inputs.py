@@ -3,25 +3,22 @@
 answers of the wrong shape (a tiny HTTP server on 127.0.0.1 answers what the simulator cannot):
 each gives one clear error line (`config:` lines for configuration), a non-zero exit, and leaves
 the checkpoint files byte-identical (or absent) with nothing sent. Odd but valid inputs (unicode
-keys, huge numbers, ids as text...) go through unchanged. The cases are bench/reliability.py's
-BAD_INPUTS (a case given `bug=`, a known open bug, runs as a strict xfail; none is open now).
+keys, huge numbers, ids as text...) go through unchanged. The cases are BAD_INPUTS of
+tests/support/reliability.py (a case given `bug=`, a known open bug, runs as a strict xfail; none
+is open now).
 Every output and message is scanned for secrets and raw pseudonymised values as the cases go.
 """
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import CLI_OUTPUTS
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import reliability as rel
+from support import reliability as rel
+from support.cli import CLI_OUTPUTS
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +41,9 @@ def _param(case: rel.BadInput) -> Any:
     return pytest.param(case, id=case.name, marks=marks)
 
 
+@pytest.mark.kafka
+@pytest.mark.simulator
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [_param(case) for case in rel.BAD_INPUTS])
 def test_bad_input(inputs: rel.InputContext, case: rel.BadInput) -> None:
     outcome = rel.run_bad_input(case, inputs)

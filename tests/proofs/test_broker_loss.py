@@ -3,21 +3,20 @@
 stopped): stopped (SIGTERM) or killed (SIGKILL) mid-run, the run fails within
 KAFKA_DELIVERY_TIMEOUT_MS + 30 s (KafkaSink.wait's deadline) with one error line and exit 1,
 and a rerun after the restart loses nothing; restarted within the delivery timeout, the run
-completes by itself. The proofs are in bench/reliability.py.
+completes by itself. The proofs are in tests/support/reliability.py.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import CLI_OUTPUTS
+from support import reliability as rel
+from support.cli import CLI_OUTPUTS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import reliability as rel
+pytestmark = [pytest.mark.kafka, pytest.mark.simulator, pytest.mark.slow]
 
 CONNECT_TIMEOUT = 3.0  # KAFKA_CONNECT_TIMEOUT of the proofs' parm
 

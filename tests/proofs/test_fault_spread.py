@@ -3,22 +3,21 @@
 vanishing mid-run, retries exhausted) spread over the requests of a run (seeded), rerun until
 success. Nothing lost, nothing duplicated; transient faults alone do not even fail the run.
 Over SASL/SCRAM, so the Kafka password is among the secrets scanned. The proof itself is
-bench/reliability.py (`fault_proof`). Replay a failure with RELIABILITY_SEED=<seed>.
+tests/support/reliability.py (`fault_proof`). Replay a failure with RELIABILITY_SEED=<seed>.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import CLI_OUTPUTS
+from support import reliability as rel
+from support.cli import CLI_OUTPUTS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import reliability as rel
+pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
 
 
 def reliability_seed() -> int:

@@ -13,9 +13,13 @@ from typing import Any
 
 import pytest
 
-from conftest import base_values, read_topic, run_cli, write_parm
 from matomo_kafka.checkpoint import CheckpointStore, Cursor
 from matomo_kafka.simulator import Fault, MatomoSimulator, SimSite
+from support.cli import run_cli
+from support.kafka import read_topic
+from support.parm import base_values, write_parm
+
+pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
 
 DAYS = {"2024-03-01": 260, "2024-03-02": 40, "2024-03-03": 130}
 

@@ -1,6 +1,7 @@
 """Reliability under SIGKILL (issue #3, at-least-once): `matomo-kafka run` over several sites
 (different timezones) and days is killed at random points and rerun, at least 50 times, then run
-to completion. The proof itself is bench/reliability.py (`kill_proof`), which runs it longer.
+to completion. The proof itself is tests/support/reliability.py (`kill_proof`); bench/reliability.py
+runs it longer.
 
 The seed is random per run and printed; replay a failure with RELIABILITY_SEED=<seed>.
 """
@@ -9,15 +10,14 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import CLI_OUTPUTS
+from support import reliability as rel
+from support.cli import CLI_OUTPUTS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import reliability as rel
+pytestmark = [pytest.mark.kafka, pytest.mark.simulator, pytest.mark.slow]
 
 KILLS = 50
 EOS_KILLS = 20  # exactly-once: each run also claims its sites (transactions), so slower

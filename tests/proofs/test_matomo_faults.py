@@ -10,9 +10,14 @@ from typing import Any
 
 import pytest
 
-from conftest import base_values, read_topic, run_cli, two_sites, write_parm
 from matomo_kafka.checkpoint import CheckpointStore, Cursor
 from matomo_kafka.simulator import Fault, MatomoSimulator
+from support.cli import run_cli
+from support.kafka import read_topic
+from support.parm import base_values, write_parm
+from support.runs import two_sites
+
+pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
 
 LIMIT = 10
 RUN_DATE = "2024-03-06"

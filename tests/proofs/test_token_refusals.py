@@ -13,10 +13,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from conftest import TOKEN, CliResult, clean_env, run_cli, two_sites
 from matomo_kafka.checkpoint import Cursor
 from matomo_kafka.errors import (
     GatewayAuthError,
@@ -24,15 +22,16 @@ from matomo_kafka.errors import (
     SiteAccessError,
     TokenRefusedError,
 )
-from matomo_kafka.matomo import MatomoClient, RetryPolicy, matomo_error_page
+from matomo_kafka.matomo import MatomoClient, RetryPolicy
 from matomo_kafka.simulator import Fault, MatomoSimulator
-from ops_support import DAYS, LIMIT, RUN_DATE, cursor, expected_keys, parm, topic_counts
-from samples import MATOMO_4, sample_bytes
+from support.cli import CliResult, clean_env, run_cli
+from support.parm import TOKEN
+from support.runs import DAYS, LIMIT, RUN_DATE, cursor, expected_keys, parm, topic_counts, two_sites
+from support.secrets import GATEWAY, WRONG_GATEWAY_PASSWORD, WRONG_TOKEN  # in its list
+
+pytestmark = [pytest.mark.simulator]
 
 VERSIONS = ["5.0.2", "4.15.1"]
-WRONG_TOKEN = "wrong-token-7c2e9a41"  # in test_zz_secrets' list
-GATEWAY = ("sps-gateway", "sps-secret-77")
-WRONG_GATEWAY_PASSWORD = "sps-wrong-pw-4b8e1d"
 #: Retries a transient failure would get: a refusal must get none of them.
 RETRY = RetryPolicy(max_retries=5, backoff=0.01, max_wait=0.05)
 
@@ -159,50 +158,6 @@ def test_a_refusal_without_challenge_that_matomo_did_not_write_is_the_gateways(
     assert client.retries_done == 0 and len(sim.requests) == 1
 
 
-MATOMO_PAGE = sample_bytes("version_bad_token")
-
-
-@pytest.mark.parametrize(
-    ("status", "headers", "body", "expected"),
-    [
-        (401, {}, b"", GatewayAuthError),
-        (401, {"Content-Type": "application/json"}, b'{"message":"Unauthorized"}',
-         GatewayAuthError),
-        (403, {}, b"<html><head><title>Matomo - sign in</title></head><body><h2>Sign in"
-         b"</h2></body></html>", GatewayAuthError),
-        (401, {"WWW-Authenticate": 'Bearer realm="sso"'}, MATOMO_PAGE, GatewayAuthError),
-        (401, {}, MATOMO_PAGE, TokenRefusedError),
-        (200, {}, MATOMO_PAGE, TokenRefusedError),
-        (403, {}, b'{"result":"error","message":"You must be logged in."}', TokenRefusedError),
-        (200, {}, sample_bytes("live_bad_token", MATOMO_4), SiteAccessError),
-    ],
-    ids=["bare-401", "json-not-matomo", "gateway-page-titled-matomo", "challenge-wins",
-         "matomo-page", "matomo-page-200", "matomo-envelope-403", "4x-site-envelope"],
-)  # fmt: skip
-def test_bodies_the_simulator_does_not_serve(
-    status: int, headers: dict[str, str], body: bytes, expected: type[Exception]
-) -> None:
-    """Shapes a gateway or Matomo may send that the simulator has no reason to: the client's
-    own path (post, classify) over an in-process transport, one request each."""
-    seen: list[httpx.Request] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(status, headers=headers, content=body)
-
-    client = MatomoClient("https://gw.example/index.php", TOKEN, retry=RETRY,
-                          transport=httpx.MockTransport(answer))  # fmt: skip
-    with client, pytest.raises(expected):
-        client.version()
-    assert len(seen) == 1 and client.retries_done == 0
-
-
-def test_matomo_error_page_message() -> None:
-    assert matomo_error_page(MATOMO_PAGE) == MATOMO_SAYS["5.0.2"].removesuffix(")")
-    assert matomo_error_page(b"<html><title>401 Unauthorized</title><h2>x</h2></html>") is None
-    assert matomo_error_page(b'<title>Matomo</title><div class="content"><h2> </h2>') is None
-
-
 # ---- run and check --------------------------------------------------------------------------
 
 
@@ -265,6 +220,7 @@ def assert_refused_at_once(
         assert secret not in result.output + check.output
 
 
+@pytest.mark.kafka
 @pytest.mark.parametrize("version", VERSIONS)
 def test_run_and_check_name_a_refused_token(
     tmp_path: Path, topic: str, sim_factory: Any, version: str
@@ -276,6 +232,7 @@ def test_run_and_check_name_a_refused_token(
     )
 
 
+@pytest.mark.kafka
 @pytest.mark.parametrize("configured", [False, True])
 def test_run_and_check_name_the_gateway_credentials(
     tmp_path: Path, topic: str, sim_factory: Any, configured: bool
@@ -290,6 +247,7 @@ def test_run_and_check_name_the_gateway_credentials(
         assert_refused_at_once(tmp_path, sim, topic, GATEWAY_NOT_SET, "GatewayAuthError")
 
 
+@pytest.mark.kafka
 @pytest.mark.parametrize("version", VERSIONS)
 def test_run_and_check_with_a_site_the_token_cannot_view(
     tmp_path: Path, topic: str, sim_factory: Any, version: str

@@ -1,7 +1,5 @@
-"""Reliability proofs of matomo-kafka (issue #3), at-least-once mode, with a figures table.
-
-    /tmp/venv/bin/python bench/reliability.py                  # defaults: 300 kills, everything
-    /tmp/venv/bin/python bench/reliability.py --kills 60 --seed 7 --skip-broker
+"""The reliability proofs of matomo-kafka (issue #3): the harness that tests/proofs/ runs with
+small counts and bench/reliability.py runs long, with its figures table.
 
 Every proof drives the real `matomo-kafka` command (a subprocess) against the bundled Matomo
 simulator (in this process) and a real Kafka broker, all on 127.0.0.1:
@@ -28,14 +26,13 @@ simulator (in this process) and a real Kafka broker, all on 127.0.0.1:
   secrets  every CLI output and every Kafka message of all of the above: no secret (token,
            salt, passwords) and no raw value of a pseudonymised column.
 
-The tests tests/test_reliability_*.py run the same proofs with smaller counts. Needs the shared
-broker (started here with `scripts/kafka-local.sh start` if it is not up, never stopped).
-Exit code 0 when every proof held, 1 otherwise (the table is printed either way).
+tests/proofs/test_kills.py, test_fault_spread.py, test_broker_loss.py, test_bad_inputs.py and
+test_secrets.py run these proofs with smaller counts. Each proof needs the shared broker (the
+caller starts it); a failed invariant raises ProofFailed.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -46,7 +43,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -63,20 +59,25 @@ from urllib.parse import parse_qsl
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from matomo_kafka.checkpoint import CheckpointStore, Cursor
-from matomo_kafka.config import ALL_KEYS
 from matomo_kafka.simulator import MSG_UNKNOWN_SITE, Fault, MatomoSimulator, SimConfig, SimSite
+from support.cli import clean_env, cli_command
+from support.kafka import (
+    BOOTSTRAP,
+    KAFKA_PORT,
+    KAFKA_SCRIPT,
+    LOCALHOST,
+    REPO,
+    SASL_PASSWORD,
+    SASL_PORT,
+    SASL_USER,
+    create_topic,
+    delete_topic,
+)
+from support.parm import write_parm as write_parm_files
 
-REPO = Path(__file__).resolve().parents[1]
-KAFKA_SCRIPT = REPO / "scripts" / "kafka-local.sh"
-LOCALHOST = "127.0.0.1"
-KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
-SHARED_BOOTSTRAP = f"{LOCALHOST}:{KAFKA_PORT}"
-SASL_PORT = int(os.environ.get("KAFKA_SASL_PORT", str(KAFKA_PORT + 2)))
-SASL_USER = os.environ.get("KAFKA_LOCAL_SASL_USER", "matomo")
-SASL_PASSWORD = os.environ.get("KAFKA_LOCAL_SASL_PASSWORD", "matomo-local-secret")
+SHARED_BOOTSTRAP = BOOTSTRAP
 
 TOKEN = "rel-token-93c1f0a4d7e2"
 SALT = "rel-salt-5b8e27c4f1"
@@ -93,11 +94,6 @@ TIE_GROUP = 3
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "UTC+5.5", "Pacific/Auckland")
 LIVE = "Live.getLastVisitsDetails"
 ERROR_PREFIX = "matomo-kafka: error:"
-CONF_KEYS = frozenset(
-    {"START_DATE", "MATOMO_FILTER_LIMIT", "FILE_PATH_LAST_OFFSET", "FILE_PATH_FILTERDATE",
-     "COLONNE_ANNOMYSE", "SALAGE", "KAFKA_TOPIC"}
-)  # fmt: skip
-
 Say = Callable[[str], None]
 
 
@@ -108,26 +104,9 @@ class ProofFailed(AssertionError):
 # -- processes, parm files, checkpoints ----------------------------------------------------
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any config key, so only the parm files count."""
-    drop = {*ALL_KEYS, "MATOMO_SHARD", "MATOMO_SUMMARY_FILE"}
-    env = {key: value for key, value in os.environ.items() if key not in drop}
-    env.update(extra)
-    return env
-
-
-def cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "matomo_kafka.cli", *args]
-
-
 def write_parm(directory: Path, values: dict[str, str]) -> Path:
     """parm/ in the seed's layout: the conf keys in wa7_conf.ini, the others in wa7.env."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ini = [f"{key}: {value}" for key, value in values.items() if key in CONF_KEYS]
-    env = [f'{key}="{value}"' for key, value in values.items() if key not in CONF_KEYS]
-    (directory / "wa7_conf.ini").write_text("\n".join(ini) + "\n", encoding="utf-8")
-    (directory / "wa7.env").write_text("\n".join(env) + "\n", encoding="utf-8")
-    return directory
+    return write_parm_files(directory, **values)
 
 
 def parm_values(
@@ -260,34 +239,6 @@ def snapshot(root: Path) -> dict[str, str | bytes]:
 
 
 # -- Kafka -------------------------------------------------------------------------------
-
-
-def create_topic(bootstrap: str, partitions: int = 3, prefix: str = "reliability.visits") -> str:
-    """A fresh topic, returned once the broker's metadata shows all its partitions: created is
-    not yet visible, and a reader that saw fewer partitions would miss their messages."""
-    name = f"{prefix}.{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
-    futures = admin.create_topics([NewTopic(name, num_partitions=partitions,
-                                            replication_factor=1)])  # fmt: skip
-    for future in futures.values():
-        future.result(timeout=60)
-    deadline = time.monotonic() + 30
-    while True:
-        topics = admin.list_topics(name, timeout=10).topics
-        if name in topics and topics[name].error is None \
-                and len(topics[name].partitions) == partitions:  # fmt: skip
-            return name
-        if time.monotonic() > deadline:
-            raise ProofFailed(f"topic {name}: its {partitions} partitions not visible in 30s")
-        time.sleep(0.1)
-
-
-def delete_topic(bootstrap: str, name: str) -> None:
-    """Best effort: the shared broker should not keep the proofs' topics."""
-    with contextlib.suppress(Exception):
-        admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
-        for future in admin.delete_topics([name], operation_timeout=10).values():
-            future.result(timeout=15)
 
 
 @dataclass(frozen=True)
@@ -1904,283 +1855,3 @@ def run_bad_input(case: BadInput, ctx: InputContext) -> InputOutcome:
     if sent:
         problems.append(f"{sent} message(s) sent")
     return InputOutcome(case, result, problems)
-
-
-# -- the figures table ---------------------------------------------------------------------
-
-
-@dataclass
-class Report:
-    seed: int
-    kills: KillFigures | None = None
-    eos_kills: KillFigures | None = None
-    window: WindowFigures | None = None
-    faults: list[FaultFigures] = field(default_factory=list)
-    broker: list[BrokerFigures] = field(default_factory=list)
-    inputs: list[InputOutcome] = field(default_factory=list)
-    scan: ScanFigures | None = None
-    failures: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def table(self) -> str:
-        rows: list[tuple[str, str]] = []
-        expected = lost = duplicated = 0
-        if self.kills:
-            k = self.kills
-            expected, lost, duplicated = k.visits_expected, k.lost, k.duplicated
-            rows += [
-                ("kills (SIGKILL at random points)",
-                 f"{k.kills} ({k.timed_kills} at a random instant, {k.paced_kills} after "
-                 f"1-6 checkpoint moves); {k.rounds} rounds of {k.sites} sites (timezones "
-                 f"{', '.join(ZONES[:k.sites])}); {k.seconds:.0f}s"),
-                ("kills: visits expected / lost / duplicated",
-                 f"{k.visits_expected} / {k.lost} / {k.duplicated} "
-                 f"({k.duplicated / max(k.kills, 1):.1f} per kill, all sites)"),
-                ("kills: max visits one kill left to re-send, per site",
-                 f"{k.max_fresh} (one page = {LIMIT})"),
-                ("kills: checkpoints unreadable / ahead of the topic",
-                 f"0 / 0 (checked for every site after each of the {k.kills} kills)"),
-                ("kills: temp files left beside the checkpoints", str(k.temp_files_left)),
-            ]  # fmt: skip
-            if k.window_kills:  # only with tolerate_day_window (code before the .next marker)
-                rows.append(("kills in the day-change window",
-                             f"{k.window_kills} kills, {k.window_sites} sites: each re-sends a "
-                             f"whole day (max {k.max_window} visits)"))  # fmt: skip
-        if self.eos_kills:
-            e = self.eos_kills
-            expected += e.visits_expected
-            rows += [
-                ("exactly-once kills (DELIVERY=exactly_once)",
-                 f"{e.kills} ({e.timed_kills} at a random instant, {e.paced_kills} after 1-6 "
-                 f"checkpoint moves); {e.rounds} rounds of {e.sites} sites; {e.seconds:.0f}s"),
-                ("exactly-once kills: visits expected / lost / seen twice (read_committed)",
-                 f"{e.visits_expected} / {e.lost} / {e.duplicated}"),
-            ]  # fmt: skip
-        if self.window:
-            w = self.window
-            left = f"files left at ({w.files[0]}, {w.files[1]})"
-            rows.append(("kill between the two writes of a day change (deterministic)",
-                         f"{left} after a {w.day_visits}-visit day; resumed at "
-                         f"{_where(w.cursor)}; re-sent {w.resent} visits"))  # fmt: skip
-        injected: Counter[str] = Counter()
-        for f in self.faults:
-            injected.update(f.injected)
-            expected += f.visits_expected
-            duplicated += f.duplicated
-        if self.faults:
-            transient = [f for f in self.faults if f.transient_only]
-            mixed = [f for f in self.faults if not f.transient_only]
-            rows += [
-                ("Matomo faults injected (failed requests)",
-                 f"{sum(injected.values())}: "
-                 + ", ".join(f"{kind} {n}" for kind, n in sorted(injected.items()))),
-                ("fault scenarios (seeded)",
-                 f"{len(transient)} transient-only (each: 1 run, exit 0), {len(mixed)} mixed "
-                 f"({sum(f.failed_runs for f in mixed)} failed runs, "
-                 f"{sum(f.runs for f in mixed)} runs)"),
-                ("faults: visits expected / lost / duplicated",
-                 f"{sum(f.visits_expected for f in self.faults)} / 0 / "
-                 f"{sum(f.duplicated for f in self.faults)}"),
-            ]  # fmt: skip
-        for b in self.broker:
-            expected += b.visits_expected
-            duplicated += b.duplicated
-            if b.scenario == "outage":
-                down = (
-                    f"; a run started while down failed in {b.unreachable_after:.1f}s "
-                    f"(KAFKA_CONNECT_TIMEOUT 3 s)"
-                    if b.unreachable_after
-                    else ""
-                )
-                rows.append(
-                    (
-                        f"broker {b.mode} mid-run (delivery timeout {b.delivery_timeout:.0f}s)",
-                        f"run failed after {b.failed_after:.1f}s (bound {b.bound:.0f}s), "
-                        f"exit {b.exit_code}: {b.error_line!r}{down}; after restart: "
-                        f"{b.visits_expected} visits, 0 lost, {b.duplicated} duplicated",
-                    )
-                )
-            else:
-                outcome = (
-                    f"completed (exit 0) {b.failed_after:.1f}s after the stop"
-                    if b.exit_code == 0
-                    else f"FAILED, exit {b.exit_code}: {b.error_line!r}"
-                )
-                rows.append((f"broker {b.mode} + restart within the delivery timeout "
-                             f"({b.delivery_timeout:.0f}s)",
-                             f"down {b.downtime:.1f}s; run {outcome}; {b.visits_expected} "
-                             f"visits, 0 lost, {b.duplicated} duplicated"))  # fmt: skip
-        if self.inputs:
-            tried = [o for o in self.inputs if not o.skipped]
-            bugs = [o for o in tried if o.case.bug]
-            bad = [o for o in tried if not o.case.valid and not o.case.bug]
-            known = (
-                [("known src bugs reproduced (bad inputs)",
-                  f"{sum(1 for o in bugs if o.problems)} of {len(bugs)}: "
-                  + ", ".join(o.case.name for o in bugs if o.problems))]
-                if bugs else []
-            )  # fmt: skip
-            by_kind = Counter(o.case.category for o in tried)
-            rows += [
-                ("bad inputs tried",
-                 f"{len(tried)} ({', '.join(f'{k} {n}' for k, n in sorted(by_kind.items()))})"
-                 + (f"; {len(self.inputs) - len(tried)} skipped" if len(tried) < len(self.inputs)
-                    else "")),
-                ("bad inputs: clear error, non-zero exit, checkpoints untouched",
-                 f"{sum(1 for o in bad if not o.problems)} of {len(bad)}"),
-                ("odd but valid inputs passed through",
-                 f"{sum(1 for o in tried if o.case.valid and not o.problems)} of "
-                 f"{sum(1 for o in tried if o.case.valid)}"),
-                *known,
-            ]  # fmt: skip
-        rows += [
-            ("all proofs: visits expected / lost / duplicated",
-             f"{expected} / {lost} / {duplicated}"),
-        ]  # fmt: skip
-        if self.scan:
-            rows.append(("secrets scan",
-                         f"{self.scan.lines} output lines, {self.scan.messages} messages, "
-                         f"{self.scan.raw_values} raw pseudonymised values: "
-                         f"{len(self.scan.problems)} leak(s)"))  # fmt: skip
-        rows.append(("seed / wall time", f"{self.seed} / {self.seconds:.0f}s"))
-        width = max(len(name) for name, _ in rows)
-        lines = [f"| {'figure'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
-        lines += [f"| {name.ljust(width)} | {value} |" for name, value in rows]
-        return "\n".join(lines)
-
-
-def _ensure_shared_broker() -> None:
-    result = subprocess.run(["bash", str(KAFKA_SCRIPT), "start"], capture_output=True, text=True,
-                            timeout=600)  # fmt: skip
-    if result.returncode != 0:
-        raise SystemExit(f"the shared broker is not up and did not start:\n{result.stderr}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kills", type=int, default=300, help="SIGKILLs (default 300)")
-    parser.add_argument("--eos-kills", type=int, default=100,
-                        help="SIGKILLs in exactly-once mode (default 100)")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=None, help="RNG seed (default: random)")
-    parser.add_argument(
-        "--fault-scenarios",
-        type=int,
-        default=3,
-        help="transient-only and mixed fault scenarios each (default 3)",
-    )
-    parser.add_argument("--faults", type=int, default=30, help="faults per scenario")
-    parser.add_argument("--tolerate-day-window", action="store_true",
-                        help="count kills that re-send a whole day instead of failing (to "
-                        "measure code before the .next checkpoint marker)")  # fmt: skip
-    parser.add_argument("--skip-broker", action="store_true", help="no own-broker proof")
-    parser.add_argument("--skip-inputs", action="store_true", help="no bad-input proof")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    args = parser.parse_args(argv)
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
-    started = time.monotonic()
-    print(f"matomo-kafka reliability proofs: seed {seed} (replay with --seed {seed})",
-          flush=True)  # fmt: skip
-    _ensure_shared_broker()
-    workdir = Path(tempfile.mkdtemp(prefix="matomo-kafka-reliability-"))
-    collector = Collector()
-    report = Report(seed)
-
-    def attempt(name: str, proof: Callable[[], None]) -> None:
-        try:
-            proof()
-        except (ProofFailed, subprocess.SubprocessError, OSError) as exc:
-            report.failures.append(f"{name}: {exc}")
-            print(f"PROOF FAILED: {name}: {exc}", flush=True)
-
-    def say(text: str) -> None:
-        print(text, flush=True)
-
-    def kills() -> None:
-        report.kills = kill_proof(
-            SHARED_BOOTSTRAP,
-            workdir,
-            args.kills,
-            seed,
-            collector,
-            say=say,
-            tolerate_day_window=args.tolerate_day_window,
-        )
-
-    def eos_kills() -> None:
-        report.eos_kills = kill_proof(SHARED_BOOTSTRAP, workdir / "eos", args.eos_kills, seed,
-                                      collector, say=say, delivery="exactly_once")  # fmt: skip
-
-    def window() -> None:
-        report.window = day_change_kill_proof(SHARED_BOOTSTRAP, workdir, collector)
-
-    def faults() -> None:
-        for n in range(args.fault_scenarios):
-            for transient in (True, False):
-                report.faults.append(
-                    fault_proof(
-                        SHARED_BOOTSTRAP,
-                        workdir,
-                        seed + n,
-                        collector,
-                        transient,
-                        faults=args.faults,
-                        say=say,
-                    )
-                )
-
-    def broker() -> None:
-        own = OwnBroker(workdir)
-        try:
-            say(f"broker: own broker on {own.bootstrap} ({own.start():.1f}s to start)")
-            for mode in ("stop", "kill"):
-                report.broker.append(broker_outage_proof(own, workdir, collector, mode))
-                say(f"  outage {mode}: failed after {report.broker[-1].failed_after:.1f}s")
-            for mode in ("stop", "kill"):
-                report.broker.append(broker_restart_proof(own, workdir, collector, mode))
-                say(f"  restart {mode}: exit {report.broker[-1].exit_code}")
-        finally:
-            own.close()
-
-    def inputs() -> None:
-        ctx = InputContext.open(SHARED_BOOTSTRAP, workdir, collector)
-        try:
-            for case in BAD_INPUTS:
-                outcome = run_bad_input(case, ctx)
-                report.inputs.append(outcome)
-                if outcome.skipped:
-                    say(f"  input {case.name}: skipped: {outcome.skipped}")
-                elif case.bug and outcome.problems:
-                    say(f"  input {case.name}: known bug reproduced: {outcome.problems[0]}")
-                elif case.bug:
-                    say(f"  input {case.name}: known bug NOT reproduced (fixed?)")
-                elif outcome.problems:
-                    report.failures.append(f"input {outcome.describe()}")
-                    say(f"  input FAILED: {outcome.describe()}")
-        finally:
-            ctx.close()
-
-    try:
-        attempt("kills", kills)
-        if args.eos_kills:
-            attempt("exactly-once kills", eos_kills)
-        attempt("day-change window", window)
-        attempt("faults", faults)
-        if not args.skip_broker:
-            attempt("broker", broker)
-        if not args.skip_inputs:
-            attempt("inputs", inputs)
-        report.scan = collector.scan()
-        report.failures += [f"secrets: {problem}" for problem in report.scan.problems]
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    report.seconds = time.monotonic() - started
-    print()
-    print(report.table())
-    for failure in report.failures:
-        print(f"FAILED: {failure}")
-    return 1 if report.failures else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

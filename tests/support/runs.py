@@ -1,4 +1,6 @@
-"""Helpers shared by the tests/test_ops_*.py files (issue #5, operability)."""
+"""A standard test run and what it should deliver: its parm/ (support.parm.base_values against
+a simulator and a topic), the two standard sites, its checkpoints, the keys expected in the
+topic; and the CLI on a pseudo-terminal."""
 
 from __future__ import annotations
 
@@ -13,13 +15,27 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from conftest import CLI_OUTPUTS, base_values, clean_env, read_topic, write_parm
 from matomo_kafka.checkpoint import CheckpointStore, Cursor
-from matomo_kafka.simulator import MatomoSimulator
+from matomo_kafka.simulator import MatomoSimulator, SimSite
+from support.cli import CLI_OUTPUTS, clean_env
+from support.kafka import read_topic
+from support.parm import base_values, write_parm
 
 LIMIT = 10
 RUN_DATE = "2024-03-06"  # reads 2024-03-01 .. 2024-03-05
 DAYS = [date(2024, 3, d) for d in range(1, 6)]
+
+
+def two_sites(limit: int) -> list[SimSite]:
+    """Site 1 in UTC, site 2 in Paris, with days of 0, L-1, L, L+1 and 2L visits."""
+    counts = [0, limit - 1, limit, limit + 1, 2 * limit]
+    days = [f"2024-03-{day:02d}" for day in range(1, 6)]
+    return [
+        SimSite(idsite=1, name="UTC site", timezone="UTC", default_visits=3,
+                visits=dict(zip(days, counts, strict=True))),
+        SimSite(idsite=2, name="Paris site", timezone="Europe/Paris", default_visits=3,
+                visits=dict(zip(days, reversed(counts), strict=True))),
+    ]  # fmt: skip
 
 
 def store(tmp_path: Path) -> CheckpointStore:

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MATOMO_5 = FIXTURES / "matomo-5.0.2"
 MATOMO_4 = FIXTURES / "matomo-4.15.1"
 

@@ -4,11 +4,11 @@ touched; and no secret in any output of the whole test session."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from conftest import base_values, clean_env, run_cli, write_parm
+from support.cli import clean_env, run_cli
+from support.parm import base_values, write_parm
 
 
 @pytest.mark.parametrize(
@@ -77,18 +77,6 @@ def test_bad_arguments(tmp_path: Path, args: list[str], expected: str) -> None:
     result = run_cli(*args)
     assert result.code == 2, result.output
     assert expected in result.stderr
-
-
-def test_unreadable_checkpoint_is_reported(tmp_path: Path, sim_factory: Any) -> None:
-    from conftest import two_sites
-
-    simulator = sim_factory(two_sites(10))
-    values = base_values(tmp_path, simulator.url, "t", MATOMO_ID_SITE="1")
-    parm = write_parm(tmp_path / "parm", **values)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "filterdate1.txt").write_text("garbage\n")
-    status = run_cli("status", "--parm-dir", str(parm))
-    assert status.code == 1 and "unreadable" in status.stdout
 
 
 def test_logging_conf_is_used(tmp_path: Path) -> None:

@@ -8,25 +8,7 @@ from pathlib import Path
 import pytest
 
 from matomo_kafka.config import ConfigError, load_settings
-
-SEED_INI = """START_DATE : 2023-04-01
-MATOMO_FILTER_LIMIT : 1000
-FILE_PATH_LAST_OFFSET: /dz-matomo/applis/wa7/data/last_filter_offset
-FILE_PATH_FILTERDATE: /dz-matomo/applis/wa7/data/filterdate
-COLONNE_ANNOMYSE: visitIp,visitorId
-SALAGE: s3l%with%percent
-KAFKA_TOPIC: wa7.matomo.visits
-"""
-SEED_ENV = """MATOMO_ID_SITE="6,15"
-MATOMO_API_URL="https://sps-support-interne-int.example/WA7/4752/"
-MATOMO_SPS_USER="spsuser"
-MATOMO_SPS_MDP="sps-p@ss"
-MATOMO_API_TOKEN="0123456789abcdef"
-KAFKA_SERVERS="broker1:9093,broker2:9093"
-CLUSTERID="IN02"
-KAFKA_USER="wa7-producer"
-KAFKA_PASSWORD="kafka-pw-42"
-"""
+from support.parm import SEED_ENV, SEED_INI
 
 
 def parm(tmp_path: Path, ini: str = SEED_INI, env: str = SEED_ENV) -> Path:

@@ -13,12 +13,12 @@ import pytest
 from pydantic import SecretStr
 
 from matomo_kafka.config import ConfigError, Settings, load_config
-from test_config import SEED_ENV, SEED_INI
+from support.parm import SEED_ENV, SEED_INI
 
 BOM = b"\xef\xbb\xbf"
 Shape = Callable[[str], str]
 
-#: What the seed files (tests/test_config.py) say, every seed key spelled out.
+#: What the seed files (support/parm.py) say, every seed key spelled out.
 REFERENCE = {
     "START_DATE": date(2023, 4, 1),
     "MATOMO_FILTER_LIMIT": 1000,

@@ -25,7 +25,7 @@ from matomo_kafka.transform import (
     pseudonymise,
     value_text,
 )
-from samples import sample_files, sample_json
+from support.samples import sample_files, sample_json
 
 
 def sample(name: str) -> Any:
