@@ -1690,7 +1690,7 @@ BAD_INPUTS: tuple[BadInput, ...] = (
     _matomo("site-without-timezone", "a site has no idsite or timezone",
             _fixed("SitesManager.getSitesWithAtLeastViewAccess",
                    _json([{"idsite": 1, "name": "x"}]))),
-    _matomo("site-not-listed", "lists no such site that MATOMO_API_TOKEN can view",
+    _matomo("site-not-listed", "MATOMO_API_TOKEN cannot view site 1",
             _fixed("SitesManager.getSitesWithAtLeastViewAccess",
                    _json([{"idsite": 2, "name": "x", "timezone": "UTC"}]))),
     _matomo("sites-as-object", "expected a JSON list of sites",
