@@ -432,7 +432,7 @@ def test_sigterm_stops_after_the_committed_page(
 
 def test_exactly_once_over_sasl(tmp_path: Path, topic: str, sim_factory: Any) -> None:
     """Transactions, the state topic's admin and reader clients all authenticate."""
-    from test_run import SASL_PORT
+    from support.kafka import SASL_PORT
 
     simulator = sim_factory(two_sites(LIMIT))
     sasl = {

@@ -4,7 +4,6 @@ broker, every visit read back from the topic."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from matomo_kafka.checkpoint import CheckpointStore, Cursor
 from matomo_kafka.simulator import MatomoSimulator, SimSite
 from matomo_kafka.transform import pseudonymise
 from support.cli import clean_env, run_cli
-from support.kafka import REPO, read_topic
+from support.kafka import REPO, SASL_PORT, read_topic
 from support.parm import SALT, base_values, write_parm
 from support.runs import two_sites
 
@@ -209,11 +208,6 @@ def test_yesterday_in_site_timezone_without_run_date(
     assert result.code == 0, result.output
     cursor = checkpoint(tmp_path, 1)
     assert cursor is not None and cursor.day in (today, today + timedelta(days=1))
-
-
-SASL_PORT = int(
-    os.environ.get("KAFKA_SASL_PORT", str(int(os.environ.get("KAFKA_PORT", "9092")) + 2))
-)
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "PLAIN"])
