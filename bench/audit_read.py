@@ -19,7 +19,8 @@ Topics are created with retention.ms=-1 (the older records' timestamps are past 
     KAFKA_PORT=29092 .venv/bin/python bench/audit_read.py --older 100000  # quicker
 
 Needs the local broker: scripts/kafka-local.sh start. Numbers are for this machine only.
-`fill_older` and `create_topic` are also used by tests/test_ops_audit.py.
+The older-records filler and the retained topics come from tests/support/kafka.py, shared with
+tests/integration/test_audit.py.
 """
 
 from __future__ import annotations
@@ -32,79 +33,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from matomo_kafka.config.settings import load_settings
 from matomo_kafka.ops.audit import read_sent, read_start
+from support.kafka import create_retained_topic, delete_topics, fill_older
 
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
 TOKEN = "bench-token"
-OLDER_SPAN = timedelta(days=30)
-
-
-def create_topic(bootstrap: str, prefix: str, partitions: int = 3) -> str:
-    """A fresh topic that keeps everything (retention.ms=-1): records stamped weeks ago would
-    otherwise be deleted by the broker's 7-day retention while a test or the bench runs."""
-    name = f"{prefix}.{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
-    topic = NewTopic(name, num_partitions=partitions, replication_factor=1,
-                     config={"retention.ms": "-1"})  # fmt: skip
-    admin.create_topics([topic])[name].result(timeout=60)
-    deadline = time.monotonic() + 30
-    while True:
-        found = admin.list_topics(name, timeout=10).topics.get(name)
-        if found is not None and found.error is None and len(found.partitions) == partitions:
-            return name
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"topic {name}: its {partitions} partitions not visible in 30s")
-        time.sleep(0.1)
-
-
-def delete_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
-    for future in admin.delete_topics(names, operation_timeout=30).values():
-        future.result(timeout=60)
-
-
-def fill_older(
-    bootstrap: str, topic: str, count: int, before: datetime, sites: tuple[int, ...] = (1, 9)
-) -> None:
-    """`count` small records stamped (CreateTime, set explicitly) over the 30 days before
-    `before`, oldest first, keyed `<site>:<n>` in turn for each of `sites`, with the headers the
-    tool writes and the day of their timestamp (UTC) as `matomo.day`."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50,
-                         "batch.size": 1_000_000, "compression.type": "lz4",
-                         "queue.buffering.max.messages": 1_000_000, "log_level": 4})  # fmt: skip
-    first_ms = int((before - OLDER_SPAN).timestamp() * 1000)
-    step = OLDER_SPAN / timedelta(milliseconds=1) / max(count, 1)
-    value = b'{"idVisit":0,"older":true,"pad":"' + b"x" * 24 + b'"}'
-    site_headers = [(site, str(site).encode()) for site in sites]
-    day_of: dict[int, bytes] = {}
-    produce, poll = producer.produce, producer.poll
-    for n in range(count):
-        stamp = first_ms + int(n * step)
-        site, site_header = site_headers[n % len(site_headers)]
-        day_index = stamp // 86_400_000
-        day = day_of.get(day_index)
-        if day is None:
-            day = datetime.fromtimestamp(stamp / 1000, UTC).date().isoformat().encode()
-            day_of[day_index] = day
-        headers = [("matomo.idsite", site_header), ("matomo.day", day)]
-        while True:
-            try:
-                produce(topic, value=value, key=f"{site}:{n}", headers=headers, timestamp=stamp)
-                break
-            except BufferError:
-                poll(0.05)
-        if n % 10_000 == 0:
-            poll(0)
-    if producer.flush(120) != 0:
-        raise RuntimeError(f"{topic}: older records not all acknowledged in 120s")
 
 
 # -- the bench -----------------------------------------------------------------------------
@@ -201,7 +139,7 @@ def main() -> None:
         reads: dict[str, str] = {}
         older_topic = f"with {args.older:,} older"
         for label, older in (("without older records", 0), (older_topic, args.older)):
-            topic = create_topic(BOOTSTRAP, "bench.audit")
+            topic = create_retained_topic(BOOTSTRAP, "bench.audit")
             topics.append(topic)
             if older:
                 started = time.perf_counter()

@@ -2,8 +2,8 @@
 package data): the contract of what the transform makes.
 
 `matomo-kafka schema` prints it; docs/message.schema.json links to the file, and
-tests/test_message_schema.py checks every message the transform makes from real Matomo answers
-and from the simulator against it.
+tests/integration/test_message_schema.py checks every message the transform makes from real
+Matomo answers and from the simulator against it.
 """
 
 from __future__ import annotations

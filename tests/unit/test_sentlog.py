@@ -1,0 +1,25 @@
+"""The sent log of the re-scan window (MATOMO_RESCAN_DAYS): a torn record is ignored, old days
+pruned."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from matomo_kafka.model import Message
+from matomo_kafka.state.sent_log import SentLog, digest
+
+
+def test_sent_log_ignores_a_torn_record_and_prunes_old_days(tmp_path: Path) -> None:
+    log = SentLog(str(tmp_path / "filterdate"))
+    day, old = date(2024, 3, 2), date(2024, 2, 1)
+    log.append(7, day, [Message(b"7:11", b"{}"), Message(b"7:12", b'{"a":1}')])
+    log.append(7, day, [Message(b"7:12", b'{"a":2}')])  # a re-send: the last one wins
+    with log.path(7, day).open("ab") as handle:
+        handle.write(b"\x01\x02\x03")  # a crash in the middle of an append
+    assert log.load(7, day) == {11: digest(b"{}"), 12: digest(b'{"a":2}')}
+    log.append(7, day, [Message(b"7:13", b"[]")])  # the next append realigns the file
+    assert log.load(7, day) == {11: digest(b"{}"), 12: digest(b'{"a":2}'), 13: digest(b"[]")}
+    log.append(7, old, [Message(b"7:1", b"{}")])
+    log.prune(7, date(2024, 3, 1))
+    assert not log.path(7, old).exists() and log.path(7, day).exists()

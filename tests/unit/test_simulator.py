@@ -1,0 +1,69 @@
+"""The Matomo simulator's configuration without serving it: versions, costs, faults, hazards and
+sites round-trip through their dicts and JSON, and bad values are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from matomo_kafka.simulator import Fault, SimConfig, SimSite
+from support.simulator import DAY, TOKEN, hazard_config, main_config, peer_config
+
+
+def test_matomo_version_is_checked_and_kept() -> None:
+    with pytest.raises(ValueError, match=r"matomo_version '4\.0'"):
+        peer_config(matomo_version="4.0")
+    cfg = peer_config(matomo_version="4.15.1")
+    assert SimConfig.from_dict(orjson.loads(orjson.dumps(cfg.to_dict()))) == cfg
+    assert SimConfig.from_dict({"token": TOKEN, "sites": []}).matomo_version == "5.0.2"
+
+
+def test_live_cost_and_load_config() -> None:
+    cfg = peer_config(workers=3, page_cost_s=0.02, visit_cost_s=0.0002)
+    assert cfg.live_cost_s(0) == 0.02
+    assert cfg.live_cost_s(1000) == pytest.approx(0.22)
+    again = SimConfig.from_dict(orjson.loads(orjson.dumps(cfg.to_dict())))
+    assert (again.workers, again.page_cost_s, again.visit_cost_s) == (3, 0.02, 0.0002)
+    with pytest.raises(ValueError):
+        peer_config(workers=-1)
+    with pytest.raises(ValueError):
+        peer_config(visit_cost_s=-0.1)
+
+
+def test_config_round_trip(tmp_path: Path) -> None:
+    cfg = main_config(basic_auth=("u", "p"), faults=[Fault(kind="delay", delay_s=0.5, times=-1)])
+    d = cfg.to_dict()
+    assert d["basic_auth"] == ["u", "p"] and d["faults"][0]["kind"] == "delay"
+    path = tmp_path / "sim.json"
+    path.write_bytes(orjson.dumps(d))
+    again = SimConfig.from_json(path)
+    assert again == cfg and again.to_dict() == d
+    with pytest.raises(ValueError):
+        Fault.from_dict({"kind": "explode"})
+    with pytest.raises(ValueError):
+        Fault.from_dict({"kind": "status", "time": 3})  # typo for "times"
+    with pytest.raises(ValueError):
+        SimConfig.from_dict(
+            {"token": "t", "sites": [{"idsite": 1, "name": "x", "timezone": "Mars/Base"}]}
+        )
+    with pytest.raises(ValueError):
+        SimConfig(token="t", sites=[SimSite(1, "a"), SimSite(1, "b")])
+
+
+def test_hazard_config_keys_round_trip() -> None:
+    cfg = hazard_config(unstable_ties=True)
+    d = cfg.to_dict()
+    assert d["unstable_ties"] is True
+    assert d["sites"][0]["tie_group"] == 10 and d["sites"][1]["late"][DAY] == 15
+    again = SimConfig.from_dict(orjson.loads(orjson.dumps(d)))
+    assert again == cfg and SimConfig.from_dict({"token": "t", "sites": []}).unstable_ties is False
+    site = {"idsite": 1, "name": "x", "visits": {DAY: 5}}
+    assert SimSite.from_dict(site).tie_group == 1 and SimSite.from_dict(site).late == {}
+    assert SimSite.from_dict({**site, "late": {DAY: 5}}).late == {DAY: 5}
+    assert SimSite.from_dict({**site, "default_visits": 3, "late": {"2024-03-11": 3}})
+    for bad in ({"tie_group": 0}, {"late": {DAY: 6}}, {"late": {DAY: -1}},
+                {"late": {"2024-03-11": 1}}, {"late": {"nope": 1}}):  # fmt: skip
+        with pytest.raises(ValueError):
+            SimSite.from_dict({**site, **bad})
