@@ -81,6 +81,9 @@ class RunObserver(Protocol):
 
     def site_finished(self, site: SiteReport) -> None: ...
 
+    def pace_changed(self, level: int, cap: int) -> None:
+        """Matomo requests in flight the run now allows itself, of MATOMO_MAX_CONCURRENCY."""
+
 
 class NullObserver:
     """The default observer: does nothing."""
@@ -95,6 +98,9 @@ class NullObserver:
         pass
 
     def site_finished(self, site: SiteReport) -> None:
+        pass
+
+    def pace_changed(self, level: int, cap: int) -> None:
         pass
 
 
@@ -191,6 +197,8 @@ class Pipeline:
         wake = threading.Event()  # set by Matomo answers and ended deliveries: the loop wakes
         handover = Handover(delivery, self.slots, wake)
         self.matomo.on_strain = self.pace.strained
+        self.pace.watchers.append(lambda level: self.observer.pace_changed(level, self.pace.cap))
+        self.observer.pace_changed(self.pace.level, self.pace.cap)
         try:
             with PageScheduler(self.slots, 2 * self.slots, wake, pace=self.pace) as scheduler:
                 self.scheduler = scheduler

@@ -90,3 +90,29 @@ def _drive(observer: Any, idsite: int, days: int, pages: int) -> SiteReport:
     site.status = "done"
     observer.site_finished(site)
     return site
+
+
+def test_the_pace_is_shown_on_the_terminal_and_in_day_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Matomo's pace (requests in flight, of MATOMO_MAX_CONCURRENCY) is shown as it changes."""
+    stream = io.StringIO()
+    display = RichProgress(Console(file=stream, force_terminal=True, width=200))
+    lines = LogProgress()
+    both = Observers(display, lines)
+    caplog.set_level(logging.INFO, logger="matomo_kafka.progress")
+    with display.live():
+        both.pace_changed(4, 4)
+        site = SiteReport(1, last_closed=date(2024, 3, 2))
+        both.site_started(site, date(2024, 3, 1))
+        both.day_done(site, date(2024, 3, 1), 10, 0.1)
+        display.progress.refresh()
+        both.pace_changed(2, 4)
+        both.day_done(site, date(2024, 3, 2), 10, 0.1)
+        display.progress.refresh()
+        shown = stream.getvalue()
+    assert "Matomo requests in flight: 4 of 4" in shown
+    assert "Matomo requests in flight: 2 of 4" in shown
+    days = [r.getMessage() for r in caplog.records if " done: " in r.getMessage()]
+    assert days[0].endswith("Matomo requests in flight: 4 of 4"), days
+    assert days[1].endswith("Matomo requests in flight: 2 of 4"), days

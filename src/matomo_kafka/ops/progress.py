@@ -14,14 +14,15 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import IO, Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.text import Text
 
 from matomo_kafka.model import SiteReport
 from matomo_kafka.pipeline import RunObserver
@@ -70,6 +71,13 @@ def format_duration(seconds: float | None) -> str:
 
 
 class _Base:
+    #: Matomo requests in flight the run allows itself now, and its cap (the pipeline's pace).
+    pace: tuple[int, int] | None = None
+
+    def pace_changed(self, level: int, cap: int) -> None:
+        with self._lock:
+            self.pace = (level, cap)
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sites: dict[int, _SiteState] = {}
@@ -117,16 +125,31 @@ class LogProgress(_Base):
             done, total = state.days_done, state.days_total
             pages = state.day_pages if state.day == day else 0
             eta = state.eta(now)
+            level, cap = self.pace or (0, 0)
         log.info(
-            "site %d: %s done: %d visits, %d page(s) in %.1fs; %d/%d days, ETA %s",
+            "site %d: %s done: %d visits, %d page(s) in %.1fs; %d/%d days, ETA %s; "
+            "Matomo requests in flight: %d of %d",
             site.idsite, day, visits, pages, seconds, done, total, format_duration(eta),
+            level, cap,
             extra={"fields": {"site": site.idsite, "day": day.isoformat(), "visits": visits,
-                              "days_done": done, "days_to_read": total}},
+                              "days_done": done, "days_to_read": total,
+                              "matomo_in_flight": level}},
         )  # fmt: skip
 
     def site_finished(self, site: SiteReport) -> None:
         with self._lock:
             self._sites.pop(site.idsite, None)
+
+
+class _RunProgress(Progress):
+    """rich's Progress with a line above the sites: the run's own state (Matomo's pace)."""
+
+    header = ""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        if self.header:
+            yield Text(self.header)
+        yield from super().get_renderables()
 
 
 class RichProgress(_Base):
@@ -135,7 +158,7 @@ class RichProgress(_Base):
     def __init__(self, console: Console) -> None:
         super().__init__()
         self.console = console
-        self.progress = Progress(
+        self.progress = _RunProgress(
             TextColumn("site {task.fields[site]:>4}"),
             BarColumn(bar_width=24),
             TextColumn("{task.completed:.0f}/{task.total:.0f} days"),
@@ -148,6 +171,10 @@ class RichProgress(_Base):
             console=console,
             refresh_per_second=4,
         )
+
+    def pace_changed(self, level: int, cap: int) -> None:
+        super().pace_changed(level, cap)
+        self.progress.header = f"Matomo requests in flight: {level} of {cap}"
 
     def _fields(self, site: SiteReport, state: _SiteState, now: float) -> dict[str, Any]:
         return {
@@ -258,6 +285,10 @@ class Observers:
     def site_finished(self, site: SiteReport) -> None:
         for observer in self.observers:
             observer.site_finished(site)
+
+    def pace_changed(self, level: int, cap: int) -> None:
+        for observer in self.observers:
+            observer.pace_changed(level, cap)
 
 
 @contextmanager

@@ -116,6 +116,7 @@ class Pace:
         self._answers = 0  # since the last change
         self._lock = threading.Lock()
         self.on_change: Callable[[int, str], None] | None = None  # the scheduler's
+        self.watchers: list[Callable[[int], None]] = []  # progress displays, told each level
 
     def strained(self, reason: str) -> None:
         """Matomo refused or failed a request: halve the level (once per window)."""
@@ -168,6 +169,8 @@ class Pace:
         )
         if self.on_change is not None:
             self.on_change(level, reason)
+        for watcher in self.watchers:
+            watcher(level)
 
 
 class PageScheduler:
