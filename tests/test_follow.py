@@ -8,15 +8,16 @@ from each other's checkpoints."""
 from __future__ import annotations
 
 import signal
+import time
 from collections import Counter
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from conftest import TOKEN, base_values, read_records, run_cli, write_parm
+from conftest import TOKEN, base_values, read_records, read_topic, run_cli, write_parm
 from follow_support import (
     FollowProcess,
     MovingClock,
@@ -25,6 +26,7 @@ from follow_support import (
     follow_values,
     free_port,
     horizon_day,
+    site_zone,
     utc,
     wait_until,
 )
@@ -290,3 +292,81 @@ def test_a_health_port_in_use_exits_2(tmp_path: Path, topic: str, sim_factory: A
         assert f"MATOMO_HEALTH_PORT: cannot listen on port {first.port}" in second.stderr
     finally:
         assert first.stop() == 0
+
+
+@pytest.mark.parametrize("delivery", MODES)
+def test_sigterm_mid_cycle_stops_after_the_page_in_flight(
+    tmp_path: Path, topic: str, sim_factory: Any, delivery: str
+) -> None:
+    """SIGTERM while a long catch-up cycle runs: exit 0 soon, what Kafka holds is exactly what
+    the checkpoint says; the restart sends each visit once."""
+    simulator = sim_factory(sites(visits=60), latency_s=0.05)
+    clock = MovingClock(tmp_path / "clock", [simulator], utc("2024-03-05 12:00"))
+    follow = start_follow(tmp_path, simulator, topic, clock, DELIVERY=delivery,
+                          MATOMO_FILTER_LIMIT="5")  # fmt: skip
+    store = store_of(tmp_path)
+    wait_until(lambda: store.date_path(1).exists() and store.date_path(2).exists(), 60,
+               lambda: follow.output[-3000:])  # fmt: skip
+    started = time.monotonic()
+    assert follow.stop(signal.SIGTERM) == 0, follow.output[-3000:]
+    assert time.monotonic() - started < 10
+    assert "cycle 1 stopped by a signal" in follow.output
+    counts = topic_counts(topic)
+    assert counts and max(counts.values()) == 1
+    sent = {idsite: sum(1 for key in counts if key.startswith(f"{idsite}:")) for idsite in SITES}
+    for idsite in SITES:  # the files say what Kafka holds: days before, plus the offset
+        cursor = store.load(idsite)
+        assert cursor is not None
+        before = expected_up_to(simulator, {idsite: SITES[idsite]}, FIRST,
+                                int(_day_start(cursor.day, SITES[idsite])) - 1)  # fmt: skip
+        assert sent[idsite] == len(before) + cursor.offset
+    follow = FollowProcess(follow.parm, follow.env, tmp_path / "again.log", follow.port).start()
+    try:
+        follow.wait_cycle(SITES, clock.horizon)
+    finally:
+        assert follow.stop() == 0, follow.output[-3000:]
+    counts = topic_counts(topic)
+    want = expected_up_to(simulator, SITES, FIRST, clock.horizon)
+    assert set(counts) == set(want) and max(counts.values()) == 1
+    if delivery == "exactly_once":
+        states = [orjson.loads(value or b"") for _, value in read_records(f"{topic}.state")]
+        assert states and {state["by"] for state in states} == {"follow"}
+
+
+def _day_start(day: date, zone: str) -> float:
+    return datetime.combine(day, datetime.min.time(), tzinfo=site_zone(zone)).timestamp()
+
+
+def test_the_rescan_window_is_read_once_a_day(tmp_path: Path, topic: str, sim_factory: Any) -> None:
+    """MATOMO_RESCAN_DAYS=1: the day before the start day is re-read by the first cycle after
+    each day change, not every cycle; late visits it finds go out with matomo.rescan: 1."""
+    late_site = [SimSite(1, "UTC site", "UTC", default_visits=48, late={"2024-03-04": 3})]
+    simulator = sim_factory(late_site)
+    clock = MovingClock(tmp_path / "clock", [simulator], utc("2024-03-05 10:00"))
+    follow = start_follow(tmp_path, simulator, topic, clock, MATOMO_ID_SITE="1",
+                          MATOMO_RESCAN_DAYS="1")  # fmt: skip
+
+    def reads_of(day: str) -> int:
+        return sum(1 for r in simulator.requests if r.get("method") == "Live.getLastVisitsDetails"
+                   and r["params"].get("date") == day)  # fmt: skip
+
+    try:
+        follow.wait_cycle([1], clock.horizon)  # 03-04 caught up; 03-05 up to the horizon
+        hidden = {f"1:{i}" for i in simulator.hidden_visit_ids(1, "2024-03-04")}
+        simulator.release_late(1, "2024-03-04")
+        first = reads_of("2024-03-04")
+        clock.advance(600)
+        follow.wait_cycle([1], clock.horizon)  # starts on 03-05: re-scans 03-04
+        rescanned = reads_of("2024-03-04")
+        assert rescanned > first
+        for _ in range(3):
+            clock.advance(600)
+            follow.wait_cycle([1], clock.horizon)
+        assert reads_of("2024-03-04") == rescanned  # not every cycle
+    finally:
+        assert follow.stop() == 0, follow.output[-3000:]
+    records = read_topic(topic)
+    late = [r for r in records if r.headers.get("matomo.rescan") == b"1"]
+    assert len(hidden) == 3 and {r.key for r in late} == hidden
+    want = expected_up_to(simulator, {1: "UTC"}, FIRST, clock.horizon)
+    assert Counter(r.key for r in records) == Counter(dict.fromkeys(want, 1))

@@ -259,7 +259,8 @@ class Pipeline:
             self.settings.state_topic, self.settings.KAFKA_TOPIC,
         )  # fmt: skip
         # Up to the pages a site can have fetched ahead (the scheduler's budget), in one go.
-        return ExactlyOnce(self.settings, self.store, state, self._record, 2 * self.slots)
+        by = "run" if self.horizon is None else "follow"
+        return ExactlyOnce(self.settings, self.store, state, self._record, 2 * self.slots, by)
 
     # -- the one loop --------------------------------------------------------------------
 
