@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Literal
 
 from matomo_kafka import __version__
 from matomo_kafka.cli.common import (
@@ -27,8 +28,8 @@ from matomo_kafka.cli.common import (
 )
 from matomo_kafka.clock import Clock
 from matomo_kafka.config.settings import Settings
-from matomo_kafka.errors import MatomoKafkaError
-from matomo_kafka.follow import Follower
+from matomo_kafka.errors import MatomoAuthError, MatomoKafkaError
+from matomo_kafka.follow import Follower, backoff
 from matomo_kafka.ops.follow_metrics import FollowMetrics
 from matomo_kafka.ops.health import Health, HealthServer
 from matomo_kafka.ops.metrics import textfile_path
@@ -60,10 +61,10 @@ def follow(
     stop_on_signals(stop, "exit 0")
     store = checkpoint_store(settings)
     with matomo_client(settings) as matomo:
-        try:
-            site_ids = resolve_sites(selection, matomo)
-        except MatomoKafkaError as exc:
-            fail(str(exc), exc.exit_code)
+        site_ids = _resolve(selection, matomo, stop, settings.MATOMO_FOLLOW_INTERVAL)
+        if site_ids is None:
+            log.info("follow: stopped before the first cycle")
+            return
         if shard_spec is not None:
             site_ids = shard_spec.select(site_ids)
         log.info(
@@ -86,6 +87,29 @@ def follow(
     if fatal is not None:
         fail(str(fatal), fatal.exit_code)
     log.info("follow: stopped; every site checkpointed after its last acknowledged page")
+
+
+def _resolve(
+    selection: tuple[int, ...] | Literal["all"],
+    matomo: MatomoClient,
+    stop: threading.Event,
+    interval: float,
+) -> tuple[int, ...] | None:
+    """The sites (MATOMO_ID_SITE=all: Matomo lists them), asked again with back-off while
+    Matomo cannot answer: a service waits for it. A refused token stops at once (exit 1);
+    None: stopped by a signal meanwhile."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            return resolve_sites(selection, matomo)
+        except MatomoAuthError as exc:
+            fail(str(exc), exc.exit_code)
+        except MatomoKafkaError as exc:
+            failures += 1
+            wait = backoff(interval, failures)
+            log.warning("follow: cannot list the sites (%s); tried again in %.0fs", exc, wait)
+            stop.wait(wait)
+    return None
 
 
 def _serve(
