@@ -164,6 +164,11 @@ class Follower:
             log.info("follow: cycle %d stopped by a signal after %d visit(s)", cycle.number,
                      report.visits)  # fmt: skip
             return
+        if isinstance(report.fatal, FINAL):  # stopping: no retry would help
+            self.metrics.cycle_done(cycle.horizon.at, report, cycle.seconds, "failed")
+            log.error("follow: cycle %d: %s: the service stops", cycle.number,
+                      type(report.fatal).__name__)  # fmt: skip
+            return
         failed: list[SiteReport] = []
         for site in report.sites:
             if site.status in ("done", DISABLED):

@@ -629,8 +629,12 @@ class Pipeline:
         if page.last:
             site.days_done += 1
             visits, seconds = run.progress.finish()
-            log.info("site %d: %s done, %d visits sent (%.1fs)", site.idsite, page.day, visits,
-                     seconds)  # fmt: skip
+            if self.horizon is None:  # ops/progress.py drops this very line beside its own
+                log.info("site %d: %s done, %d visits sent (%.1fs)", site.idsite, page.day,
+                         visits, seconds)  # fmt: skip
+            else:
+                log.info("site %d: %s done, %d visits sent by this cycle (%.1fs)", site.idsite,
+                         page.day, visits, seconds)  # fmt: skip
             self.observer.day_done(site, page.day, visits, seconds)
 
 
