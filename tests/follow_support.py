@@ -1,5 +1,5 @@
-"""Helpers of the `follow` tests (tests/test_follow*.py) and of bench/follow_lag.py: one moving
-clock for the simulator and the tool, a `matomo-kafka follow` subprocess, its health endpoint.
+"""Helpers of the `follow` tests (tests/test_follow*.py): one moving clock for the simulator and
+the tool, a `matomo-kafka follow` subprocess, its health endpoint.
 
 The clock: the simulator's own (set_now) and the tool's (MATOMO_TEST_NOW=@file, read at every
 use) move together, only when the test moves them, so every check is exact: after a cycle at
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from conftest import CLI_OUTPUTS
 from matomo_kafka.config.settings import ALL_KEYS
 from matomo_kafka.simulator import MatomoSimulator
 
@@ -104,7 +105,7 @@ class FollowProcess:
     def __init__(self, parm: Path, env: dict[str, str], log: Path, port: int) -> None:
         self.parm, self.env, self.log, self.port = parm, env, log, port
         self.process: subprocess.Popen[bytes] | None = None
-        self.outputs: list[str] = []
+        self.collected = False
 
     def start(self, *args: str) -> FollowProcess:
         with self.log.open("ab") as handle:
@@ -123,8 +124,13 @@ class FollowProcess:
         return self.process is not None and self.process.poll() is None
 
     def wait(self, timeout: float = 60) -> int:
+        """Its exit code; its output joins the session's, scanned for secrets at the end."""
         assert self.process is not None
-        return self.process.wait(timeout=timeout)
+        code = self.process.wait(timeout=timeout)
+        if not self.collected:
+            self.collected = True
+            CLI_OUTPUTS.append(self.output)
+        return code
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         assert self.process is not None
