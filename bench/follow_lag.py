@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -157,6 +158,7 @@ def run(
         raise SystemExit(f"follow exited {code}")
     records = read_all(topic)
     rel.delete_topic(BOOTSTRAP, topic)
+    shutil.rmtree(work, ignore_errors=True)  # kept above when follow failed
     counts = Counter(key for key, _, _ in records)
     # Visits that ended after the service started, early enough to be due before it stopped.
     measured = [(key, stamp, clock.at(produced) - stamp) for key, stamp, produced in records
