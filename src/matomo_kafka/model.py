@@ -38,7 +38,9 @@ class Cursor:
 class Page(Generic[T]):
     """Items to send for `day`; `offset`: visits of the day sent before them; `last`: the day's
     final page; `next_cursor`: the checkpoint once the page is acknowledged (inside the day);
-    `rescan`: a day re-read after the catch-up (MATOMO_RESCAN_DAYS): it moves no checkpoint."""
+    `rescan`: a day re-read after the catch-up (MATOMO_RESCAN_DAYS): it moves no checkpoint;
+    `newest`: the last action time (Unix seconds) of the newest visit sent so far in the day,
+    when the pager knows it (keyset paging, or a read up to a horizon)."""
 
     day: date
     offset: int
@@ -46,6 +48,7 @@ class Page(Generic[T]):
     last: bool
     next_cursor: Cursor
     rescan: bool = False
+    newest: int | None = None
 
     @property
     def checkpoint(self) -> Cursor:
@@ -82,6 +85,7 @@ class SiteReport:
     rescan_new: int = 0  # visits found by the re-scan that were never sent
     rescan_changed: int = 0  # visits found by the re-scan that changed since they were sent
     pages_split: int = 0  # Live pages asked for again smaller after hitting Matomo's limits
+    newest: int | None = None  # last action time (Unix s) of the newest visit delivered
 
 
 @dataclass

@@ -16,6 +16,11 @@ delivery (delivery.py: at-least-once, or exactly-once with the checkpoint in the
 transaction), which writes the checkpoint files of what Kafka acknowledged, each site's in
 order. At most MATOMO_MAX_CONCURRENCY pages are handed over and not yet checkpointed, in all:
 a kill re-sends at most that.
+
+Up to a horizon (`follow`, one cycle): the closed days are those that ended by the horizon
+(visits whose last action is older than MATOMO_VISIT_LENGTH + MATOMO_SETTLE_MINUTES), read as
+above; then the day the horizon falls in is read up to it and stays open in the checkpoint
+(paging.py). A re-scan window is re-read once per site and start day, not every cycle.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ import time
 from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Protocol
 
+from matomo_kafka.clock import Clock, system_clock
 from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import (
     CheckpointError,
@@ -116,6 +122,20 @@ RUN_WIDE = (MatomoAuthError, KafkaDeliveryError, CheckpointError)
 
 
 @dataclass
+class Horizon:
+    """`follow`: this cycle reads every site up to `at` (visits whose last action is later
+    wait for a later cycle). `rescanned`, kept across cycles: each site's start day of its
+    last re-scan, so the re-scan window is read once a day rather than every cycle."""
+
+    at: datetime
+    rescanned: dict[int, date] = field(default_factory=dict)
+
+    @property
+    def second(self) -> int:
+        return int(self.at.timestamp() // 1)
+
+
+@dataclass
 class _Rescan:
     """The day a site is re-scanning: what was sent for it, and what the re-scan found."""
 
@@ -158,8 +178,14 @@ class Pipeline:
         run_date: date | None = None,
         stop: threading.Event | None = None,
         observer: RunObserver | None = None,
+        clock: Clock = system_clock,
+        horizon: Horizon | None = None,
     ) -> None:
         self.settings = settings
+        self.clock = clock
+        self.horizon = horizon
+        # Once per cycle of `follow` is too often for the lines a run prints once.
+        self.once_level = logging.DEBUG if horizon is not None else logging.INFO
         self.matomo = matomo
         self.sink = sink
         self.store = store
@@ -184,7 +210,7 @@ class Pipeline:
         try:
             # One request before the sites start together: a refused token is tried once,
             # not once per site (repeated bad logins can get the caller's IP blocked).
-            log.info("Matomo %s at %s", self.matomo.version(), self.matomo.api_url)
+            log.log(self.once_level, "Matomo %s at %s", self.matomo.version(), self.matomo.api_url)
             # Every site's timezone in one request; dimensions and goals in bulk, by chunks.
             self.site_infos = self.matomo.sites_view_info() if sites else {}
             self._chunk_sites([idsite for idsite in sites if idsite in self.site_infos])
@@ -235,12 +261,14 @@ class Pipeline:
         except MatomoKafkaError:
             state.close()
             raise
-        log.info(
+        log.log(
+            self.once_level,
             "exactly-once: state topic %s, transactional ids matomo-kafka.%s.<site>",
             self.settings.state_topic, self.settings.KAFKA_TOPIC,
         )  # fmt: skip
         # Up to the pages a site can have fetched ahead (the scheduler's budget), in one go.
-        return ExactlyOnce(self.settings, self.store, state, self._record, 2 * self.slots)
+        by = "run" if self.horizon is None else "follow"
+        return ExactlyOnce(self.settings, self.store, state, self._record, 2 * self.slots, by)
 
     # -- the one loop --------------------------------------------------------------------
 
@@ -357,6 +385,8 @@ class Pipeline:
         site = run.report
         if run.failure is None and run.exhausted and not run.pending and site.status == "pending":
             site.status = "done"
+            if self.horizon is not None and run.start_day is not None:
+                self.horizon.rescanned[site.idsite] = run.start_day
             if self.sent_log is not None and run.start_day is not None:
                 # Later runs start later: the days before this run's window are not re-scanned.
                 days = timedelta(days=self.settings.MATOMO_RESCAN_DAYS)
@@ -402,18 +432,26 @@ class Pipeline:
         cursor = starting.result()
         run.start_day = run_start = cursor.day
         site.cursor, site.last_closed = cursor, last_day
-        log.info(
-            "site %d: from %s (offset %d) to %s, %d day(s) to read",
-            idsite, cursor.day, cursor.offset, last_day, days_behind(cursor.day, last_day),
+        behind = days_behind(cursor.day, last_day)
+        log.log(
+            logging.INFO if behind else self.once_level,
+            "site %d: from %s (offset %d) to %s, %d day(s) to read%s",
+            idsite, cursor.day, cursor.offset, last_day, behind,
+            "" if self.horizon is None else f", then up to {self.horizon.at:%Y-%m-%d %H:%M:%S}Z",
         )  # fmt: skip
         self.observer.site_started(site, cursor.day)
         yield from self._pager(run, transform, cursor, last_day)
         days = self.settings.MATOMO_RESCAN_DAYS
-        if self.sent_log is not None and days:
+        if self.sent_log is not None and days and self._rescan_due(idsite, run_start):
             day = max(run_start - timedelta(days=days), self.settings.START_DATE)
             while day < run_start and day <= last_day:
                 yield from self._pager(run, transform, Cursor(day, 0), day, rescan=True)
                 day += timedelta(days=1)
+
+    def _rescan_due(self, idsite: int, run_start: date) -> bool:
+        """A run re-scans every time; `follow` once per site and start day (the first cycle,
+        then the first after each midnight), recorded when the site is done."""
+        return self.horizon is None or self.horizon.rescanned.get(idsite) != run_start
 
     def _chunk_sites(self, viewable: list[int]) -> None:
         """The chunks of METADATA_CHUNK sites whose metadata one API.getBulkRequest asks for
@@ -464,8 +502,10 @@ class Pipeline:
             self.settings.COLONNE_ANNOMYSE,
             self.settings.SALAGE.get_secret_value() if self.settings.SALAGE else None,
         )
+        if self.horizon is not None:  # closed: the days that ended by the horizon
+            return transform, last_closed_day(tz, None, now=self.horizon.at)
         settle = self.settings.MATOMO_SETTLE_MINUTES
-        last_day = last_closed_day(tz, self.run_date, settle_minutes=settle)
+        last_day = last_closed_day(tz, self.run_date, now=self.clock(), settle_minutes=settle)
         if self.run_date is not None and last_day < self.run_date - timedelta(days=1):
             log.info(
                 "site %d: --run-date %s asks for days up to %s, but only days up to %s are "
@@ -503,11 +543,14 @@ class Pipeline:
                     "%d", idsite, day, limit, sent, reason, self.settings.MATOMO_FILTER_LIMIT,
                 )  # fmt: skip
 
+        horizon = None if rescan or self.horizon is None else self.horizon.second
+        stamps = keyset or horizon is not None  # the last action times the pager needs
+
         def parse(request: Request, answer: tuple[bytes, float]) -> Batch[Message]:
             # On the parse thread: the page leaves already serialised, so only compact bytes
             # wait for their turn to be delivered. Full pages tell the pace Matomo's speed.
             raw, seconds = answer
-            batch = page_messages(raw, idsite, request.day, request.limit, transform, keyset)
+            batch = page_messages(raw, idsite, request.day, request.limit, transform, stamps)
             full = len(batch.items) >= request.limit == self.settings.MATOMO_FILTER_LIMIT
             self.pace.answered(seconds, full)
             return batch
@@ -516,7 +559,7 @@ class Pipeline:
         submit = self.scheduler.submit
         return Pager(
             fetch, submit, cursor, last_day, limit, self.slots, keyset, rescan, parse=parse,
-            on_split=split,
+            on_split=split, horizon=horizon,
         )  # fmt: skip
 
     # -- delivery and checkpoints --------------------------------------------------------
@@ -587,13 +630,19 @@ class Pipeline:
         count = len(page.items)
         site.pages += 1
         site.visits += count
+        if page.newest is not None and (site.newest is None or page.newest > site.newest):
+            site.newest = page.newest
         run.progress.add(page.day, count)
         self.observer.page_done(site, page.day, count)
         if page.last:
             site.days_done += 1
             visits, seconds = run.progress.finish()
-            log.info("site %d: %s done, %d visits sent (%.1fs)", site.idsite, page.day, visits,
-                     seconds)  # fmt: skip
+            if self.horizon is None:  # ops/progress.py drops this very line beside its own
+                log.info("site %d: %s done, %d visits sent (%.1fs)", site.idsite, page.day,
+                         visits, seconds)  # fmt: skip
+            else:
+                log.info("site %d: %s done, %d visits sent by this cycle (%.1fs)", site.idsite,
+                         page.day, visits, seconds)  # fmt: skip
             self.observer.day_done(site, page.day, visits, seconds)
 
 

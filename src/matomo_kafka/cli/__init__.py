@@ -1,5 +1,5 @@
-"""The `matomo-kafka` command: run, check, status, reset, audit, simulate, schema (one module
-each).
+"""The `matomo-kafka` command: run, follow, check, status, reset, audit, simulate, schema (one
+module each).
 
 Every failure ends as one redacted line on stderr and a documented exit code (see errors.py):
 0 ok, 1 run failed, 2 bad configuration or arguments, 3 another run holds the lock,
@@ -15,11 +15,22 @@ from typing import Annotated
 import typer
 
 from matomo_kafka import __version__
-from matomo_kafka.cli import audit, check, reset, run, schema, simulate, status  # the commands
+from matomo_kafka.cli import (  # the commands
+    audit,
+    check,
+    follow,
+    reset,
+    run,
+    schema,
+    simulate,
+    status,
+)
 from matomo_kafka.cli.common import _redactor, app
 from matomo_kafka.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
-__all__ = ["app", "audit", "check", "main", "reset", "run", "schema", "simulate", "status"]
+__all__ = [
+    "app", "audit", "check", "follow", "main", "reset", "run", "schema", "simulate", "status",
+]  # fmt: skip
 
 
 @app.callback(invoke_without_command=True)

@@ -4,22 +4,28 @@ secrets registered for redaction), the Matomo client and the checkpoint files.""
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
 import sys
+import threading
 from datetime import date
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
 
+from matomo_kafka.clock import TEST_NOW, Clock, clock_from_environment
 from matomo_kafka.config import kafka_check
 from matomo_kafka.config.settings import Settings, load_config, parse_site_selection
-from matomo_kafka.errors import EXIT_CONFIG, ConfigError
+from matomo_kafka.errors import EXIT_CONFIG, EXIT_INTERRUPTED, ConfigError
 from matomo_kafka.ops.log_setup import setup_logging
 from matomo_kafka.ops.redaction import Redactor
 from matomo_kafka.source.client import MatomoClient, RequestGate, RetryPolicy
-from matomo_kafka.source.sites import resolve_all_sites
+from matomo_kafka.source.sites import Shard as ShardSpec
+from matomo_kafka.source.sites import parse_shard, resolve_all_sites
 from matomo_kafka.state.checkpoint_files import CheckpointStore
 
 app = typer.Typer(
@@ -58,6 +64,16 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")]
 
 SiteId = Annotated[int, typer.Option("--site", min=1, help="The Matomo idSite.")]
+
+Shard = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        envvar="MATOMO_SHARD",
+        help="INDEX/COUNT: only the sites with crc32(idsite) % COUNT == INDEX, so COUNT "
+        "instances share the sites (e.g. $(JOB_COMPLETION_INDEX)/4).",
+    ),
+]
 
 log = logging.getLogger("matomo_kafka")
 
@@ -100,6 +116,42 @@ def parse_run_date(value: str | None) -> date | None:
     if value is None or value.strip() == "":
         return None
     return parse_day("--run-date", value)
+
+
+def parse_shard_option(value: str | None) -> ShardSpec | None:
+    """--shard INDEX/COUNT (or MATOMO_SHARD); exit 2 when malformed."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return parse_shard(value)
+    except ValueError as exc:
+        fail(str(exc), EXIT_CONFIG)
+
+
+def stop_on_signals(stop: threading.Event, then: str) -> None:
+    """First SIGINT/SIGTERM: sets `stop`: the command checkpoints the page in flight, then
+    exits as `then` says. Second: exits at once (a rerun resumes from the checkpoints)."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            print("matomo-kafka: second signal, exiting now (rerun resumes)", file=sys.stderr)
+            os._exit(EXIT_INTERRUPTED)
+        log.warning("signal %d: stopping after the page in flight, then %s", signum, then)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def tool_clock() -> Clock:
+    """The system's clock, or for tests the one MATOMO_TEST_NOW sets (said in the log)."""
+    try:
+        clock, how = clock_from_environment()
+    except ConfigError as exc:
+        fail("; ".join(exc.problems), EXIT_CONFIG)
+    if how is not None:
+        log.warning("%s is set (tests only): the clock is %s", TEST_NOW, how)
+    return clock
 
 
 def parse_sites(value: str | None, settings: Settings) -> tuple[int, ...] | Literal["all"]:

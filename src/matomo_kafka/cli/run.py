@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import gc
-import os
-import signal
 import sys
 import threading
 from datetime import UTC, date, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
@@ -21,6 +18,7 @@ from matomo_kafka.cli.common import (
     ParmDir,
     Quiet,
     RunDate,
+    Shard,
     Sites,
     Verbose,
     _redactor,
@@ -31,10 +29,14 @@ from matomo_kafka.cli.common import (
     log,
     matomo_client,
     parse_run_date,
+    parse_shard_option,
     parse_sites,
     resolve_sites,
     stdout,
+    stop_on_signals,
+    tool_clock,
 )
+from matomo_kafka.clock import Clock
 from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, MatomoKafkaError
 from matomo_kafka.model import RunReport, SiteReport
@@ -45,18 +47,7 @@ from matomo_kafka.pipeline import Pipeline
 from matomo_kafka.sink.producer import KafkaSink
 from matomo_kafka.source.client import MatomoClient
 from matomo_kafka.source.days import days_behind
-from matomo_kafka.source.sites import parse_shard
 from matomo_kafka.state.checkpoint_files import CheckpointStore
-
-Shard = Annotated[
-    str | None,
-    typer.Option(
-        "--shard",
-        envvar="MATOMO_SHARD",
-        help="INDEX/COUNT: only the sites with crc32(idsite) % COUNT == INDEX, so COUNT "
-        "instances share the sites (e.g. $(JOB_COMPLETION_INDEX)/4).",
-    ),
-]
 
 SummaryFile = Annotated[
     Path | None,
@@ -123,19 +114,16 @@ def _run(
     quiet: bool,
 ) -> None:
     day = record.run_date = parse_run_date(run_date)
-    shard_spec = None
-    if shard is not None and shard.strip():
-        try:
-            shard_spec = parse_shard(shard)
-        except ValueError as exc:
-            fail(str(exc), EXIT_CONFIG)
+    shard_spec = parse_shard_option(shard)
+    if shard_spec is not None:
         record.shard = str(shard_spec)
     settings = load(parm_dir, verbose, quiet, warn=True)
+    clock = tool_clock()
     record.clusterid, record.topic = settings.CLUSTERID, settings.KAFKA_TOPIC
     selection = parse_sites(sites, settings)
     record.site_selection = selection if selection == "all" else ",".join(map(str, selection))
     stop = threading.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop, "exit 130")
     store = checkpoint_store(settings)
     with matomo_client(settings) as matomo:
         try:
@@ -154,7 +142,8 @@ def _run(
             log.warning("shard %s has no site of %s: nothing to do", shard_spec, selection)
         try:
             with store.lock(site_ids):
-                report, startup = _extract(settings, matomo, store, day, stop, site_ids, quiet)
+                report, startup = _extract(settings, matomo, store, day, stop, site_ids, quiet,
+                                           clock)  # fmt: skip
                 conclude(record, report, startup, settings, store, matomo.retries_done, _redactor)
         except MatomoKafkaError as exc:  # the lock (exit 3) or its file
             fail(str(exc), exc.exit_code)
@@ -171,20 +160,6 @@ def _run(
         fail(f"{len(failed)} of {len(report.sites)} site(s) failed", EXIT_FAILED)
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
-    """First SIGINT/SIGTERM: finish the page in flight, checkpoint, exit 130. Second: now."""
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set():
-            print("matomo-kafka: second signal, exiting now (rerun resumes)", file=sys.stderr)
-            os._exit(130)
-        log.warning("signal %d: stopping after the page in flight", signum)
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
 def _extract(
     settings: Settings,
     matomo: MatomoClient,
@@ -193,6 +168,7 @@ def _extract(
     stop: threading.Event,
     site_ids: tuple[int, ...],
     quiet: bool,
+    clock: Clock,
 ) -> tuple[RunReport, MatomoKafkaError | None]:
     """Runs the pipeline; a failure before it starts (Kafka, topic) comes back as `startup`."""
     try:
@@ -201,7 +177,8 @@ def _extract(
             sink.check_topic()
             json_logs = settings.LOG_FORMAT == "json"
             with progress_observer(quiet=quiet, json_logs=json_logs) as observer:
-                pipeline = Pipeline(settings, matomo, sink, store, day, stop, observer=observer)
+                pipeline = Pipeline(settings, matomo, sink, store, day, stop, observer=observer,
+                                    clock=clock)  # fmt: skip
                 # What exists now (modules, settings, clients) lasts the whole run: frozen out
                 # of the cyclic GC, whose full collections then walk only what the run makes
                 # (they walked every module's objects, 1-2 us a visit).

@@ -84,6 +84,9 @@ EXTRA_KEYS = (
     "MATOMO_SETTLE_MINUTES",
     "MATOMO_PAGING",
     "MATOMO_RESCAN_DAYS",
+    "MATOMO_FOLLOW_INTERVAL",
+    "MATOMO_VISIT_LENGTH",
+    "MATOMO_HEALTH_PORT",
 )
 
 ALL_KEYS = SEED_KEYS + EXTRA_KEYS
@@ -164,6 +167,11 @@ class Settings(BaseModel):
     MATOMO_SETTLE_MINUTES: int = Field(default=10, ge=0, le=10_080)
     MATOMO_PAGING: Literal["keyset", "offset"] = "keyset"
     MATOMO_RESCAN_DAYS: int = Field(default=0, ge=0, le=366)
+    # `follow`: seconds between cycles; Matomo's visit_standard_length (a visit whose last
+    # action is older than this is over); the port of /livez, /readyz and /metrics.
+    MATOMO_FOLLOW_INTERVAL: float = Field(default=300.0, ge=1, le=86_400)
+    MATOMO_VISIT_LENGTH: int = Field(default=1800, ge=0, le=86_400)
+    MATOMO_HEALTH_PORT: int | None = Field(default=None, ge=1, le=65_535)
     #: KAFKA_PRODUCER_* keys, one per librdkafka property (collected, not a key itself).
     KAFKA_PRODUCER_PROPERTIES: tuple[ProducerProperty, ...] = ()
 
@@ -277,6 +285,12 @@ class Settings(BaseModel):
     def state_topic(self) -> str:
         """DELIVERY=exactly_once: the compacted topic holding each site's checkpoint."""
         return self.KAFKA_STATE_TOPIC or f"{self.KAFKA_TOPIC}.state"
+
+    @property
+    def follow_margin_seconds(self) -> int:
+        """`follow` reads visits whose last action is at least this old: a visit ends after
+        MATOMO_VISIT_LENGTH of inactivity, and MATOMO_SETTLE_MINUTES covers late tracking."""
+        return self.MATOMO_VISIT_LENGTH + 60 * self.MATOMO_SETTLE_MINUTES
 
     @property
     def exactly_once(self) -> bool:

@@ -22,6 +22,13 @@ until ``MatomoSimulator.release_late``; ``MatomoSimulator.grow_visits`` gives vi
 page view, moving their last action later. Days with hidden or grown visits are served from
 a materialised order; all other days keep the lazy index arithmetic.
 
+A moving clock, off by default: ``SimConfig.now`` / ``MatomoSimulator.set_now`` make Live and
+VisitsSummary serve only the visits whose last action is at or before the clock, today's
+included, so visits appear as time passes (a grown visit keeps its old last action until the
+clock reaches its new one); ``date=today`` is the clock's day in the site's timezone. Real
+Matomo also shows a visit in progress with the actions it has so far: a visit is shown here
+only once complete, which is what a reader that waits for visits to end relies on anyway.
+
 Served over plain HTTP, or over HTTPS with a certificate given to ``start(tls=(cert, key))``
 (``simulate --tls-cert/--tls-key``): a corporate gateway's TLS, made testable. Handshakes that
 fail (a client that does not trust the certificate) are listed in ``tls_refusals``.
@@ -88,6 +95,7 @@ from matomo_kafka.simulator.config import (
     SimSite,
     _as_date,
     _check_count,
+    _check_now,
 )
 from matomo_kafka.simulator.server import _error, _json_reply, _Reply, _Server, tls_context
 from matomo_kafka.simulator.visits import (
@@ -317,6 +325,7 @@ class MatomoSimulator:
         self._grown: dict[tuple[int, date], dict[int, int]] = {}
         self._states: dict[tuple[int, date], _DayState] = {}
         self._version = 0
+        self._now = self.config.now  # the clock (None: none), see set_now
         self._live_requests = 0  # seeds the tie shuffles of unstable_ties
         self._load = _Load(self.config.workers)
         self._server: _Server | None = None
@@ -478,13 +487,50 @@ class MatomoSimulator:
                 self._version += 1
         return [p.id_base | i for i, _ in picks]
 
+    # ---- the clock -----------------------------------------------------------------------
+    @property
+    def now(self) -> float | None:
+        """The simulator's clock (Unix seconds), or None when it has none."""
+        return self._now
+
+    def set_now(self, now: float | datetime | None) -> None:
+        """Moves the clock (None: no clock, every visit served). Visits whose last action is
+        after it are not served yet; the clock may go back as well as forward."""
+        value = now.timestamp() if isinstance(now, datetime) else now
+        _check_now(value)
+        with self._lock:
+            self._now = value
+            self._states.clear()  # grown visits show their new action from its time on
+            self._version += 1
+
+    def advance(self, seconds: float) -> float:
+        """Moves the clock forward by `seconds`; returns the new time."""
+        if self._now is None:
+            raise RuntimeError("the simulator has no clock: set_now first")
+        self.set_now(self._now + seconds)
+        assert self._now is not None
+        return self._now
+
+    def _visible(self, plan: _DayPlan) -> int:
+        """How many of the day's visits (lazy order) have their last action by the clock."""
+        now = self._now
+        if now is None or plan.n == 0 or now >= plan.end:
+            return plan.n
+        return plan.first_index_after(int(now // 1))
+
+    def _visible_in(self, state: _DayState) -> int:
+        """How many visits of a materialised day have their last action by the clock."""
+        now = self._now
+        return len(state.ts) if now is None else bisect_right(state.ts, int(now // 1))
+
     # ---- visit access ------------------------------------------------------------------
     def visit_count(self, idsite: int, day: date | str) -> int:
-        """Visits of the day Live serves now (hidden late visits excluded)."""
+        """Visits of the day Live serves now (hidden late visits, and with a clock the visits
+        not ended by it, excluded)."""
         d = day if isinstance(day, date) else date.fromisoformat(day)
         p = self._plan(idsite, d)
         state = self._day_state(idsite, d, p)
-        return p.n if state is None else len(state.idx)
+        return self._visible(p) if state is None else self._visible_in(state)
 
     def visit(self, idsite: int, day: date | str, i: int) -> JSON:
         """Visit i (0-based index; ascending last action time unless grown) of a day, as
@@ -500,16 +546,17 @@ class MatomoSimulator:
 
     def expected_visits(self, idsite: int, day: date | str) -> list[JSON]:
         """All visible visits of the day in ascending order, exactly as Live serves them
-        (ties in their stable order)."""
+        (ties in their stable order; with a clock, those ended by it)."""
         d = day if isinstance(day, date) else date.fromisoformat(day)
         p = self._plan(idsite, d)
         seed = self.config.seed
         state = self._day_state(idsite, d, p)
         if state is not None:
-            rendered = _render(p, state.idx, seed, state.grown)
+            rendered = _render(p, state.idx[: self._visible_in(state)], seed, state.grown)
             return list(orjson.loads(php_json(rendered)))
         # Through JSON, so callers get plain str/int exactly as a client decodes them.
-        visits: list[JSON] = orjson.loads(php_json([_make_visit(p, i, seed) for i in range(p.n)]))
+        shown = range(self._visible(p))
+        visits: list[JSON] = orjson.loads(php_json([_make_visit(p, i, seed) for i in shown]))
         return visits
 
     def _day_state(self, idsite: int, day: date, plan: _DayPlan) -> _DayState | None:
@@ -525,6 +572,9 @@ class MatomoSimulator:
             version = self._version
             late = self._late.get(key, 0)
             grown = dict(self._grown.get(key, {}))
+            now = self._now
+        if now is not None:  # a visit grows when the clock reaches its new action
+            grown = {i: t for i, t in grown.items() if t <= now}
         hidden = _hidden_indices(plan.n, late)
         if not hidden and not grown:
             return None
@@ -825,7 +875,9 @@ class MatomoSimulator:
             return _error(MSG_ONLY_DAY.format(method, period))
         raw = params.get("date", "")
         if raw in ("today", "yesterday"):
-            today = datetime.now(site_timezone(site.timezone)).date()
+            tz = site_timezone(site.timezone)
+            now = self._now
+            today = (datetime.now(tz) if now is None else datetime.fromtimestamp(now, tz)).date()
             return today if raw == "today" else today - timedelta(days=1)
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
             return _error(MSG_BAD_DATE)
@@ -844,7 +896,7 @@ class MatomoSimulator:
             return day
         plan = self._plan(site.idsite, day)
         state = self._day_state(site.idsite, day, plan)
-        n = plan.n if state is None else len(state.idx)
+        n = self._visible(plan) if state is None else self._visible_in(state)
         if n == 0:
             return _json_reply(
                 {
@@ -862,6 +914,8 @@ class MatomoSimulator:
                 }
             )
         if state is not None:
+            if n < len(state.idx):  # the clock shows part of the day: not cached
+                return _json_reply(_aggregate(plan, state.idx[:n], state.grown, self.config.seed))
             if state.summary is None:  # a benign race: both threads compute the same dict
                 state.summary = _aggregate(plan, state.idx, state.grown, self.config.seed)
             return _json_reply(state.summary)
@@ -910,24 +964,22 @@ class MatomoSimulator:
         state = self._day_state(site.idsite, day, plan)
         if state is not None:
             return self._live_materialised(state, params, limit, offset, asc, rng)
+        n = self._visible(plan)  # with a clock, the visits ended by it: a prefix of the day
         lo = 0
         raw_min = params.get("minTimestamp")
-        if raw_min and plan.n:
+        if raw_min and n:
             try:
-                lo = plan.first_index_after(int(raw_min))
+                lo = min(n, plan.first_index_after(int(raw_min)))
             except ValueError:
                 lo = 0
-        total = plan.n - lo
+        total = n - lo
         stop = total if limit < 0 else min(total, offset + limit)
         if offset >= stop:
             return _Reply(status=200, body=b"[]")
         indices: Sequence[int]
-        if asc:
-            indices = range(lo + offset, lo + stop)
-        else:
-            indices = range(plan.n - 1 - offset, plan.n - 1 - stop, -1)
+        indices = range(lo + offset, lo + stop) if asc else range(n - 1 - offset, n - 1 - stop, -1)
         if rng is not None and (plan.width == 0 or plan.tie_group > 1):  # else no equal seconds
-            a, b = (lo + offset, lo + stop) if asc else (plan.n - stop, plan.n - offset)
+            a, b = (lo + offset, lo + stop) if asc else (n - stop, n - offset)
             indices = _shuffle_ties(plan.last_ts, plan.first_index_after, a, b, asc, rng)
         return _page_reply(plan, indices, self.config.seed, None)
 
@@ -942,12 +994,12 @@ class MatomoSimulator:
     ) -> _Reply:
         """Live for a day with hidden or grown visits: the same paging over state's order."""
         ts, idx = state.ts, state.idx
-        n = len(ts)
+        n = self._visible_in(state)  # with a clock, the visits ended by it
         lo = 0
         raw_min = params.get("minTimestamp")
         if raw_min and n:
             try:
-                lo = bisect_right(ts, int(raw_min))
+                lo = min(n, bisect_right(ts, int(raw_min)))
             except ValueError:
                 lo = 0
         stop = n - lo if limit < 0 else min(n - lo, offset + limit)

@@ -260,6 +260,11 @@ class SimConfig:
     page_limit_kind: str = "memory"
     #: Which Matomo's answers to give (see MATOMO_VERSIONS and the module docstring).
     matomo_version: str = MATOMO_VERSION
+    #: The simulator's clock (Unix seconds; None: no clock, every visit of every day is
+    #: served). With a clock, Live and VisitsSummary serve only visits whose last action is at
+    #: or before it, today's included, and `date=today` is its day in the site's timezone;
+    #: MatomoSimulator.set_now moves it (tests of `follow`).
+    now: float | None = None
 
     def __post_init__(self) -> None:
         ids = [s.idsite for s in self.sites]
@@ -271,6 +276,7 @@ class SimConfig:
             )
         if self.workers < 0 or self.page_cost_s < 0 or self.visit_cost_s < 0:
             raise ValueError("workers, page_cost_s and visit_cost_s must be >= 0")
+        _check_now(self.now)
         for s in self.sites:
             s.validate()
 
@@ -294,6 +300,7 @@ class SimConfig:
             page_limit_visits=int(d.get("page_limit_visits", 0)),
             page_limit_kind=str(d.get("page_limit_kind", "memory")),
             matomo_version=str(d.get("matomo_version", MATOMO_VERSION)),
+            now=None if d.get("now") is None else float(d["now"]),
         )
 
     def live_cost_s(self, visits: int) -> float:
@@ -320,6 +327,12 @@ def _reject_unknown_keys(d: dict[str, Any], fields: dict[str, Any], what: str) -
 def _check_count(n: int) -> None:
     if not 0 <= n <= MAX_VISITS_PER_DAY:
         raise ValueError(f"visits per day must be in 0..{MAX_VISITS_PER_DAY}, got {n}")
+
+
+def _check_now(now: float | None) -> None:
+    """A clock the visit ids can represent: from 2000-01-01 on, finite."""
+    if now is not None and not 946_684_800 <= now < 946_684_800 + _MAX_DAYS * 86_400:
+        raise ValueError(f"now must be a Unix time from 2000-01-01 on, got {now}")
 
 
 def _as_date(day: date | str) -> date:

@@ -137,11 +137,13 @@ class ExactlyOnce:
         state: StateReader,
         record: Record,
         pages_per_delivery: int = 1,
+        by: str = "run",
     ) -> None:
         self.settings = settings
         self.store = store
         self.state = state
         self.record = record
+        self.by = by  # the state record's "by": the command that committed it
         self.deliveries_per_site = 1
         self.pages_per_delivery = pages_per_delivery
         self._sinks: dict[int, TransactionalSink] = {}
@@ -197,7 +199,7 @@ class ExactlyOnce:
             self._sinks[idsite].commit(pages, None, None)
         else:
             seq = self._seq[idsite] + 1
-            value = encode(self.settings, idsite, cursors[-1], seq, "run")
+            value = encode(self.settings, idsite, cursors[-1], seq, self.by)
             self._sinks[idsite].commit(pages, state_key(idsite), value)
             self._seq[idsite] = seq
         for out in outs:

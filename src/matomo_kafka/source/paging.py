@@ -18,6 +18,12 @@ Keyset paging (the default) never trusts an order between visits of the same sec
   exactly there.
 Offset paging (`MATOMO_PAGING=offset`, the seed's way) trusts the order.
 
+Up to a horizon (`follow`): after the closed days, the next day, still open, is read up to a
+Unix second: Live's ascending order puts the visits whose last action is later at the end, so
+the read stops at the first of them; those before it are sent, the checkpoint keeps the day
+(offset, boundary) and the day is never ended there. The next read, a horizon later, resumes
+from that boundary like any resumed day.
+
 Read-ahead: the site's next request in order is always asked for (as NEEDED) before a page is
 handed over; with a lookahead above 1, further pages of a day that already gave a full page
 (READ_AHEAD: at most `lookahead - 1` wasted at the day's end) and the first pages of the
@@ -114,6 +120,7 @@ class Pager(Generic[T]):
         rescan: bool = False,
         parse: Parse[T] | None = None,
         on_split: OnSplit | None = None,
+        horizon: int | None = None,
     ) -> None:
         self.fetch = fetch
         self.parse = parse
@@ -127,18 +134,25 @@ class Pager(Generic[T]):
         self.repairs = 0  # pages that started inside the boundary second (keyset)
         self.splits = 0  # pages asked for again, smaller, after hitting a server limit
         self.on_split = on_split
+        # follow: the day after last_day is read up to this second (see the module docstring).
+        self.horizon = horizon
+        self.final_day = last_day + timedelta(days=1) if horizon is not None else last_day
         self._tickets: dict[Request, Ticket[Batch[T]]] = {}
 
     def __iter__(self) -> Iterator[Page[T] | None]:
         cursor = self.start
         try:
             while cursor.day <= self.last_day:
-                yield from self._read_day(cursor)
+                yield from self._read_day(cursor, None)
                 cursor = Cursor(cursor.day + timedelta(days=1), 0)
+            if cursor.day == self.final_day and self.horizon is not None:
+                yield from self._read_day(cursor, self.horizon)
         finally:
             self.close()
 
-    def _read_day(self, cursor: Cursor) -> Iterator[Page[T] | None]:
+    def _read_day(self, cursor: Cursor, horizon: int | None) -> Iterator[Page[T] | None]:
+        """The day's pages from the cursor; up to `horizon` (the open day, never ended), or
+        to its end (its last page is the one that comes back short)."""
         day, sent = cursor.day, cursor.offset
         boundary, seen = cursor.last_action, set(cursor.ids)
         if self.keyset and boundary is not None:
@@ -160,26 +174,31 @@ class Pager(Generic[T]):
                 request = smaller
                 continue
             full = len(batch.items) >= request.limit
+            beyond = horizon is not None and max(batch.stamps, default=horizon) > horizon
+            more = full and not beyond  # the day goes on in this read
             following = Request(day, request.after, self.limit, request.offset + request.limit)
-            if full:
+            if more:
                 day_is_big = True
                 self._fill(following, day_is_big)  # asked for before handing over
             else:
                 self._drop_day(day)
-                if day < self.last_day:
+                if day < self.final_day:
                     self._fill(Request(day + timedelta(days=1), None, self.limit, 0), False)
             items: Sequence[T]
+            newest: int | None = None
             if self.keyset:
                 items, boundary, seen = yield from self._new_items(
-                    batch, request, request is anchor, boundary, seen
+                    batch, request, request is anchor, boundary, seen, horizon
                 )
+                newest = boundary if items else None
             else:
-                items = batch.items
+                items, newest = _up_to(batch, horizon)
             next_cursor = Cursor(day, sent + len(items), boundary, frozenset(seen))
-            if items or not full:
-                yield Page(day, sent, items, not full, next_cursor, self.rescan)
+            last = not full and horizon is None  # a day read up to a horizon is not over
+            if items or last:
+                yield Page(day, sent, items, last, next_cursor, self.rescan, newest)
             sent += len(items)
-            if not full:
+            if not more:
                 return
             request = following
 
@@ -207,11 +226,13 @@ class Pager(Generic[T]):
         from_anchor: bool,
         boundary: int | None,
         seen: set[int],
+        horizon: int | None = None,
     ) -> Step[tuple[list[T], int | None, set[int]]]:
-        """The batch's visits not sent yet, the new boundary second and the ids sent at it."""
+        """The batch's visits not sent yet (up to `horizon`), the new boundary second and the
+        ids sent at it."""
         stamps, ids = batch.stamps, batch.ids
         if boundary is None or min(stamps, default=boundary + 1) > boundary:
-            return self._advance(batch, range(len(stamps)), boundary, seen)  # exact
+            return self._advance(batch, range(len(stamps)), boundary, seen, horizon)  # exact
         # The batch starts inside the boundary second (or before it, if the day changed while
         # being read): its visits of that second come from a complete read of the second.
         if from_anchor and (len(stamps) < request.limit or max(stamps) > boundary):
@@ -237,7 +258,7 @@ class Pager(Generic[T]):
             + [(batch, i) for i in earlier]
             + [(batch, i) for i, stamp in enumerate(stamps) if stamp > boundary]
         )  # fmt: skip
-        return self._advance(merged.batch(), range(len(merged)), boundary, seen)
+        return self._advance(merged.batch(), range(len(merged)), boundary, seen, horizon)
 
     def _whole_second(self, day: date, second: int, limit: int, known: int) -> Batch[T]:
         """Every visit of `day` whose last action is at `second`, read with minTimestamp; the
@@ -266,8 +287,14 @@ class Pager(Generic[T]):
 
     @staticmethod
     def _advance(
-        source: Batch[T], picked: range, boundary: int | None, seen: set[int]
+        source: Batch[T],
+        picked: Sequence[int],
+        boundary: int | None,
+        seen: set[int],
+        horizon: int | None = None,
     ) -> tuple[list[T], int | None, set[int]]:
+        if horizon is not None:  # later visits are left for the next read
+            picked = [i for i in picked if source.stamps[i] <= horizon]
         top = max((source.stamps[i] for i in picked), default=None)
         if top is not None and (boundary is None or top > boundary):
             boundary, seen = top, set()
@@ -292,7 +319,7 @@ class Pager(Generic[T]):
                 for k in range(1, self.lookahead)
             ]  # fmt: skip
         following, ahead = request.day + timedelta(days=1), 1
-        while len(wanted) < self.lookahead and following <= self.last_day:
+        while len(wanted) < self.lookahead and following <= self.final_day:
             wanted.append((Request(following, None, self.limit, 0), Priority.NEXT_DAY, ahead))
             following, ahead = following + timedelta(days=1), ahead + 1
         for key, priority, depth in wanted[: self.lookahead]:
@@ -321,6 +348,16 @@ class Pager(Generic[T]):
         for ticket in self._tickets.values():
             ticket.cancel()
         self._tickets.clear()
+
+
+def _up_to(batch: Batch[T], horizon: int | None) -> tuple[Sequence[T], int | None]:
+    """Offset paging: the batch's visits up to `horizon` (all without one: its stamps are then
+    not read), and the newest one's last action time."""
+    if horizon is None:
+        return batch.items, None
+    kept = [i for i, stamp in enumerate(batch.stamps) if stamp <= horizon]
+    newest = max((batch.stamps[i] for i in kept), default=None)
+    return [batch.items[i] for i in kept], newest
 
 
 class _Merged(Generic[T]):

@@ -1,0 +1,207 @@
+"""`follow`: the pipeline as a service. Every MATOMO_FOLLOW_INTERVAL a cycle brings each site up
+to the horizon, now - MATOMO_VISIT_LENGTH - MATOMO_SETTLE_MINUTES: Matomo ends a visit after
+that much inactivity, so a visit whose last action is older no longer changes (but for late
+tracking, the re-scan window's business). A cycle is one pipeline run (pipeline.py, with a
+Horizon): the closed days still due, exactly as `run` reads them, then the day the horizon falls
+in, up to it, from the keyset boundary of the previous cycle. Checkpoints keep the seed's
+meaning, so a daily `run` can take over from the same files, and the other way round.
+
+A cycle that fails is logged, and its failed sites are retried at the next cycles with a
+back-off (the interval, doubled at each failure, up to an hour); the others carry on. What a
+retry cannot fix stops the service with its exit code: a refused token or gateway login (1,
+and retrying could get the host banned), an invalid configuration (2), another instance
+holding or fencing the sites (3). SIGTERM/SIGINT stop it after the page in flight: exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from matomo_kafka.clock import Clock
+from matomo_kafka.config.settings import Settings
+from matomo_kafka.errors import (
+    ConfigError,
+    FencedError,
+    Interrupted,
+    LockedError,
+    MatomoAuthError,
+    MatomoKafkaError,
+)
+from matomo_kafka.model import DISABLED, RunReport, SiteReport
+from matomo_kafka.ops.follow_metrics import FollowMetrics
+from matomo_kafka.ops.health import Health
+from matomo_kafka.pipeline import Horizon, Pipeline
+from matomo_kafka.sink.producer import KafkaSink
+from matomo_kafka.source.client import MatomoClient
+from matomo_kafka.source.sites import skip_disabled_sites
+from matomo_kafka.state.checkpoint_files import CheckpointStore
+
+log = logging.getLogger(__name__)
+
+#: The longest pause before a failed site is tried again (unless the interval is longer).
+MAX_BACKOFF_S = 3600.0
+
+#: Failures a retry cannot fix: the service stops with their exit code.
+FINAL = (MatomoAuthError, ConfigError, LockedError, FencedError)
+
+
+def backoff(interval: float, failures: int) -> float:
+    """Seconds before a site that failed `failures` cycles in a row is tried again: the next
+    cycle first, then twice as long each time, up to an hour (or the interval, if longer)."""
+    wait: float = interval * 2.0 ** max(0, failures - 1)
+    return min(wait, max(interval, MAX_BACKOFF_S))
+
+
+@dataclass
+class Cycle:
+    """What one cycle did: the pipeline's report, up to when, how long it took."""
+
+    number: int
+    horizon: Horizon
+    report: RunReport
+    seconds: float
+
+
+@dataclass
+class _Sites:
+    """Each site's failures in a row and when it is due again (monotonic seconds)."""
+
+    ids: tuple[int, ...]
+    failures: dict[int, int] = field(default_factory=dict)
+    due_at: dict[int, float] = field(default_factory=dict)
+    warned_disabled: set[int] = field(default_factory=set)
+
+    def due(self, now: float) -> tuple[int, ...]:
+        return tuple(idsite for idsite in self.ids if self.due_at.get(idsite, 0.0) <= now)
+
+    def next_due(self) -> float:
+        return min((self.due_at.get(idsite, 0.0) for idsite in self.ids), default=0.0)
+
+
+class Follower:
+    """Runs cycles until stopped; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        matomo: MatomoClient,
+        sink: KafkaSink,
+        store: CheckpointStore,
+        sites: tuple[int, ...],
+        stop: threading.Event,
+        clock: Clock,
+        health: Health,
+        metrics: FollowMetrics,
+    ) -> None:
+        self.settings = settings
+        self.matomo = matomo
+        self.sink = sink
+        self.store = store
+        self.sites = _Sites(sites)
+        self.stop = stop
+        self.clock = clock
+        self.health = health
+        self.metrics = metrics
+        self.interval = settings.MATOMO_FOLLOW_INTERVAL
+        self.rescanned: dict[int, date] = {}  # Horizon.rescanned, kept across cycles
+        self.cycles = 0
+
+    def run(self) -> MatomoKafkaError | None:
+        """Cycles until a signal (None: exit 0) or a failure no retry can fix (returned: the
+        service exits with its code)."""
+        while not self.stop.is_set():
+            started = time.monotonic()
+            due = self.sites.due(started)
+            if due or not self.sites.ids:
+                fatal = self.cycle(due).report.fatal
+                if isinstance(fatal, Interrupted):
+                    return None
+                if isinstance(fatal, FINAL):
+                    return fatal
+            wake = max(started + self.interval, self.sites.next_due())
+            self.stop.wait(max(0.0, wake - time.monotonic()))
+        return None
+
+    def cycle(self, sites: tuple[int, ...]) -> Cycle:
+        """One pipeline run of `sites` up to the horizon; failures are recorded, not raised."""
+        self.cycles += 1
+        margin = timedelta(seconds=self.settings.follow_margin_seconds)
+        horizon = Horizon(self.clock() - margin, self.rescanned)
+        started = time.monotonic()
+        try:
+            self.sink.check_topic()
+            pipeline = Pipeline(self.settings, self.matomo, self.sink, self.store, None,
+                                self.stop, clock=self.clock, horizon=horizon)  # fmt: skip
+            if self.cycles == 1:  # the lines a run prints once, once
+                pipeline.once_level = logging.INFO
+            report = pipeline.run(sites)
+        except MatomoKafkaError as exc:  # before the pipeline started (the topic)
+            report = RunReport([SiteReport(idsite, "skipped") for idsite in sites], fatal=exc)
+        cycle = Cycle(self.cycles, horizon, report, time.monotonic() - started)
+        self._disabled(report)
+        self._account(cycle)
+        return cycle
+
+    def _disabled(self, report: RunReport) -> None:
+        """Sites whose visitor log is disabled are skipped, as by `run`; said once each."""
+        for site in skip_disabled_sites(report.sites, self.settings.MATOMO_STRICT_SITES):
+            if site.idsite not in self.sites.warned_disabled:
+                self.sites.warned_disabled.add(site.idsite)
+                log.warning(
+                    "site %d: visitor log disabled in Matomo, skipped (MATOMO_STRICT_SITES=true "
+                    "makes it an error): %s", site.idsite, site.error,
+                )  # fmt: skip
+
+    def _account(self, cycle: Cycle) -> None:
+        """Back-off of the failed sites, the health endpoint, the metrics, one log line."""
+        report, now = cycle.report, time.monotonic()
+        if isinstance(report.fatal, Interrupted):  # stopping: nothing failed
+            self.metrics.cycle_done(cycle.horizon.at, report, cycle.seconds, "interrupted")
+            log.info("follow: cycle %d stopped by a signal after %d visit(s)", cycle.number,
+                     report.visits)  # fmt: skip
+            return
+        if isinstance(report.fatal, FINAL):  # stopping: no retry would help
+            self.metrics.cycle_done(cycle.horizon.at, report, cycle.seconds, "failed")
+            log.error("follow: cycle %d: %s: the service stops", cycle.number,
+                      type(report.fatal).__name__)  # fmt: skip
+            return
+        failed: list[SiteReport] = []
+        for site in report.sites:
+            if site.status in ("done", DISABLED):
+                self.sites.failures.pop(site.idsite, None)
+                self.sites.due_at.pop(site.idsite, None)
+            elif site.status != "interrupted":
+                count = self.sites.failures.get(site.idsite, 0) + 1
+                self.sites.failures[site.idsite] = count
+                self.sites.due_at[site.idsite] = now + backoff(self.interval, count)
+                failed.append(site)
+        outcome = "failed" if failed else "ok"
+        self.metrics.cycle_done(cycle.horizon.at, report, cycle.seconds, outcome)
+        self.health.cycle_done(self._problem(report))
+        self._log(cycle, failed)
+
+    def _problem(self, report: RunReport) -> str | None:
+        """Why the service is not ready after this cycle (None: it is)."""
+        if report.fatal is not None:
+            return f"the last cycle failed: {type(report.fatal).__name__}"
+        failing = sorted(self.sites.failures)
+        if failing:
+            return f"site(s) {','.join(map(str, failing))} failing"
+        return None
+
+    def _log(self, cycle: Cycle, failed: list[SiteReport]) -> None:
+        report = cycle.report
+        where = f"cycle {cycle.number} up to {cycle.horizon.at:%Y-%m-%d %H:%M:%S}Z"
+        done = f"{report.visits} visit(s) from {len(report.sites)} site(s) in {cycle.seconds:.1f}s"
+        if not failed:
+            log.info("follow: %s: %s", where, done)
+        else:
+            retry = min(self.sites.due_at[site.idsite] for site in failed) - time.monotonic()
+            log.warning(
+                "follow: %s: %s; %d site(s) failed (%s), tried again in %.0fs", where, done,
+                len(failed), ", ".join(f"{s.idsite}: {s.error_kind}" for s in failed), retry,
+            )  # fmt: skip
