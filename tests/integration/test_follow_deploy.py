@@ -30,12 +30,11 @@ from support.follow import (
     utc,
     wait_until,
 )
-from support.kafka import BOOTSTRAP, read_records
+from support.kafka import BOOTSTRAP, REPO, read_records
 from support.parm import SALT, TOKEN, base_values, write_parm
 
 pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
 
-REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 VENV_BIN = Path(sys.executable).parent
 FIRST = date(2024, 3, 3)
