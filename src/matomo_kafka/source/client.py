@@ -27,7 +27,7 @@ import orjson
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential,
     wait_random,
@@ -209,6 +209,7 @@ class MatomoClient:
         #: connections): the page scheduler's pace (schedule.Pace.strained).
         self.on_strain: Callable[[str], None] | None = None
         self._stats_lock = threading.Lock()
+        self._closed = False
         self._http = httpx.Client(
             auth=httpx.BasicAuth(*gateway_auth) if gateway_auth else None,
             # A context, not the path: httpx deprecated verify=<path>. Only that CA is trusted.
@@ -221,6 +222,9 @@ class MatomoClient:
         )
 
     def close(self) -> None:
+        # Requests still in flight on other threads (the run failed or stopped) then fail
+        # quietly: no retry, no warning, no strain after the run's last line.
+        self._closed = True
         self._http.close()
 
     def __enter__(self) -> MatomoClient:
@@ -248,7 +252,7 @@ class MatomoClient:
         retrying = Retrying(
             stop=stop | _StopOnRepeatedLimit() if split else stop,
             wait=_WaitRetryAfterOrBackoff(self.retry),
-            retry=retry_if_exception_type(TransientMatomoError),
+            retry=retry_if_exception(self._worth_retrying),
             before_sleep=self._log_retry,
             reraise=True,
         )
@@ -266,6 +270,9 @@ class MatomoClient:
                 f"Matomo {method}{_site_id(params)} still failing after "
                 f"{self.retry.max_retries + 1} attempts: {exc}"
             ) from None
+
+    def _worth_retrying(self, exc: BaseException) -> bool:
+        return isinstance(exc, TransientMatomoError) and not self._closed
 
     def _log_retry(self, state: RetryCallState) -> None:
         with self._stats_lock:
@@ -293,6 +300,8 @@ class MatomoClient:
             timed_out = ServerLimitError(f"{where}: timed out ({type(exc).__name__})")
             raise self._strain(timed_out) from None
         except httpx.TransportError as exc:
+            if self._closed:
+                raise MatomoError(f"{where}: the client was closed") from None
             refusal = matomo_tls_refusal(exc, self._ca_bundle)
             if refusal is not None:
                 raise MatomoTLSError(f"{where}: {refusal}") from None
