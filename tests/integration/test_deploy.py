@@ -9,43 +9,24 @@ import json
 import shlex
 import shutil
 import subprocess
-import sys
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from matomo_kafka.simulator import SimSite
-from support.cli import CLI_OUTPUTS, clean_env
+from support.cli import clean_env
+from support.deploy import DEPLOY, VENV_BIN, container, manifests, run
 from support.kafka import BOOTSTRAP, REPO
 from support.parm import SALT, TOKEN, base_values, write_parm
 from support.runs import expected_keys, topic_counts
 
 pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
 
-DEPLOY = REPO / "deploy"
-VENV_BIN = Path(sys.executable).parent
-
 
 def sim_sites(*ids: int) -> list[SimSite]:
     return [SimSite(idsite=i, name=f"site {i}", timezone="UTC", default_visits=4) for i in ids]
-
-
-def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180)
-    CLI_OUTPUTS.append(result.stdout + result.stderr)
-    return result
-
-
-def manifests(name: str) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all((DEPLOY / "kubernetes" / name).read_text()) if doc]
-
-
-def container(cronjob: dict[str, Any]) -> dict[str, Any]:
-    (only,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    return only
 
 
 def parm_from_configmap(directory: Path) -> Path:
