@@ -193,12 +193,16 @@ class Pipeline:
         self.stop = stop or threading.Event()
         self.observer: RunObserver = observer or NullObserver()
         self.slots = settings.MATOMO_MAX_CONCURRENCY
+        # Pages fetched (or being fetched) and not yet delivered, bar the one page each open
+        # site waits for: the memory bound. Read-ahead reaches it, so a slot that frees up
+        # finds its next request queued instead of waiting for the previous page's parse.
+        self.budget = 2 * self.slots
         self.keyset = settings.MATOMO_PAGING == "keyset"
         self.sent_log = (
             SentLog(settings.FILE_PATH_FILTERDATE) if settings.MATOMO_RESCAN_DAYS else None
         )
         self.scheduler: PageScheduler | None = None  # set while run() runs
-        self.peak_buffered = 0  # most pages fetched (or being fetched) and not yet taken
+        self.peak_buffered = 0  # most pages fetched (or being fetched) and not yet delivered
         self.pace = Pace(self.slots)  # Matomo requests in flight now (schedule.Pace)
         self.site_infos: dict[int, SiteInfo] = {}
         self._chunks: list[list[int]] = []
@@ -226,7 +230,7 @@ class Pipeline:
         self.pace.watchers.append(lambda level: self.observer.pace_changed(level, self.pace.cap))
         self.observer.pace_changed(self.pace.level, self.pace.cap)
         try:
-            with PageScheduler(self.slots, 2 * self.slots, wake, pace=self.pace) as scheduler:
+            with PageScheduler(self.slots, self.budget, wake, pace=self.pace) as scheduler:
                 self.scheduler = scheduler
                 self._loop(report, handover)
         finally:
@@ -268,7 +272,7 @@ class Pipeline:
         )  # fmt: skip
         # Up to the pages a site can have fetched ahead (the scheduler's budget), in one go.
         by = "run" if self.horizon is None else "follow"
-        return ExactlyOnce(self.settings, self.store, state, self._record, 2 * self.slots, by)
+        return ExactlyOnce(self.settings, self.store, state, self._record, self.budget, by)
 
     # -- the one loop --------------------------------------------------------------------
 
@@ -329,6 +333,8 @@ class Pipeline:
         """Takes back the pages whose delivery ended: counted, or their site failed (a Kafka
         or checkpoint failure stops the run)."""
         delivered, failed = handover.finished(wait)
+        if self.scheduler is not None:
+            self.scheduler.unhold(sum(len(outs) for outs in delivered + [f[0] for f in failed]))
         for outs in delivered:
             run = runs[outs[0].idsite]
             run.pending -= 1
@@ -558,7 +564,7 @@ class Pipeline:
         limit = self.settings.MATOMO_FILTER_LIMIT
         submit = self.scheduler.submit
         return Pager(
-            fetch, submit, cursor, last_day, limit, self.slots, keyset, rescan, parse=parse,
+            fetch, submit, cursor, last_day, limit, self.budget, keyset, rescan, parse=parse,
             on_split=split, horizon=horizon,
         )  # fmt: skip
 
@@ -581,6 +587,8 @@ class Pipeline:
         if outs:
             run.pending += 1
             handover.send(outs)
+            assert self.scheduler is not None
+            self.scheduler.hold(len(outs))  # in memory until delivered: within the budget
 
     def _rescan_filter(self, run: _SiteRun, page: Page[Message]) -> list[Message]:
         assert self.sent_log is not None

@@ -101,6 +101,21 @@ def test_speculation_waits_for_the_budget_but_a_needed_request_never_does() -> N
         assert scheduler.max_outstanding == 3  # the budget, plus the one needed request
 
 
+def test_pages_handed_to_delivery_keep_their_budget_places_until_delivered() -> None:
+    with PageScheduler(slots=2, budget=2) as scheduler:
+        ahead = [scheduler.submit(lambda: "ahead", Priority.READ_AHEAD, 1) for _ in range(2)]
+        until(lambda: all(t.done() for t in ahead), "the read-ahead")
+        assert [t.result() for t in ahead] == ["ahead", "ahead"]
+        scheduler.hold(2)  # both handed over to delivery, not yet acknowledged
+        assert not scheduler.wants_work()
+        later: Ticket[str] = scheduler.submit(lambda: "later", Priority.READ_AHEAD, 1)
+        time.sleep(0.05)  # a slot is free: only the budget keeps it from running
+        assert later.state == "queued"
+        scheduler.unhold(1)  # one page delivered
+        until(later.done, "the read-ahead, once a delivery ended")
+        assert scheduler.max_outstanding == 2  # held pages count: never over the budget
+
+
 def test_a_promoted_request_passes_a_full_budget() -> None:
     with PageScheduler(slots=1, budget=1) as scheduler:
         done = scheduler.submit(lambda: 1, Priority.READ_AHEAD, 1)

@@ -26,7 +26,8 @@ from that boundary like any resumed day.
 
 Read-ahead: the site's next request in order is always asked for (as NEEDED) before a page is
 handed over; with a lookahead above 1, further pages of a day that already gave a full page
-(READ_AHEAD: at most `lookahead - 1` wasted at the day's end) and the first pages of the
+(READ_AHEAD: those already running when the short page ends the day are wasted, at most
+`lookahead - 1`) and the first pages of the
 following days (NEXT_DAY) are asked for too. The page scheduler (schedule.py) decides when
 each runs. Pages are yielded strictly in order, so checkpoints stay ordered per site; while
 the next one is not there the pager yields None, so one loop can serve many sites.

@@ -15,9 +15,10 @@ answer is in, so a slot goes back to Matomo at once instead of parsing (a page o
 visits is ~25 ms of parsing: idle Matomo time if a slot did it).
 
 Memory stays bounded whatever the sites and days: tickets running or holding a result not
-yet taken (`outstanding`) stay under `budget`, except NEEDED ones: each site waits for at
-most one (a request becomes NEEDED when its pager waits for it), so a budget full of
-read-ahead can never keep a site's next page from being read.
+yet taken (`outstanding`), and results taken but not yet delivered (`hold`), stay under
+`budget`, except NEEDED ones: each site waits for at most one (a request becomes NEEDED when
+its pager waits for it), so a budget full of read-ahead can never keep a site's next page
+from being read.
 Results are taken by one consumer (the pipeline's loop); slots only run requests.
 """
 
@@ -196,6 +197,7 @@ class PageScheduler:
         self._queued = 0
         self._running = 0
         self._outstanding = 0  # running, or done with a result not taken yet
+        self._held = 0  # taken, and not yet delivered (see hold)
         self._closed = False
         self.max_outstanding = 0
         self.max_running = 0
@@ -262,8 +264,22 @@ class PageScheduler:
             return (
                 self._running < self.pace.level
                 and self._queued == 0
-                and self._outstanding < self.budget
+                and self._outstanding + self._held < self.budget
             )
+
+    def hold(self, pages: int) -> None:
+        """`pages` taken results are still in memory (handed over to delivery): they keep
+        their budget places until `unhold`, so the budget bounds what is fetched and not yet
+        delivered, not only what waits to be taken."""
+        with self._cond:
+            self._held += pages
+            self.max_outstanding = max(self.max_outstanding, self._outstanding + self._held)
+
+    def unhold(self, pages: int) -> None:
+        """Their delivery ended: their places go back to the budget."""
+        with self._cond:
+            self._held -= pages
+            self._cond.notify_all()
 
     def _pace_changed(self, level: int, reason: str) -> None:
         with self._cond:
@@ -333,7 +349,7 @@ class PageScheduler:
             if ticket.state != "queued" or priority != int(ticket.priority):
                 heapq.heappop(self._heap)  # cancelled, or promoted (pushed again)
                 continue
-            if priority != Priority.NEEDED and self._outstanding >= self.budget:
+            if priority != Priority.NEEDED and self._outstanding + self._held >= self.budget:
                 return None
             heapq.heappop(self._heap)
             return ticket
@@ -354,7 +370,7 @@ class PageScheduler:
                 self._outstanding += 1
                 self.runs += 1
                 self.max_running = max(self.max_running, self._running)
-                self.max_outstanding = max(self.max_outstanding, self._outstanding)
+                self.max_outstanding = max(self.max_outstanding, self._outstanding + self._held)
             value: object = None
             try:
                 value = ticket.fn()
