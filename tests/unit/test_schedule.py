@@ -6,8 +6,10 @@ never about durations."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -114,6 +116,24 @@ def test_pages_handed_to_delivery_keep_their_budget_places_until_delivered() -> 
         scheduler.unhold(1)  # one page delivered
         until(later.done, "the read-ahead, once a delivery ended")
         assert scheduler.max_outstanding == 2  # held pages count: never over the budget
+
+
+class Answer:
+    """A page's stand-in that a weak reference can watch."""
+
+
+def test_a_taken_result_is_not_kept_alive_by_the_scheduler() -> None:
+    """A promoted ticket leaves its first heap entry behind (below a read-ahead the budget
+    holds back, so it is not popped soon): that entry must not keep the page in memory."""
+    with PageScheduler(slots=1, budget=1) as scheduler:
+        first = scheduler.submit(Answer, Priority.READ_AHEAD, 1)
+        until(first.done, "the first read-ahead")  # not taken: the budget is full
+        scheduler.submit(Answer, Priority.READ_AHEAD, 0)  # held back by the budget
+        later: Ticket[Answer] = scheduler.submit(Answer, Priority.READ_AHEAD, 2)
+        answer = weakref.ref(take(later, scheduler))  # promoted: it runs past the budget
+        del later
+        gc.collect()
+        assert answer() is None, "the scheduler still holds a page that was taken"
 
 
 def test_a_promoted_request_passes_a_full_budget() -> None:

@@ -46,11 +46,18 @@ class Priority(IntEnum):
     NEXT_DAY = 2
 
 
+#: A heap entry: [priority, depth, sequence, ticket]; the ticket slot is emptied (None) when the
+#: ticket is promoted (pushed again) or cancelled, as in heapq's documented recipe, so an
+#: entry left in the heap never keeps a ticket, nor the page it will hold, alive.
+_Entry = list[Any]
+
+
 class Ticket(Generic[T]):
     """One queued request and, once a slot ran it, its result (or its exception)."""
 
     __slots__ = (
-        "_error", "_released", "_scheduler", "_value", "depth", "fn", "priority", "state", "then",
+        "_entry", "_error", "_released", "_scheduler", "_value", "depth", "fn", "priority",
+        "state", "then",
     )  # fmt: skip
 
     def __init__(
@@ -68,6 +75,7 @@ class Ticket(Generic[T]):
         self.depth = depth
         self.state = "queued"  # queued | running | parsing | done | cancelled
         self._value: T | None = None
+        self._entry: _Entry | None = None  # its place in the scheduler's heap, while queued
         self._error: BaseException | None = None
         self._released = False
 
@@ -192,7 +200,7 @@ class PageScheduler:
         self.pace.on_change = self._pace_changed
         self.wake = wake or threading.Event()  # set on every completion, for the consumer
         self._cond = threading.Condition()
-        self._heap: list[tuple[int, int, int, Ticket[object]]] = []
+        self._heap: list[_Entry] = []
         self._seq = itertools.count()
         self._queued = 0
         self._running = 0
@@ -297,7 +305,7 @@ class PageScheduler:
         with self._cond:
             self._closed = True
             for *_, ticket in self._heap:
-                if ticket.state == "queued":
+                if ticket is not None and ticket.state == "queued":
                     ticket.state = "cancelled"
             self._heap.clear()
             self._queued = 0
@@ -309,8 +317,16 @@ class PageScheduler:
     # -- internals ----------------------------------------------------------------------
 
     def _push(self, ticket: Ticket[object]) -> None:
-        entry = (int(ticket.priority), ticket.depth, next(self._seq), ticket)
+        entry: _Entry = [int(ticket.priority), ticket.depth, next(self._seq), ticket]
+        ticket._entry = entry
         heapq.heappush(self._heap, entry)
+
+    @staticmethod
+    def _unqueue(ticket: Ticket[object]) -> None:
+        """Empties the ticket's heap entry (dropped when it reaches the top)."""
+        if ticket._entry is not None:
+            ticket._entry[3] = None
+            ticket._entry = None
 
     def _promote(self, ticket: Ticket[T]) -> None:
         with self._cond:
@@ -318,7 +334,8 @@ class PageScheduler:
                 ticket.priority = Priority.NEEDED
                 return
             ticket.priority, ticket.depth = Priority.NEEDED, 0
-            self._push(ticket)  # type: ignore[arg-type]  # the old entry is skipped when popped
+            self._unqueue(ticket)  # type: ignore[arg-type]
+            self._push(ticket)  # type: ignore[arg-type]
             self._cond.notify_all()  # slots and the parse thread share the condition
 
     def _cancel(self, ticket: Ticket[T]) -> None:
@@ -326,6 +343,7 @@ class PageScheduler:
             if ticket.state == "queued":
                 ticket.state = "cancelled"
                 self._queued -= 1
+                self._unqueue(ticket)  # type: ignore[arg-type]
             elif ticket.state in ("running", "parsing", "done"):
                 self._release_locked(ticket)  # type: ignore[arg-type]
             self._cond.notify_all()
@@ -346,13 +364,14 @@ class PageScheduler:
             return None
         while self._heap:
             priority, _, _, ticket = self._heap[0]
-            if ticket.state != "queued" or priority != int(ticket.priority):
+            if ticket is None:
                 heapq.heappop(self._heap)  # cancelled, or promoted (pushed again)
                 continue
             if priority != Priority.NEEDED and self._outstanding + self._held >= self.budget:
                 return None
             heapq.heappop(self._heap)
-            return ticket
+            ticket._entry = None
+            return ticket  # type: ignore[no-any-return]
         return None
 
     def _slot(self) -> None:
@@ -386,6 +405,7 @@ class PageScheduler:
                     self._done_locked(ticket)
                 self._cond.notify_all()
             self.wake.set()
+            del ticket, value  # an idle slot holds no page (nor its raw answer)
 
     def _parse(self) -> None:
         """Runs the `then` steps, one at a time, in the order the answers came in."""
@@ -406,6 +426,7 @@ class PageScheduler:
                 self._done_locked(ticket)
                 self._cond.notify_all()
             self.wake.set()
+            del ticket, value  # nor does the parse thread, while it waits
 
     @staticmethod
     def _done_locked(ticket: Ticket[object]) -> None:
