@@ -26,9 +26,7 @@ tests/integration/test_audit.py.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from matomo_kafka.config.settings import load_settings
 from matomo_kafka.ops.audit import read_sent, read_start
 from support.kafka import create_retained_topic, delete_topics, fill_older
+from support.simulator_process import start_simulator_process
 
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
 TOKEN = "bench-token"
@@ -48,32 +47,12 @@ TOKEN = "bench-token"
 # -- the bench -----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_simulator(
     workdir: Path, days: list[date], per_day: int
 ) -> tuple[subprocess.Popen[bytes], str]:
     visits = {day.isoformat(): per_day for day in days}
     site = {"idsite": 1, "name": "site 1", "timezone": "UTC", "default_visits": 0, "visits": visits}
-    path = workdir / "sim.json"
-    path.write_text(json.dumps({"token": TOKEN, "sites": [site]}))
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "matomo_kafka.cli", "simulate", "--port", str(port),
-         "--config", str(path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    for _ in range(100):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.1)
-    return process, f"http://127.0.0.1:{port}/index.php"
+    return start_simulator_process({"token": TOKEN, "sites": [site]}, workdir / "sim.json")
 
 
 def tool_env(url: str, topic: str, state: Path, first: date) -> dict[str, str]:

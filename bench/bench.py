@@ -74,7 +74,6 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -90,6 +89,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from support.simulator_process import start_simulator_process  # noqa: E402
+
 TOKEN = "bench-token"
 SALT = "bench-salt"
 COLUMNS = ("visitIp", "visitorId", "userId")  # three pseudonymised columns, as in the targets
@@ -452,12 +454,6 @@ def naive_main(url: str, sites: str, days: int, topic: str, state: str) -> None:
 # -- orchestration -------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_simulator(scenario: Scenario, server: Server, workdir: Path) -> tuple[Any, str]:
     """The simulator in its own process (real HTTP, its own GIL); returns it and its URL."""
     config = {
@@ -477,22 +473,7 @@ def start_simulator(scenario: Scenario, server: Server, workdir: Path) -> tuple[
             for site, counts in sorted(scenario.days.items())
         ],
     }
-    path = workdir / f"sim-{uuid.uuid4().hex[:6]}.json"
-    path.write_text(json.dumps(config))
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "matomo_kafka.cli", "simulate", "--port", str(port),
-         "--config", str(path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/index.php"
-    for _ in range(100):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.1)
-    return process, url
+    return start_simulator_process(config, workdir / f"sim-{uuid.uuid4().hex[:6]}.json")
 
 
 def simulator_stats(url: str, reset: bool = True) -> dict[str, Any]:

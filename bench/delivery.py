@@ -16,9 +16,7 @@ Needs the local broker: scripts/kafka-local.sh start. Numbers are for this machi
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,37 +29,21 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.simulator_process import start_simulator_process
+
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
 TOKEN = "bench-token"
 SITES, DAYS, PER_DAY = 2, 10, 1000
 RUN_DATE = "2024-03-11"  # reads 2024-03-01 .. 2024-03-10
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_simulator(workdir: Path, latency: float) -> tuple[subprocess.Popen[bytes], str]:
     days = {f"2024-03-{d:02d}": PER_DAY for d in range(1, DAYS + 1)}
     sites = [{"idsite": s, "name": f"site {s}", "timezone": "UTC", "default_visits": 0,
               "visits": days} for s in range(1, SITES + 1)]  # fmt: skip
-    path = workdir / f"sim-{uuid.uuid4().hex[:6]}.json"
-    path.write_text(json.dumps({"token": TOKEN, "latency_s": latency, "sites": sites}))
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "matomo_kafka.cli", "simulate", "--port", str(port),
-         "--config", str(path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    for _ in range(100):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.1)
-    return process, f"http://127.0.0.1:{port}/index.php"
+    config = {"token": TOKEN, "latency_s": latency, "sites": sites}
+    return start_simulator_process(config, workdir / f"sim-{uuid.uuid4().hex[:6]}.json")
 
 
 def new_topic(admin: AdminClient) -> str:

@@ -27,7 +27,6 @@ from support.follow import (
     expected_up_to,
     follow_env,
     follow_values,
-    free_port,
     horizon_day,
     site_zone,
     utc,
@@ -35,6 +34,7 @@ from support.follow import (
 )
 from support.kafka import read_records, read_topic
 from support.parm import TOKEN, base_values, write_parm
+from support.simulator_process import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
 

@@ -26,12 +26,12 @@ from support.follow import (
     expected_up_to,
     follow_env,
     follow_values,
-    free_port,
     utc,
     wait_until,
 )
 from support.kafka import BOOTSTRAP, REPO, read_records
 from support.parm import SALT, TOKEN, base_values, write_parm
+from support.simulator_process import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
 

@@ -46,6 +46,7 @@ from support.secrets import (  # all in support/secrets.py's list
     WRONG_KAFKA_PASSWORD,
     WRONG_KEY_PASSWORD,
 )
+from support.simulator_process import free_port
 
 LIMIT = 10
 RUN_DATE = "2024-03-06"  # reads 2024-03-01 .. 2024-03-05
@@ -126,12 +127,6 @@ def test_simulator_serves_https_behind_basic_auth(sim_factory: Any, certs: Certs
         threading.Event().wait(0.05)
     assert sim.tls_refusals == ["TLSV1_ALERT_UNKNOWN_CA"]
     assert [r["status"] for r in sim.requests] == [200, 401]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.simulator

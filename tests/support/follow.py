@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -70,12 +69,6 @@ class MovingClock:
     def horizon(self) -> int:
         """The last second whose visits follow may send at this clock."""
         return int(self.now // 1) - MARGIN
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def follow_env(clock: MovingClock, **extra: str) -> dict[str, str]:
