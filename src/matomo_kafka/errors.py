@@ -36,11 +36,11 @@ class ConfigError(MatomoKafkaError):
 
 class LockedError(MatomoKafkaError):
     """Another run is working on the same checkpoint files. `holder`: the pid the lock file
-    names (or "another process"), for callers that word their own message (`follow`)."""
+    names ("" if none), for callers that word their own message (`follow`)."""
 
     exit_code = EXIT_LOCKED
 
-    def __init__(self, message: str, holder: str = "another process") -> None:
+    def __init__(self, message: str, holder: str = "") -> None:
         super().__init__(message)
         self.holder = holder
 

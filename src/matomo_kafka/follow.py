@@ -214,8 +214,10 @@ class Follower:
         except MatomoKafkaError as exc:
             if idsite not in listing.warned:
                 listing.warned.add(idsite)
-                why = (f"another instance (pid {exc.holder}) holds its checkpoint lock"
-                       if isinstance(exc, LockedError) else str(exc))  # fmt: skip
+                why = str(exc)
+                if isinstance(exc, LockedError):
+                    pid = f" (pid {exc.holder})" if exc.holder else ""
+                    why = f"another instance{pid} holds its checkpoint lock"
                 log.warning("follow: site %d, new in Matomo's list, is not followed: %s; tried "
                             "again at each cycle", idsite, why)  # fmt: skip
             return False

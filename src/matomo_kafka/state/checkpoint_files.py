@@ -325,11 +325,11 @@ def _lock_one(path: Path) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
         os.close(fd)
         raise LockedError(
-            f"another matomo-kafka run (pid {holder}) holds {path}: it is working on the "
-            "same checkpoint files; this run does nothing",
+            f"another matomo-kafka run (pid {holder or 'another process'}) holds {path}: it is "
+            "working on the same checkpoint files; this run does nothing",
             holder,
         ) from None
     os.ftruncate(fd, 0)
