@@ -35,9 +35,14 @@ class ConfigError(MatomoKafkaError):
 
 
 class LockedError(MatomoKafkaError):
-    """Another run is working on the same checkpoint files."""
+    """Another run is working on the same checkpoint files. `holder`: the pid the lock file
+    names ("" if none), for callers that word their own message (`follow`)."""
 
     exit_code = EXIT_LOCKED
+
+    def __init__(self, message: str, holder: str = "") -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class CheckpointError(MatomoKafkaError):

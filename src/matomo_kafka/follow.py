@@ -11,6 +11,12 @@ back-off (the interval, doubled at each failure, up to an hour); the others carr
 retry cannot fix stops the service with its exit code: a refused token or gateway login (1,
 and retrying could get the host banned), an invalid configuration (2), another instance
 holding or fencing the sites (3). SIGTERM/SIGINT stop it after the page in flight: exit 0.
+
+With MATOMO_ID_SITE=all, Matomo's list of sites is asked for again before every cycle but the
+first (a service runs for weeks; sites get created): a new site (of this shard) joins once its
+checkpoint is locked, from its checkpoint or START_DATE; one another instance holds waits, and
+is tried again at each cycle; a site no longer listed is no longer cycled. A list Matomo cannot
+give keeps the sites followed so far; a refused token stops the service, as in a cycle.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -37,8 +44,8 @@ from matomo_kafka.ops.health import Health
 from matomo_kafka.pipeline import Horizon, Pipeline
 from matomo_kafka.sink.producer import KafkaSink
 from matomo_kafka.source.client import MatomoClient
-from matomo_kafka.source.sites import skip_disabled_sites
-from matomo_kafka.state.checkpoint_files import CheckpointStore
+from matomo_kafka.source.sites import Shard, resolve_all_sites, skip_disabled_sites
+from matomo_kafka.state.checkpoint_files import CheckpointLock, CheckpointStore
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,38 @@ def backoff(interval: float, failures: int) -> float:
     cycle first, then twice as long each time, up to an hour (or the interval, if longer)."""
     wait: float = interval * 2.0 ** max(0, failures - 1)
     return min(wait, max(interval, MAX_BACKOFF_S))
+
+
+@dataclass(frozen=True)
+class SiteChanges:
+    """What Matomo's list of sites changes in the sites followed, each in ascending order."""
+
+    added: tuple[int, ...]
+    dropped: tuple[int, ...]
+
+
+def site_changes(
+    followed: Iterable[int], listed: Iterable[int], shard: Shard | None
+) -> SiteChanges:
+    """The sites of `listed` this instance should follow (its shard's, as at start) that it
+    does not yet, and those it follows that `listed` no longer has."""
+    listed = tuple(listed)
+    mine = set(listed if shard is None else shard.select(listed))
+    current = set(followed)
+    return SiteChanges(tuple(sorted(mine - current)), tuple(sorted(current - mine)))
+
+
+@dataclass
+class Listing:
+    """MATOMO_ID_SITE=all: what re-listing the sites needs. `lock`: the checkpoint locks the
+    command holds for the service's life, new sites' added to it; `locked`: the sites it
+    holds (a site dropped keeps its lock: if it comes back, it is ours already); `warned`:
+    new sites said to be locked by another process (said once, tried at every cycle)."""
+
+    shard: Shard | None
+    lock: CheckpointLock
+    locked: set[int]
+    warned: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -96,6 +135,7 @@ class Follower:
         clock: Clock,
         health: Health,
         metrics: FollowMetrics,
+        listing: Listing | None = None,
     ) -> None:
         self.settings = settings
         self.matomo = matomo
@@ -106,6 +146,7 @@ class Follower:
         self.clock = clock
         self.health = health
         self.metrics = metrics
+        self.listing = listing  # None: an explicit list of sites, never asked again
         self.interval = settings.MATOMO_FOLLOW_INTERVAL
         self.rescanned: dict[int, date] = {}  # Horizon.rescanned, kept across cycles
         self.cycles = 0
@@ -115,6 +156,9 @@ class Follower:
         service exits with its code)."""
         while not self.stop.is_set():
             started = time.monotonic()
+            refused = self.refresh()
+            if refused is not None:
+                return refused
             due = self.sites.due(started)
             if due or not self.sites.ids:
                 fatal = self.cycle(due).report.fatal
@@ -125,6 +169,75 @@ class Follower:
             wake = max(started + self.interval, self.sites.next_due())
             self.stop.wait(max(0.0, wake - time.monotonic()))
         return None
+
+    def refresh(self) -> MatomoKafkaError | None:
+        """MATOMO_ID_SITE=all, before each cycle but the first (the list was just asked for):
+        new sites join, sites gone leave. A refused token is returned: the service stops, as
+        after a cycle (retrying risks an IP ban). Any other failure, an empty list included,
+        keeps the sites followed so far."""
+        if self.listing is None or self.cycles == 0:
+            return None
+        try:
+            listed = resolve_all_sites(self.matomo)
+        except MatomoAuthError as exc:
+            log.error("follow: listing the sites: %s: the service stops", type(exc).__name__)
+            return exc
+        except MatomoKafkaError as exc:
+            log.warning("follow: cannot list the sites (%s); the %d site(s) followed so far go "
+                        "on", exc, len(self.sites.ids))  # fmt: skip
+            return None
+        changes = site_changes(self.sites.ids, listed, self.listing.shard)
+        self._drop(changes.dropped)
+        self._add(changes.added)
+        return None
+
+    def _add(self, new: tuple[int, ...]) -> None:
+        """The new sites whose checkpoints could be locked are followed from this cycle on,
+        from their checkpoint or START_DATE; the others wait for the next."""
+        assert self.listing is not None
+        self.listing.warned.intersection_update(new)  # a site no longer new is said afresh
+        added = [idsite for idsite in new if self._lock_new(idsite)]
+        if added:
+            self.sites.ids = tuple(sorted({*self.sites.ids, *added}))
+            log.info("follow: site(s) %s added (new in Matomo's list), each from its checkpoint "
+                     "or START_DATE", ",".join(map(str, added)))  # fmt: skip
+
+    def _lock_new(self, idsite: int) -> bool:
+        """Locks a new site's checkpoint beside the others (or finds it held already); False
+        while another process holds it (said once) or the lock file cannot be made."""
+        listing = self.listing
+        assert listing is not None
+        if idsite in listing.locked:
+            return True
+        try:
+            self.store.lock_more(listing.lock, idsite)
+        except MatomoKafkaError as exc:
+            if idsite not in listing.warned:
+                listing.warned.add(idsite)
+                why = str(exc)
+                if isinstance(exc, LockedError):
+                    pid = f" (pid {exc.holder})" if exc.holder else ""
+                    why = f"another instance{pid} holds its checkpoint lock"
+                log.warning("follow: site %d, new in Matomo's list, is not followed: %s; tried "
+                            "again at each cycle", idsite, why)  # fmt: skip
+            return False
+        listing.locked.add(idsite)
+        listing.warned.discard(idsite)
+        return True
+
+    def _drop(self, gone: tuple[int, ...]) -> None:
+        """Sites Matomo no longer lists (deleted, or the token lost its view access): no
+        longer cycled, nor reported by the health endpoint or the lag metrics. Their locks
+        stay held until the service exits; their checkpoints stay as they are."""
+        if not gone:
+            return
+        self.sites.ids = tuple(idsite for idsite in self.sites.ids if idsite not in gone)
+        for idsite in gone:
+            self.sites.failures.pop(idsite, None)
+            self.sites.due_at.pop(idsite, None)
+            self.metrics.forget(idsite)
+        log.warning("follow: site(s) %s no longer in Matomo's list (deleted, or the token lost "
+                    "its view access): no longer followed", ",".join(map(str, gone)))  # fmt: skip
 
     def cycle(self, sites: tuple[int, ...]) -> Cycle:
         """One pipeline run of `sites` up to the horizon; failures are recorded, not raised."""

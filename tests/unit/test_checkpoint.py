@@ -186,6 +186,26 @@ def test_lock_is_exclusive_per_site(tmp_path: Path) -> None:
     assert not _locked(tmp_path / "filterdate6.lock")
 
 
+def test_lock_more_adds_a_site_to_the_locks_held(tmp_path: Path) -> None:
+    """follow takes on a site created while it runs: one more lock, released with the others;
+    a site another process holds raises, and the locks held stay held."""
+    s = store(tmp_path)
+    (tmp_path / ".filterdate7.txt.abc.tmp").write_text("left by a killed write")
+    with s.lock([6]) as held:
+        s.lock_more(held, 7)
+        assert _locked(tmp_path / "filterdate7.lock")
+        assert not (tmp_path / ".filterdate7.txt.abc.tmp").exists()
+        with store(tmp_path).lock([8]):
+            with pytest.raises(LockedError) as refused:
+                s.lock_more(held, 8)
+            assert refused.value.holder == str(os.getpid())
+        assert _locked(tmp_path / "filterdate6.lock") and _locked(tmp_path / "filterdate7.lock")
+        assert not _locked(tmp_path / "filterdate8.lock")  # the other process let it go
+        s.lock_more(held, 8)  # so it can be taken now
+    for idsite in (6, 7, 8):
+        assert not _locked(tmp_path / f"filterdate{idsite}.lock")
+
+
 def _locked(path: Path) -> bool:
     with path.open("rb") as handle:
         try:

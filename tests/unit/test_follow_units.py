@@ -107,6 +107,26 @@ def test_lag_is_computed_when_read() -> None:
     assert registry.get_sample_value("matomo_kafka_follow_cycles_total", {"outcome": "ok"}) == 1
 
 
+def test_a_forgotten_site_reports_no_lag() -> None:
+    """A site gone from Matomo's list leaves the lag, newest and horizon gauges (a lag growing
+    forever would alert); its visits counter stays; it can come back."""
+    now = datetime(2024, 3, 5, 12, tzinfo=UTC)
+    metrics = FollowMetrics(lambda: now)
+    sites = [SiteReport(idsite, status="done", visits=1, newest=int(now.timestamp()) - 60)
+             for idsite in (6, 7)]  # fmt: skip
+    metrics.cycle_done(now, RunReport(sites), 0.2, "ok")
+    metrics.forget(7)
+    metrics.forget(8)  # never reported: nothing to remove
+    registry = metrics.registry
+    for name in ("lag_seconds", "newest_visit_timestamp_seconds", "horizon_timestamp_seconds"):
+        assert registry.get_sample_value(f"matomo_kafka_follow_{name}", {"site": "6"})
+        assert registry.get_sample_value(f"matomo_kafka_follow_{name}", {"site": "7"}) is None
+    assert registry.get_sample_value("matomo_kafka_follow_visits_total", {"site": "7"}) == 1
+    back = SiteReport(7, status="done", visits=2, newest=int(now.timestamp()) - 30)
+    metrics.cycle_done(now, RunReport([back]), 0.2, "ok")
+    assert registry.get_sample_value("matomo_kafka_follow_lag_seconds", {"site": "7"}) == 30
+
+
 @pytest.mark.parametrize(
     ("tz", "horizon", "closed"),
     [

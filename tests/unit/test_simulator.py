@@ -1,5 +1,6 @@
 """The Matomo simulator's configuration without serving it: versions, costs, faults, hazards and
-sites round-trip through their dicts and JSON, and bad values are refused."""
+sites round-trip through their dicts and JSON, and bad values are refused; a site added while
+it runs is answered for (its requests handled in-process)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from matomo_kafka.simulator import Fault, SimConfig, SimSite
+from matomo_kafka.simulator import Fault, MatomoSimulator, SimConfig, SimSite
 from support.simulator import DAY, TOKEN, hazard_config, main_config, peer_config
 
 
@@ -67,3 +68,27 @@ def test_hazard_config_keys_round_trip() -> None:
                 {"late": {"2024-03-11": 1}}, {"late": {"nope": 1}}):  # fmt: skip
         with pytest.raises(ValueError):
             SimSite.from_dict({**site, **bad})
+
+
+def test_a_site_added_while_serving_is_listed_and_served() -> None:
+    """MatomoSimulator.add_site, as a Matomo administrator creating a website: listed and
+    served from the next request on; an id already taken is refused."""
+    sim = MatomoSimulator(SimConfig(token=TOKEN, sites=[SimSite(1, "One", default_visits=3)]))
+
+    def api(method: str, **params: str) -> object:
+        reply = sim.handle({"module": "API", "format": "json", "token_auth": TOKEN,
+                            "method": method, **params}, False, None)  # fmt: skip
+        assert reply.status == 200
+        return orjson.loads(reply.body)
+
+    assert api("SitesManager.getSitesIdWithAtLeastViewAccess") == [1]
+    sim.add_site(SimSite(7, "Seven", "Europe/Paris", default_visits=5))
+    assert api("SitesManager.getSitesIdWithAtLeastViewAccess") == [1, 7]
+    listed = api("SitesManager.getSitesWithAtLeastViewAccess")
+    assert isinstance(listed, list) and listed[1]["timezone"] == "Europe/Paris"
+    visits = api("Live.getLastVisitsDetails", idSite="7", period="day", date=DAY)
+    assert isinstance(visits, list) and len(visits) == 5
+    with pytest.raises(ValueError, match="site 7 already exists"):
+        sim.add_site(SimSite(7, "Again"))
+    with pytest.raises(ValueError, match="Mars/Base"):
+        sim.add_site(SimSite(8, "Bad", "Mars/Base"))

@@ -1,5 +1,6 @@
 """`matomo-kafka follow`: a long-running service that brings each site up to now minus a visit's
-length and the settle delay every MATOMO_FOLLOW_INTERVAL (the loop: follow.py)."""
+length and the settle delay every MATOMO_FOLLOW_INTERVAL (the loop: follow.py). With
+MATOMO_ID_SITE=all the sites are listed at start, then again before each cycle (follow.py)."""
 
 from __future__ import annotations
 
@@ -29,13 +30,14 @@ from matomo_kafka.cli.common import (
 from matomo_kafka.clock import Clock
 from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import MatomoAuthError, MatomoKafkaError
-from matomo_kafka.follow import Follower, backoff
+from matomo_kafka.follow import Follower, Listing, backoff
 from matomo_kafka.ops.follow_metrics import FollowMetrics
 from matomo_kafka.ops.health import Health, HealthServer
 from matomo_kafka.ops.metrics import textfile_path
 from matomo_kafka.sink.producer import KafkaSink
 from matomo_kafka.source.client import MatomoClient
-from matomo_kafka.state.checkpoint_files import CheckpointStore
+from matomo_kafka.source.sites import Shard as ShardSpec
+from matomo_kafka.state.checkpoint_files import CheckpointLock, CheckpointStore
 
 
 @app.command()
@@ -67,21 +69,25 @@ def follow(
             return
         if shard_spec is not None:
             site_ids = shard_spec.select(site_ids)
+        relisted = selection == "all"
         log.info(
-            "matomo-kafka %s follow: sites %s%s, topic %s, cluster %s, every %gs up to now - "
+            "matomo-kafka %s follow: sites %s%s%s, topic %s, cluster %s, every %gs up to now - "
             "%ds (MATOMO_VISIT_LENGTH + MATOMO_SETTLE_MINUTES)",
             __version__, ",".join(map(str, site_ids)) or "none",
-            f" (shard {shard_spec})" if shard_spec else "", settings.KAFKA_TOPIC,
+            f" (shard {shard_spec})" if shard_spec else "",
+            " (all: listed again before each cycle)" if relisted else "", settings.KAFKA_TOPIC,
             settings.CLUSTERID, settings.MATOMO_FOLLOW_INTERVAL, settings.follow_margin_seconds,
         )  # fmt: skip
         if not site_ids:
-            log.warning("shard %s has no site of %s: nothing to do", shard_spec, selection)
+            log.warning("shard %s has no site of %s: nothing to do%s", shard_spec, selection,
+                        " until Matomo lists one" if relisted else "")  # fmt: skip
         textfile = settings.METRICS_TEXTFILE
         if textfile is not None:
             textfile = textfile_path(textfile, None if shard_spec is None else str(shard_spec))
         try:
-            with store.lock(site_ids):  # for the service's whole life: a run refuses (exit 3)
-                fatal = _serve(settings, matomo, store, site_ids, stop, clock, textfile)
+            with store.lock(site_ids) as lock:  # for the service's life: a run refuses (exit 3)
+                listing = _listing(relisted, shard_spec, lock, site_ids)
+                fatal = _serve(settings, matomo, store, site_ids, stop, clock, textfile, listing)
         except MatomoKafkaError as exc:  # the lock (exit 3), the health port (exit 2)
             fail(str(exc), exc.exit_code)
     if fatal is not None:
@@ -112,6 +118,14 @@ def _resolve(
     return None
 
 
+def _listing(
+    relisted: bool, shard: ShardSpec | None, lock: CheckpointLock, site_ids: tuple[int, ...]
+) -> Listing | None:
+    """MATOMO_ID_SITE=all: what the follower needs to list the sites again (None: an
+    explicit list, followed as it is)."""
+    return Listing(shard, lock, set(site_ids)) if relisted else None
+
+
 def _serve(
     settings: Settings,
     matomo: MatomoClient,
@@ -120,6 +134,7 @@ def _serve(
     stop: threading.Event,
     clock: Clock,
     textfile: str | None,
+    listing: Listing | None,
 ) -> MatomoKafkaError | None:
     """The health endpoint and the cycles, under the sites' locks, until a signal (None) or
     a failure no retry can fix (returned)."""
@@ -130,7 +145,8 @@ def _serve(
         server = HealthServer(health, metrics.registry, settings.MATOMO_HEALTH_PORT).start()
     sink = KafkaSink.from_settings(settings)
     try:
-        follower = Follower(settings, matomo, sink, store, site_ids, stop, clock, health, metrics)
+        follower = Follower(settings, matomo, sink, store, site_ids, stop, clock, health, metrics,
+                            listing)  # fmt: skip
         return follower.run()
     finally:
         sink.close()

@@ -89,6 +89,15 @@ class FollowMetrics:
         self.newest[idsite] = max(stamp, self.newest.get(idsite, stamp))
         self.newest_gauge.labels(label).set(self.newest[idsite])
 
+    def forget(self, idsite: int) -> None:
+        """A site no longer followed (gone from Matomo's list): its gauges go, or its lag
+        would grow forever and alert; its visit counter stays (a counter that vanished would
+        read as a reset)."""
+        label = str(idsite)
+        for gauge in (self.lag, self.newest_gauge, self.horizon):
+            gauge.remove(label)
+        self.newest.pop(idsite, None)
+
     def _lag(self, idsite: int) -> float:
         return self.clock().timestamp() - self.newest[idsite]
 

@@ -29,6 +29,9 @@ clock reaches its new one); ``date=today`` is the clock's day in the site's time
 Matomo also shows a visit in progress with the actions it has so far: a visit is shown here
 only once complete, which is what a reader that waits for visits to end relies on anyway.
 
+Sites can be created while it serves (``MatomoSimulator.add_site``), as in a real Matomo whose
+administrators add websites: listed by SitesManager from the next request on.
+
 Served over plain HTTP, or over HTTPS with a certificate given to ``start(tls=(cert, key))``
 (``simulate --tls-cert/--tls-key``): a corporate gateway's TLS, made testable. Handshakes that
 fail (a client that does not trust the certificate) are listed in ``tls_refusals``.
@@ -425,6 +428,26 @@ class MatomoSimulator:
             yield
         finally:
             self._load._open.set()
+
+    def add_site(self, site: SimSite) -> None:
+        """Creates a site while the simulator serves, as a Matomo administrator would: from
+        the next request on, SitesManager lists it and every method serves it (``follow`` with
+        MATOMO_ID_SITE=all must pick it up). Its id must be new (ValueError otherwise)."""
+        site.validate()
+        site = copy.deepcopy(site)
+        ctx = _site_ctx(site)
+        with self._lock:
+            if site.idsite in self._sites:
+                raise ValueError(f"site {site.idsite} already exists")
+            # New dicts, not changes in place: requests in flight iterate the old ones. The
+            # context first, so a request that finds the site finds its context too.
+            self._ctx = {**self._ctx, site.idsite: ctx}
+            self._sites = {**self._sites, site.idsite: site}
+            self.config.sites.append(site)
+            for day, count in site.late.items():
+                if count > 0:
+                    self._late[(site.idsite, date.fromisoformat(day))] = count
+            self._version += 1
 
     def set_visits(self, idsite: int, day: date | str, n: int) -> None:
         """Change a day's visit count; its visits are regenerated for the new n (grown

@@ -206,6 +206,13 @@ class CheckpointStore:
             [self.lock_path(idsite) for idsite in ids], lambda: self.remove_temp_files(ids)
         )
 
+    def lock_more(self, held: CheckpointLock, idsite: int) -> None:
+        """Adds one site to locks already held, until they are released: `follow` taking on a
+        site created in Matomo while it runs. LockedError if another process holds it (the
+        locks held stay held); once locked, its temp files are removed, as by `lock`."""
+        held.add(self.lock_path(idsite))
+        self.remove_temp_files([idsite])
+
     def remove_temp_files(self, sites: Iterable[int]) -> int:
         """Removes the temp files of interrupted atomic writes (never read: a write either
         renamed its temp file or left it). Only while holding the sites' locks, so no running
@@ -298,6 +305,11 @@ class CheckpointLock:
     ) -> None:
         self.release()
 
+    def add(self, path: Path) -> None:
+        """One more file locked, released with the others (only while they are held)."""
+        self._fds.append(_lock_one(path))
+        self.paths.append(path)
+
     def release(self) -> None:
         for fd in self._fds:
             os.close(fd)
@@ -313,11 +325,12 @@ def _lock_one(path: Path) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
         os.close(fd)
         raise LockedError(
-            f"another matomo-kafka run (pid {holder}) holds {path}: it is working on the "
-            "same checkpoint files; this run does nothing"
+            f"another matomo-kafka run (pid {holder or 'another process'}) holds {path}: it is "
+            "working on the same checkpoint files; this run does nothing",
+            holder,
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
