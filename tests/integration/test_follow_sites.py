@@ -23,12 +23,12 @@ from support.follow import (
     expected_up_to,
     follow_env,
     follow_values,
-    free_port,
     utc,
     wait_until,
 )
 from support.kafka import read_records
 from support.parm import base_values, write_parm
+from support.simulator_process import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
 
