@@ -54,6 +54,7 @@ on every ratio, so only full sizes say whether a target holds.
     .venv/bin/python bench/bench.py --quick               # smaller sizes: a smoke run (minutes)
     .venv/bin/python bench/bench.py --scenario skew-a,skew-b --concurrency 4
     .venv/bin/python bench/bench.py --scenario workers --variants floor,tool
+    .venv/bin/python bench/bench.py --scenario skew-b --variants tool --tool-env MALLOC_ARENA_MAX=2
 
 --quick divides the big days by 10 and keeps fewer small days or sites (skew-a: 5 days,
 skew-b: 4 small sites). --repeat N runs every variant N times (the 1M-visit day once) and keeps,
@@ -99,6 +100,7 @@ LIMIT = 1000
 FIRST_DAY = date(2024, 3, 1)
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
 VARIANTS = ("floor-known", "floor", "naive", "tool", "tool-eos")  # the order they run in
+TOOL_ENV: dict[str, str] = {}  # --tool-env: more environment for the tool's runs only
 
 
 # -- what is measured ----------------------------------------------------------------------
@@ -525,6 +527,7 @@ def tool_env(
         "MATOMO_API_URL": url, "MATOMO_API_TOKEN": TOKEN, "KAFKA_SERVERS": BOOTSTRAP,
         "CLUSTERID": "BENCH", "MATOMO_MAX_CONCURRENCY": str(concurrency),
     })  # fmt: skip
+    env.update(TOOL_ENV)
     return env
 
 
@@ -740,7 +743,15 @@ def main() -> None:
     parser.add_argument("--variants", default="floor,naive,tool",
                         help=f"comma-separated, among {','.join(VARIANTS)}")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=1, help="runs of each variant, best kept")
+    parser.add_argument("--tool-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment of the tool's runs (repeatable), e.g. "
+                             "MALLOC_ARENA_MAX=2")  # fmt: skip
     options = parser.parse_args()
+    for item in options.tool_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--tool-env {item!r}: expected KEY=VALUE")
+        TOOL_ENV[key] = value
     keys = (options.scenario.split(",") if options.scenario else
             ["day-100k", "sites-20x5", "skew-a", "skew-b", "workers"])  # fmt: skip
     if options.big and "day-1m" not in keys:
