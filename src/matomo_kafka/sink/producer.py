@@ -208,11 +208,21 @@ class KafkaSink:
             self._producer.purge()
 
     def close(self, timeout: float = 10.0) -> None:
+        """Flushes, then drops the producer: librdkafka is destroyed now, not at interpreter
+        exit, where its threads' log and error callbacks can crash a finalizing interpreter
+        (error_cb makes a cycle with this sink, which the CLI's gc.freeze() keeps; a TLS
+        refusal test saw exit -11 after the right error line)."""
+        producer = getattr(self, "_producer", None)
+        if producer is None:
+            return  # closed already
         try:
-            self._producer.flush(timeout)
+            producer.flush(timeout)
         finally:
             self._closed.set()
             self._poller.join(timeout=2)
+            if not self._poller.is_alive():
+                del self._producer
+            del producer
 
 
 _FENCING_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
