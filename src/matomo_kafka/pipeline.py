@@ -59,7 +59,7 @@ from matomo_kafka.sink.delivery import (
 )
 from matomo_kafka.sink.producer import KafkaSink, page_headers
 from matomo_kafka.source.client import MatomoClient, SiteInfo, SiteMetadata
-from matomo_kafka.source.days import days_behind, last_closed_day, site_timezone
+from matomo_kafka.source.days import day_end, days_behind, last_closed_day, site_timezone
 from matomo_kafka.source.paging import Batch, Pager, Request
 from matomo_kafka.source.schedule import Pace, PageScheduler, Priority, Ticket, wait_for
 from matomo_kafka.state.checkpoint_files import CheckpointStore
@@ -561,11 +561,16 @@ class Pipeline:
             self.pace.answered(seconds, full)
             return batch
 
+        tz = site_timezone(self.site_infos[idsite].timezone)
+
+        def ends_at(day: date) -> int:  # the Unix second the site's day ends at
+            return int(day_end(day, tz).timestamp())
+
         limit = self.settings.MATOMO_FILTER_LIMIT
         submit = self.scheduler.submit
         return Pager(
             fetch, submit, cursor, last_day, limit, self.budget, keyset, rescan, parse=parse,
-            on_split=split, horizon=horizon,
+            on_split=split, horizon=horizon, day_end=ends_at if stamps else None,
         )  # fmt: skip
 
     # -- delivery and checkpoints --------------------------------------------------------

@@ -6,7 +6,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -73,6 +73,64 @@ def test_speculation_wastes_at_most_lookahead_minus_one_per_day() -> None:
     wasted = len(days.requests) - len(pages)
     assert 0 <= wasted <= 2 * len(days.counts)
     assert len(set(days.requests)) == len(days.requests), "a page was fetched twice"
+
+
+class SpreadDays(FakeDays):
+    """Visits spread over the day (UTC) as Live lists them, by last action time; with a
+    rush of `rush` visits in the day's last hour (a campaign), when given."""
+
+    def __init__(self, counts: list[int], rush: int = 0) -> None:
+        super().__init__(counts)
+        self.rush = rush
+
+    @staticmethod
+    def start(day: date) -> int:
+        return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+
+    def end(self, day: date) -> int:
+        return self.start(day) + 86_400
+
+    def stamp(self, day: date, i: int) -> int:
+        n, rush = self.counts[day] - self.rush, self.rush
+        if i < n:  # over the first 23 hours
+            return self.start(day) + (i + 1) * 82_800 // (n + 1)
+        return self.start(day) + 82_800 + (i - n + 1) * 3_600 // (rush + 1)
+
+    def fetch(self, request: Request) -> Batch[int]:
+        batch = super().fetch(request)
+        return Batch(batch.items, batch.ids, [self.stamp(request.day, i) for i in batch.ids])
+
+
+def read_spread(days: SpreadDays, estimate: bool) -> list[tuple[date, int, int]]:
+    last = FIRST + timedelta(days=len(days.counts) - 1)
+    with PageScheduler(slots=4, budget=8) as scheduler:
+        pager = Pager(days.fetch, scheduler.submit, Cursor(FIRST, 0), last, LIMIT, 8,
+                      day_end=days.end if estimate else None)  # fmt: skip
+        return [(p.day, p.offset, len(p.items)) for p in drive(iter(pager), scheduler)]
+
+
+def test_read_ahead_stops_near_the_estimated_end_of_the_day() -> None:
+    """A full page's last visit and the pace of its visits tell how many pages the day has
+    left: read-ahead goes no further than one page past that (8 in this lookahead else)."""
+    counts = [95, 200, 30]
+    wasted = {}
+    for estimate in (False, True):
+        days = SpreadDays(counts)
+        pages = read_spread(days, estimate)
+        assert [sum(p[2] for p in pages if p[0] == day) for day in days.counts] == counts
+        beyond = [(d, o) for d, o in days.requests if o >= days.counts[d] + LIMIT]
+        wasted[estimate] = len(beyond)
+    assert wasted[True] <= len(counts)  # at most one past each day's confirming page
+    assert wasted[False] > wasted[True]
+
+
+def test_a_rush_at_the_end_of_the_day_is_read_whole() -> None:
+    """An estimate is only an estimate: a day whose last hour holds most of its visits is
+    read to its end, every visit once, whatever the read-ahead guessed."""
+    days = SpreadDays([300], rush=250)
+    pages = read_spread(days, estimate=True)
+    assert sum(p[2] for p in pages) == 300
+    assert [p[1] for p in pages] == [LIMIT * k for k in range(len(pages))]
 
 
 def test_resume_inside_a_day_at_an_offset() -> None:

@@ -27,10 +27,14 @@ from that boundary like any resumed day.
 Read-ahead: the site's next request in order is always asked for (as NEEDED) before a page is
 handed over; with a lookahead above 1, further pages of a day that already gave a full page
 (READ_AHEAD: those already running when the short page ends the day are wasted, at most
-`lookahead - 1`) and the first pages of the
-following days (NEXT_DAY) are asked for too. The page scheduler (schedule.py) decides when
-each runs. Pages are yielded strictly in order, so checkpoints stay ordered per site; while
-the next one is not there the pager yields None, so one loop can serve many sites.
+`lookahead - 1`) and the first pages of the following days (NEXT_DAY) are asked for too.
+Read-ahead in a day stops at its estimated end: Live lists visits by ascending last action
+time, so the time from a full page's last visit to the day's end, at the rate that page
+covered, tells how many pages are left (only an estimate: the next page in order is always
+asked for, so a day that goes on is read to its end). The page scheduler (schedule.py)
+decides when each runs. Pages are yielded strictly in order, so checkpoints stay ordered per
+site; while the next one is not there the pager yields None, so one loop can serve many
+sites.
 """
 
 from __future__ import annotations
@@ -122,6 +126,7 @@ class Pager(Generic[T]):
         parse: Parse[T] | None = None,
         on_split: OnSplit | None = None,
         horizon: int | None = None,
+        day_end: Callable[[date], int] | None = None,
     ) -> None:
         self.fetch = fetch
         self.parse = parse
@@ -138,6 +143,8 @@ class Pager(Generic[T]):
         # follow: the day after last_day is read up to this second (see the module docstring).
         self.horizon = horizon
         self.final_day = last_day + timedelta(days=1) if horizon is not None else last_day
+        # The Unix second a day ends at (the site's midnight): how far read-ahead may go.
+        self.day_end = day_end
         self._tickets: dict[Request, Ticket[Batch[T]]] = {}
 
     def __iter__(self) -> Iterator[Page[T] | None]:
@@ -163,9 +170,9 @@ class Pager(Generic[T]):
             request = Request(day, None, self.limit, cursor.offset)
             boundary, seen = None, set()
         anchor = request
-        day_is_big = False
+        day_is_big, left = False, None  # left: the pages estimated after the last full one
         while True:
-            self._fill(request, day_is_big)
+            self._fill(request, day_is_big, left)
             try:
                 batch = yield from wait_for(self._tickets.pop(request))
             except PageTooHeavy as exc:
@@ -180,7 +187,8 @@ class Pager(Generic[T]):
             following = Request(day, request.after, self.limit, request.offset + request.limit)
             if more:
                 day_is_big = True
-                self._fill(following, day_is_big)  # asked for before handing over
+                left = self._pages_left(batch, day, horizon)
+                self._fill(following, day_is_big, left)  # asked for before handing over
             else:
                 self._drop_day(day)
                 if day < self.final_day:
@@ -304,21 +312,46 @@ class Pager(Generic[T]):
         seen.update(source.ids[i] for i in picked if source.stamps[i] == boundary)
         return [source.items[i] for i in picked], boundary, seen
 
-    def _fill(self, request: Request, day_is_big: bool) -> None:
+    def _pages_left(self, batch: Batch[T], day: date, horizon: int | None) -> int | None:
+        """How many pages the day still holds after this full one, estimated from its pace:
+        Live lists visits by ascending last action time, so the time left to the day's end
+        (or the horizon) at the rate this page covered tells the visits left. None: no
+        estimate (no last action times, or a page within one second)."""
+        if self.day_end is None or not batch.stamps:
+            return None
+        first, last = min(batch.stamps), max(batch.stamps)
+        if last <= first:
+            return None
+        end = self.day_end(day) if horizon is None else min(horizon, self.day_end(day))
+        visits_left = max(0, end - last) * len(batch.stamps) / (last - first)
+        return -int(-visits_left // self.limit)  # rounded up
+
+    def _fill(self, request: Request, day_is_big: bool, pages_left: int | None = None) -> None:
         """Asks for `request` (the site's next one in order) and, up to `lookahead` in all,
-        the next pages of a big day, then the first pages of the following days."""
+        the next pages of a big day (no more than `pages_left` beyond it: those past the
+        day's end would be wasted), then the first pages of the following days."""
         # Not NEEDED yet: it becomes so when the pager waits for it (wait_for promotes it), so
         # a site never has more than the one request it waits for past the scheduler's budget.
         wanted = [(request, Priority.READ_AHEAD, 0)]
         if day_is_big:
+            ahead = self.lookahead if pages_left is None else min(self.lookahead, pages_left + 1)
             wanted += [
                 (
                     Request(request.day, request.after, self.limit,
                             request.offset + request.limit + (k - 1) * self.limit),
                     Priority.READ_AHEAD, k,
                 )
-                for k in range(1, self.lookahead)
+                for k in range(1, ahead)
             ]  # fmt: skip
+            beyond = wanted[-1][0].offset
+            for key in [
+                key
+                for key in self._tickets
+                if key.day == request.day
+                and key.offset > beyond
+                and self._tickets[key].state == "queued"
+            ]:
+                self._tickets.pop(key).cancel()  # asked for ahead, now past the estimated end
         following, ahead = request.day + timedelta(days=1), 1
         while len(wanted) < self.lookahead and following <= self.final_day:
             wanted.append((Request(following, None, self.limit, 0), Priority.NEXT_DAY, ahead))
