@@ -27,6 +27,7 @@ from matomo_kafka.cli import (  # the commands
 )
 from matomo_kafka.cli.common import _redactor, app
 from matomo_kafka.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from matomo_kafka.ops.memory import limit_malloc_arenas
 
 __all__ = [
     "app", "audit", "check", "follow", "main", "reset", "run", "schema", "simulate", "status",
@@ -44,6 +45,7 @@ def _root(
 
 def main() -> None:
     """Entry point: unexpected exceptions become one redacted line, never a traceback."""
+    limit_malloc_arenas()  # before any thread allocates (ops/memory.py)
     try:
         app()
     except SystemExit:
