@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import glob
 import os
 import re
 import tempfile
@@ -217,13 +216,24 @@ class CheckpointStore:
         """Removes the temp files of interrupted atomic writes (never read: a write either
         renamed its temp file or left it). Only while holding the sites' locks, so no running
         write of another process can lose its file."""
-        removed = 0
+        prefixes: dict[Path, set[str]] = {}  # each directory listed once, not once a file
         for idsite in sites:
             for path in (self.boundary_path(idsite), self.marker_path(idsite),
                          self.date_path(idsite), self.offset_path(idsite)):  # fmt: skip
-                for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+                prefixes.setdefault(path.parent, set()).add(f".{path.name}.")
+        removed = 0
+        for directory, names in prefixes.items():
+            try:
+                entries = [entry.name for entry in os.scandir(directory)]
+            except OSError:
+                continue
+            for name in entries:
+                # "." + a checkpoint file's name + "." + mkstemp's random part + ".tmp"
+                if name.endswith(".tmp") and any(
+                    name[: i + 1] in names for i, c in enumerate(name[:-5]) if c == "."
+                ):
                     with contextlib.suppress(OSError):
-                        temp.unlink()
+                        (directory / name).unlink()
                         removed += 1
         return removed
 
