@@ -33,64 +33,22 @@ from pydantic import (
 )
 
 from matomo_kafka.config import kafka_properties
+from matomo_kafka.config.keys import (
+    ALL_KEYS,
+    CONF_FILE,
+    ENV_FILE,
+    SECRET_KEYS,
+    known_key,
+)
+from matomo_kafka.config.review import (
+    UnknownKey,
+    column_review,
+    config_warnings,
+    inline_comment,
+    salt_problems,
+    unknown_key_review,
+)
 from matomo_kafka.errors import ConfigError
-
-CONF_FILE = "wa7_conf.ini"
-ENV_FILE = "wa7.env"
-LOGGING_FILE = "logging.conf"
-
-#: Keys of the seed (producerMatomo), kept with their exact names.
-SEED_KEYS = (
-    "START_DATE",
-    "MATOMO_FILTER_LIMIT",
-    "FILE_PATH_LAST_OFFSET",
-    "FILE_PATH_FILTERDATE",
-    "COLONNE_ANNOMYSE",
-    "SALAGE",
-    "KAFKA_TOPIC",
-    "MATOMO_ID_SITE",
-    "MATOMO_API_URL",
-    "MATOMO_SPS_USER",
-    "MATOMO_SPS_MDP",
-    "MATOMO_API_TOKEN",
-    "KAFKA_SERVERS",
-    "CLUSTERID",
-    "KAFKA_USER",
-    "KAFKA_PASSWORD",
-)
-
-#: Keys added by matomo-kafka, in the seed's style.
-EXTRA_KEYS = (
-    "MATOMO_CA_BUNDLE",
-    "MATOMO_TIMEOUT",
-    "MATOMO_MAX_RETRIES",
-    "MATOMO_RETRY_BACKOFF",
-    "MATOMO_RETRY_MAX_WAIT",
-    "MATOMO_MAX_CONCURRENCY",
-    "MATOMO_MAX_REQUESTS_PER_MINUTE",
-    "KAFKA_SECURITY_PROTOCOL",
-    "KAFKA_SASL_MECHANISM",
-    "KAFKA_SSL_CA_LOCATION",
-    "KAFKA_COMPRESSION",
-    "KAFKA_LINGER_MS",
-    "KAFKA_DELIVERY_TIMEOUT_MS",
-    "KAFKA_CONNECT_TIMEOUT",
-    "MATOMO_STRICT_SITES",
-    "LOG_FORMAT",
-    "METRICS_TEXTFILE",
-    "METRICS_PUSHGATEWAY",
-    "DELIVERY",
-    "KAFKA_STATE_TOPIC",
-    "MATOMO_SETTLE_MINUTES",
-    "MATOMO_PAGING",
-    "MATOMO_RESCAN_DAYS",
-    "MATOMO_FOLLOW_INTERVAL",
-    "MATOMO_VISIT_LENGTH",
-    "MATOMO_HEALTH_PORT",
-)
-
-ALL_KEYS = SEED_KEYS + EXTRA_KEYS
-SECRET_KEYS = ("SALAGE", "MATOMO_SPS_MDP", "MATOMO_API_TOKEN", "KAFKA_PASSWORD")
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -114,6 +72,35 @@ def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+#: Characters that separate columns in other tools' lists: here a typo, never part of a name.
+_NOT_A_SEPARATOR = re.compile(r"[;|\t]")
+
+
+def parse_columns(value: Any) -> Any:
+    """COLONNE_ANNOMYSE: comma-separated, or one per line (an indented continuation line of
+    the ini, a newline in wa7.env); anything else is refused, since a column left out of
+    the list is sent in clear. A path goes inside objects and lists (actionDetails.url)."""
+    if not isinstance(value, str):
+        return value
+    columns: list[str] = []
+    for part in re.split(r"[,\n]", value):
+        column = part.strip()
+        if not column:
+            continue
+        bad = _NOT_A_SEPARATOR.search(column)
+        if bad is not None:
+            shown = {"\t": "a tab"}.get(bad.group(), repr(bad.group()))
+            raise ValueError(
+                f"{column!r} holds {shown}: separate columns with commas (or put one per "
+                "indented line)"
+            )
+        if any(not segment.strip() for segment in column.split(".")):
+            raise ValueError(f"{column!r} is not a column path (an empty name around a '.')")
+        if column not in columns:
+            columns.append(column)
+    return tuple(columns)
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -182,8 +169,8 @@ class Settings(BaseModel):
 
     @field_validator("COLONNE_ANNOMYSE", mode="before")
     @classmethod
-    def _comma_list(cls, value: Any) -> Any:
-        return () if value is None else _split_list(value)
+    def _columns(cls, value: Any) -> Any:
+        return () if value is None else parse_columns(value)
 
     @field_validator("MATOMO_ID_SITE", mode="wrap")
     @classmethod
@@ -350,7 +337,7 @@ class RawConfig:
 
     values: dict[str, str]
     sources: dict[str, str]
-    unknown_keys: list[str]
+    unknown_keys: list[UnknownKey]
     #: KAFKA_PRODUCER_* by librdkafka property (the highest layer wins, as for any key).
     producer: dict[str, ProducerProperty] = field(default_factory=dict)
     #: Problems of those keys (one property set twice in one place, a refused property).
@@ -368,7 +355,7 @@ class FileValues:
     """What one parm file sets for the known keys (names upper-cased) and KAFKA_PRODUCER_*."""
 
     values: dict[str, str]
-    unknown_keys: list[str] = field(default_factory=list)
+    unknown_keys: list[UnknownKey] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     ambiguous: frozenset[str] = frozenset()
     producer: dict[str, str] = field(default_factory=dict)
@@ -385,15 +372,7 @@ class LoadedConfig:
 #: Section given to the lines before any [section] header (or to a file without any):
 #: configparser needs a header, and no file can name a section this way.
 _TOP_SECTION = "\x00top of file"
-_INLINE_COMMENT = re.compile(r"\s([#;])")
 _KEY_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*[:=]")
-
-
-def known_key(name: str) -> str | None:
-    """The known key a file's name stands for: names are case-insensitive in the files
-    (configparser lower-cases them, and producerMatomo read its ini through it)."""
-    upper = name.strip().upper()
-    return upper if upper in ALL_KEYS else None
 
 
 def producer_key(name: str) -> str | None:
@@ -430,11 +409,11 @@ def _merge(path: Path, entries: list[tuple[str, str, str]]) -> FileValues:
     places (sections, spellings) is fine with one value, a problem with several: never
     guess which one the user meant. Values are never echoed (they may be secrets)."""
     found: dict[str, dict[str, str]] = {}
-    unknown: list[str] = []
+    unknown: list[UnknownKey] = []
     for place, name, value in entries:
         key = known_key(name) or producer_key(name)
         if key is None:
-            unknown.append(f"{path}: {name}")
+            unknown.append(UnknownKey(str(path), name))
         else:
             found.setdefault(key, {})[place] = _clean(key, value)
     values: dict[str, str] = {}
@@ -545,7 +524,7 @@ def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConf
     environ = os.environ if environ is None else environ
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
-    unknown: list[str] = []
+    unknown: list[UnknownKey] = []
     unreadable: list[str] = []
     problems: list[str] = []
     ambiguous: set[str] = set()
@@ -593,16 +572,6 @@ def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConf
     )
 
 
-def _inline_comment(key: str, raw: RawConfig) -> str | None:
-    """The comment mark (`#` or `;`) in a non-secret value of wa7_conf.ini that looks like an
-    inline comment, which configparser keeps as part of the value."""
-    source = raw.sources.get(key)
-    if key in SECRET_KEYS or source is None or Path(source).name != CONF_FILE:
-        return None
-    match = _INLINE_COMMENT.search(raw.values[key])
-    return match.group(1) if match else None
-
-
 def _format_errors(exc: ValidationError, raw: RawConfig) -> list[str]:
     lines: list[str] = []
     for error in exc.errors(include_input=False, include_url=False):
@@ -618,7 +587,7 @@ def _format_errors(exc: ValidationError, raw: RawConfig) -> list[str]:
         if loc in raw.values and raw.values[loc].strip() == "":
             lines.append(f"{loc}: is required but empty{where}")
             continue
-        mark = _inline_comment(loc, raw)
+        mark = inline_comment(loc, raw)
         if mark is not None:
             where = (
                 f" (from {raw.sources[loc]}; inline comments are not supported there: "
@@ -634,57 +603,11 @@ def _about(problem: str) -> set[str]:
     return set(problem.split(":", 1)[0].split("/"))
 
 
-#: Below this many bytes, an HMAC key can be searched for from the pseudonyms of values
-#: with few possibilities (the 2^32 IPv4 addresses): a warning, never a refusal, since a
-#: new salt changes every pseudonym.
-MIN_SALT_BYTES = 16
-
-#: Columns whose value Matomo repeats in another field: pseudonymising one alone leaks it.
-REPEATED_IN = {
-    "actionDetails.url": (
-        "actionDetails.subtitle",
-        "the URL of page views, downloads and outlinks",
-    ),
-}
-
-
-def config_warnings(settings: Settings, raw: RawConfig) -> list[str]:
-    """What is accepted but probably not what the user meant (never quoting a value)."""
-    warnings: list[str] = []
-    salt = settings.SALAGE.get_secret_value() if settings.SALAGE is not None else ""
-    if settings.COLONNE_ANNOMYSE and len(salt.encode()) < MIN_SALT_BYTES:
-        warnings.append(
-            f"SALAGE: shorter than {MIN_SALT_BYTES} bytes: pseudonyms of values with few "
-            "possibilities (IPv4 addresses, numeric ids) can be brute-forced with a short key; "
-            "a longer salt is safer but changes every pseudonym (this one is kept)"
-        )
-    columns = set(settings.COLONNE_ANNOMYSE)
-    for column, (twin, what) in REPEATED_IN.items():
-        if column in columns and twin not in columns:
-            warnings.append(
-                f"COLONNE_ANNOMYSE: pseudonymises {column} but not {twin}, which repeats {what} "
-                f"in clear: add {twin}"
-            )
-    for key in SECRET_KEYS:
-        source = raw.sources.get(key)
-        if source is not None and Path(source).name == CONF_FILE and _quoted(raw.values[key]):
-            warnings.append(
-                f"{key}: the quotes around its value in {source} are part of it (configparser "
-                "keeps them, as producerMatomo did)"
-            )
-    for key in ALL_KEYS:
-        mark = _inline_comment(key, raw) if key in raw.values else None
-        if mark is not None:
-            warnings.append(
-                f"{key}: its value in {raw.sources[key]} contains ' {mark}': inline comments "
-                "are not supported there, so that text is part of the value"
-            )
-    return warnings
-
-
 def load_config(parm_dir: Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:
     """Reads and validates everything; raises ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
     raw = collect(parm_dir, environ)
+    key_problems, key_warnings = unknown_key_review(raw.unknown_keys, environ)
     # An empty optional key means its default (the field's own, not another file's value);
     # an empty required one is kept, to be reported as such.
     values = {
@@ -700,10 +623,13 @@ def load_config(parm_dir: Path, environ: Mapping[str, str] | None = None) -> Loa
         errors = _format_errors(exc, raw)
         # An ambiguous key is missing from the values: its problem is already listed.
         errors = [line for line in errors if not _about(line) & raw.ambiguous]
-        raise ConfigError(raw.problems + errors + raw.producer_problems) from None
-    if raw.problems or raw.producer_problems:
-        raise ConfigError(raw.problems + raw.producer_problems)
-    return LoadedConfig(settings, config_warnings(settings, raw))
+        raise ConfigError(key_problems + raw.problems + errors + raw.producer_problems) from None
+    column_problems, column_warnings = column_review(settings.COLONNE_ANNOMYSE)
+    problems = key_problems + raw.problems + column_problems + salt_problems(settings)
+    if problems or raw.producer_problems:
+        raise ConfigError(problems + raw.producer_problems)
+    warnings = key_warnings + column_warnings + config_warnings(settings, raw)
+    return LoadedConfig(settings, warnings)
 
 
 def load_settings(parm_dir: Path, environ: Mapping[str, str] | None = None) -> Settings:
