@@ -238,3 +238,11 @@ def test_sasl_plain_over_plaintext_is_warned_about(tmp_path: Path) -> None:
         "every connection; use SASL_SSL (or SCRAM)"
     ]
     assert transport(tmp_path, 'KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT"\n') == []
+
+
+@pytest.mark.parametrize("name", ["SAML", "SALES", "KAFKA_TOPICS"])
+def test_a_name_merely_near_a_privacy_key_is_warned_about_not_refused(
+    tmp_path: Path, name: str
+) -> None:
+    loaded = load_config(write(tmp_path, SEED_INI + f"{name}: x\n"), environ={})
+    assert len(loaded.warnings) == 1 and loaded.warnings[0].startswith(f"{name}: unknown key")

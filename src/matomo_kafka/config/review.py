@@ -44,7 +44,7 @@ PLACEHOLDER_SALTS = frozenset(
 )
 
 #: How alike (difflib's ratio) an unknown name and a privacy key must be to be refused.
-PRIVACY_LIKENESS = 0.6
+PRIVACY_LIKENESS = 0.75
 #: Words that, in an unknown key's name, can only mean pseudonymisation or its key.
 PRIVACY_WORDS = ("ANONYM", "ANNOM", "ANONIM", "PSEUDO", "COLONNE", "COLUMN", "SALAGE", "SALT")
 #: In the process environment, only names this close to a privacy key are refused: the
