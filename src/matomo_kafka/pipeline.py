@@ -252,12 +252,15 @@ class Pipeline:
 
     def _report_columns(self, report: RunReport) -> None:
         """COLONNE_ANNOMYSE entries that matched nothing in the sites that sent visits."""
-        sent = {site.idsite for site in report.sites if site.visits}
-        used = [transform for idsite, transform in self.transforms.items() if idsite in sent]
-        unmatched = unmatched_columns(used, report.visits)
-        report.unmatched_columns = list(unmatched.values())
-        for spec, line in unmatched.items():
-            self._say(line, f"unmatched {spec}")
+        sent = [
+            (self.transforms[site.idsite], site.visits)
+            for site in report.sites
+            if site.idsite in self.transforms
+        ]
+        unmatched = unmatched_columns(sent)
+        report.unmatched_columns = [entry.line for entry in unmatched]
+        for entry in unmatched:
+            self._say(entry.line, f"unmatched {entry.spec} {entry.sites}")
 
     def _say(self, line: str, key: str | None = None) -> None:
         """Logs a warning about the user's files once (per `key`, else per line)."""

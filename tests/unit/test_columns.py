@@ -109,13 +109,26 @@ def test_entries_that_matched_nothing_are_reported_with_a_hint() -> None:
     for visit in json.loads((FIXTURES / "matomo-5.0.2/live_site1_2024-03-10_limit2_off0.json")
                             .read_bytes()):  # fmt: skip
         t.apply(visit)
-    lines = unmatched_columns([t], 2)
-    assert list(lines) == ["visitorID", "actionDetails.siteSearchKeyword", "ipAddress"]
-    assert lines["visitorID"] == (
+    lines = unmatched_columns([(t, 2)])
+    assert [entry.spec for entry in lines] == [
+        "visitorID", "actionDetails.siteSearchKeyword", "ipAddress"
+    ]  # fmt: skip
+    assert lines[0].line == (
         "COLONNE_ANNOMYSE: visitorID matched no field in the 2 visit(s) sent for site(s) 1, so "
-        "it pseudonymised nothing; did you mean visitorId?"
+        "it pseudonymised nothing there; did you mean visitorId?"
     )
-    assert unmatched_columns([t], 0) == {}
+    assert unmatched_columns([(t, 0)]) == []
+
+
+def test_an_entry_is_judged_per_site_since_dimension_names_are_per_site() -> None:
+    """`Email` is a dimension of site 1 only: site 2 named it otherwise, so its visits keep
+    the value in clear, and the end of the run must say so for site 2."""
+    one = SiteTransform.build(1, [Dimension(1, "Email", "visit")], {}, ["Email"], SALT)
+    two = SiteTransform.build(2, [Dimension(1, "E-mail", "visit")], {}, ["Email"], SALT)
+    one.apply({"idVisit": 1, "dimension1": "a@b.fr"})
+    two.apply({"idVisit": 2, "dimension1": "c@d.fr"})
+    lines = unmatched_columns([(one, 1), (two, 1)])
+    assert [(entry.spec, entry.sites) for entry in lines] == [("Email", (2,))]
 
 
 #: Columns a privacy-minded user lists, each with every field Matomo copies it into.
@@ -165,3 +178,29 @@ def test_no_listed_value_survives_anywhere_in_a_real_message(path: Path) -> None
         leaks = [value for value in raw_values(visit) if orjson.dumps(value).decode()[1:-1]
                  in text]  # fmt: skip
         assert leaks == [], (visit["idVisit"], leaks)
+
+
+def test_copies_are_found_url_encoded_and_page_scope_variables_in_actions() -> None:
+    t = transform("referrerKeyword", "customVariables")
+    out = t.apply(
+        {
+            "idVisit": 1,
+            "referrerKeyword": "jean dupont",
+            "referrerUrl": "https://www.google.com/search?q=jean+dupont",
+            "customVariables": {"1": {"customVariableValue1": "v"}},
+            "actionDetails": [
+                {"type": "goal", "referrerKeyword": "jean dupont"},
+                {"type": "action", "customVariables": {"2": {"customVariableValue2": "p"}}},
+            ],
+        }
+    )
+    assert out["referrerUrl"] == h("https://www.google.com/search?q=jean+dupont")
+    assert out["actionDetails"][0]["referrerKeyword"] == h("jean dupont")
+    assert out["actionDetails"][1]["customVariables"] == h({"2": {"customVariableValue2": "p"}})
+
+
+@pytest.mark.parametrize("actions", [3, True, "x", [1, "a", None], {"a": 1}])
+def test_odd_action_lists_are_left_alone_never_a_crash(actions: Any) -> None:
+    t = transform("visitIp", "actionDetails.url", "actionDetails.itemDetails.itemSKU")
+    out = t.apply({"idVisit": 1, "visitIp": "192.0.2.1", "actionDetails": actions})
+    assert out["visitIp"] == h("192.0.2.1")

@@ -54,7 +54,8 @@ def _columns(
     )
     for visit in visits:
         transform.apply(visit)
-    lines = list(transform.notes) + list(unmatched_columns([transform], len(visits)).values())
+    unmatched = unmatched_columns([(transform, len(visits))])
+    lines = list(transform.notes) + [entry.line for entry in unmatched]
     if lines:
         return "; ".join(line.removeprefix("COLONNE_ANNOMYSE: ") for line in lines), "warn"
     return f"every COLONNE_ANNOMYSE entry found in {len(visits)} visit(s) of {day}", "ok"

@@ -35,6 +35,9 @@ PLACEHOLDER_SALTS = frozenset(
         "a-long-random-secret-salt",
         "my-salt",
         "...",
+        "your-salt",
+        "salt-here",
+        "change-me-salt",
         "change-me",
         "changeme",
         "xxxxx",
@@ -49,7 +52,9 @@ PRIVACY_LIKENESS = 0.75
 PRIVACY_WORDS = ("ANONYM", "ANNOM", "ANONIM", "PSEUDO", "COLONNE", "COLUMN", "SALAGE", "SALT")
 #: In the process environment, only names this close to a privacy key are refused: the
 #: environment holds many variables of other programs (PYTHONHASHSEED...).
-ENVIRONMENT_LIKENESS = 0.8
+ENVIRONMENT_LIKENESS = 0.86
+#: ... and names holding one of these words, which no other program's variable uses.
+ENVIRONMENT_WORDS = ("ANONYM", "ANNOM", "ANONIM", "COLONNE", "SALAGE")
 
 _INLINE_COMMENT = re.compile(r"\s([#;])")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -90,9 +95,16 @@ class UnknownKey:
     name: str
 
 
+_KEY_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")
+
+
 def _shown(key: UnknownKey) -> str:
-    """The name as the user wrote it, as far as known: configparser lower-cases the ini's."""
+    """The name as the user wrote it (configparser lower-cases the ini's), unless it does not
+    look like a key: a secret broken onto a line of its own reads as a name, and only its
+    length is shown then."""
     name = key.name.strip()
+    if not _KEY_LIKE.match(name) or len(name) > 40 or ("_" not in name and len(name) > 12):
+        return f"a name of {len(name)} characters that is not a key"
     return name.upper() if Path(key.path).name == CONF_FILE else name
 
 
@@ -108,10 +120,10 @@ def privacy_near_miss(name: str, likeness: float = PRIVACY_LIKENESS) -> str | No
     best = max(PRIVACY_KEYS, key=lambda key: difflib.SequenceMatcher(None, upper, key).ratio())
     if difflib.SequenceMatcher(None, upper, best).ratio() >= likeness:
         return best
-    if likeness <= PRIVACY_LIKENESS:
-        for word in PRIVACY_WORDS:
-            if word in upper:
-                return "SALAGE" if word in ("SALAGE", "SALT") else "COLONNE_ANNOMYSE"
+    words = PRIVACY_WORDS if likeness <= PRIVACY_LIKENESS else ENVIRONMENT_WORDS
+    for word in words:
+        if word in upper:
+            return "SALAGE" if word in ("SALAGE", "SALT") else "COLONNE_ANNOMYSE"
     return None
 
 
@@ -138,7 +150,7 @@ def unknown_key_review(
             "parm.example/ and docs/configuration.md)"
         )
     for name in environ:
-        if name in ALL_KEYS:
+        if name in ALL_KEYS or len(name) < 6:
             continue
         meant = privacy_near_miss(name, ENVIRONMENT_LIKENESS)
         if meant is not None:
@@ -176,7 +188,8 @@ def column_review(columns: tuple[str, ...]) -> tuple[list[str], list[str]]:
             right = f"{ACTIONS}.{meant}" if inner else meant
             problems.append(
                 f"COLONNE_ANNOMYSE: {column} is not a Matomo field: did you mean {right}? "
-                "(Matomo's names are case-sensitive; as written it pseudonymises nothing)"
+                "(Matomo's names are case-sensitive; as written it pseudonymises nothing; for "
+                "a custom dimension of that name, write its dimensionN)"
             )
             continue
         if inner is None and head not in VISIT_FIELDS:
@@ -203,7 +216,8 @@ def salt_problems(settings: Settings) -> list[str]:
     """A published placeholder salt is refused when columns are pseudonymised with it."""
     if not settings.COLONNE_ANNOMYSE or settings.SALAGE is None:
         return []
-    if settings.SALAGE.get_secret_value().strip().lower() in PLACEHOLDER_SALTS:
+    salt = settings.SALAGE.get_secret_value().strip().strip("\"'<>[]{}").strip().lower()
+    if salt.replace("_", "-") in PLACEHOLDER_SALTS or len(set(salt)) <= 1:
         return [
             "SALAGE: is a placeholder published in examples: anyone can recompute pseudonyms "
             "made with it (an IP address comes back in a second); set a secret of your own in "
@@ -256,6 +270,13 @@ def transport_warnings(settings: Settings) -> list[str]:
             f"certificates (from {identity.source}): any certificate of the CA passes"
         )
     protocol = settings.kafka_security_protocol
+    brokers = [server.strip() for server in settings.KAFKA_SERVERS.split(",") if server.strip()]
+    remote = [broker for broker in brokers if not is_loopback(urlsplit(f"//{broker}").hostname)]
+    if protocol in ("PLAINTEXT", "SASL_PLAINTEXT") and remote:
+        warnings.append(
+            f"KAFKA_SECURITY_PROTOCOL: {protocol} to {remote[0]}: every visit crosses the "
+            "network unencrypted; use SSL or SASL_SSL"
+        )
     if protocol == "SASL_PLAINTEXT" and settings.KAFKA_SASL_MECHANISM == "PLAIN":
         warnings.append(
             "KAFKA_SASL_MECHANISM: PLAIN over SASL_PLAINTEXT sends KAFKA_PASSWORD in clear at "

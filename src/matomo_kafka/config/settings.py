@@ -15,12 +15,13 @@ import configparser
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -74,14 +75,19 @@ def _split_list(value: Any) -> Any:
     return value
 
 
-#: Characters that separate columns in other tools' lists: here a typo, never part of a name.
-_NOT_A_SEPARATOR = re.compile(r"[;|\t]")
+#: Characters that separate columns in other tools' lists, quote or bracket them: here a
+#: typo, never part of a name (a column the tool cannot read would be sent in clear).
+_NOT_IN_A_COLUMN = re.compile("[;|\t\"'\\[\\]{}()/*=:\uff0c\u3001\u200b-\u200f\u2060\ufeff]")
+_SPACE_AT_A_DOT = re.compile(r"\s\.|\.\s")
+#: Shown instead of an entry that may be a `key=secret` line indented by mistake.
+_MAY_BE_A_SECRET = "=:"
 
 
 def parse_columns(value: Any) -> Any:
     """COLONNE_ANNOMYSE: comma-separated, or one per line (an indented continuation line of
-    the ini, a newline in wa7.env); anything else is refused, since a column left out of
-    the list is sent in clear. A path goes inside objects and lists (actionDetails.url)."""
+    the ini, a newline in a quoted wa7.env value); anything else is refused, since a column
+    the tool misreads is sent in clear. A path goes inside objects and lists
+    (actionDetails.url). A custom dimension's name may hold spaces."""
     if not isinstance(value, str):
         return value
     columns: list[str] = []
@@ -89,15 +95,19 @@ def parse_columns(value: Any) -> Any:
         column = part.strip()
         if not column:
             continue
-        bad = _NOT_A_SEPARATOR.search(column)
-        if bad is not None:
-            shown = {"\t": "a tab"}.get(bad.group(), repr(bad.group()))
+        bad = _NOT_IN_A_COLUMN.search(column)
+        if bad is not None or not column.isprintable():
+            char = bad.group() if bad is not None else "an unprintable character"
+            shown = "an entry" if char in _MAY_BE_A_SECRET else repr(column)
+            what = {"\t": "a tab"}.get(char, repr(char) if len(char) == 1 else char)
             raise ValueError(
-                f"{column!r} holds {shown}: separate columns with commas (or put one per "
-                "indented line)"
+                f"{shown} holds {what}: separate columns with commas (or put one per "
+                "indented line), with no quotes or brackets"
             )
-        if any(not segment.strip() for segment in column.split(".")):
-            raise ValueError(f"{column!r} is not a column path (an empty name around a '.')")
+        if _SPACE_AT_A_DOT.search(column) or any(not seg.strip() for seg in column.split(".")):
+            raise ValueError(
+                f"{column!r} is not a column path (a name missing or spaced around a '.')"
+            )
         if column not in columns:
             columns.append(column)
     return tuple(columns)
@@ -348,6 +358,8 @@ class RawConfig:
     #: Keys whose value is ambiguous (already reported in `problems`): not validated, so
     #: they are never also reported as missing.
     ambiguous: frozenset[str] = frozenset()
+    #: COLONNE_ANNOMYSE's value and source before a higher layer replaced it.
+    replaced: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -479,7 +491,7 @@ def read_ini(path: Path) -> FileValues:
     for place, name, value in entries:
         for line in value.split("\n")[1:]:
             match = _KEY_LINE.match(line)
-            inner = known_key(match.group(1)) if match else None
+            inner = (known_key(match.group(1)) or producer_key(match.group(1))) if match else None
             if inner is not None:
                 # An indented line continues the previous value (configparser's multi-line
                 # values): a known key there was surely meant as a key of its own.
@@ -497,7 +509,25 @@ def read_env_file(path: Path) -> FileValues:
     """Reads wa7.env like python-dotenv (`KEY="value"` lines, `export` allowed, quotes and
     escapes as dotenv, a UTF-8 BOM skipped) without touching os.environ."""
     found = dotenv_values(path, interpolate=False, encoding="utf-8-sig")
-    return _merge(path, [(name, name, value) for name, value in found.items() if value is not None])
+    merged = _merge(
+        path, [(name, name, value) for name, value in found.items() if value is not None]
+    )
+    return replace(merged, problems=merged.problems + _env_lines_dropped(path))
+
+
+def _env_lines_dropped(path: Path) -> list[str]:
+    """Lines python-dotenv drops without a word: no `=` (an indented list continued on the
+    next line, as the ini allows, would lose its columns) or unparsable. Named by line only:
+    such a line may be part of a secret."""
+    problems = []
+    with path.open(encoding="utf-8-sig") as stream:
+        for binding in parse_stream(stream):
+            if binding.error or (binding.key is not None and binding.value is None):
+                problems.append(
+                    f"{path}: line {binding.original.line} is not KEY=value (wa7.env has no "
+                    "continuation lines: keep a list on one line, or quote it across lines)"
+                )
+    return problems
 
 
 def _take_producer_keys(
@@ -519,6 +549,22 @@ def _take_producer_keys(
         into[name] = ProducerProperty(name, key, SecretStr(value), source)
 
 
+#: Keys whose replacement by a higher layer (wa7.env over the ini, the environment over
+#: both) is said at start: a template rendering an empty value would turn pseudonymisation off.
+_WATCHED = ("COLONNE_ANNOMYSE",)
+
+
+def _note_replaced(
+    values: Mapping[str, str],
+    sources: Mapping[str, str],
+    layer: Mapping[str, str],
+    replaced: dict[str, tuple[str, str]],
+) -> None:
+    for key in _WATCHED:
+        if key in layer and key in values and layer[key] != values[key]:
+            replaced[key] = (values[key], sources[key])
+
+
 def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConfig:
     """Merges ini < env file < environment for the known keys and KAFKA_PRODUCER_*."""
     environ = os.environ if environ is None else environ
@@ -530,6 +576,7 @@ def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConf
     ambiguous: set[str] = set()
     producer: dict[str, ProducerProperty] = {}
     producer_problems: list[str] = []
+    replaced: dict[str, tuple[str, str]] = {}
     if not parm_dir.is_dir():
         raise ConfigError([f"parm directory {parm_dir} does not exist (use --parm-dir)"])
     for name, reader in ((CONF_FILE, read_ini), (ENV_FILE, read_env_file)):
@@ -544,12 +591,15 @@ def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConf
         except (UnicodeDecodeError, OSError) as exc:
             unreadable.append(f"{path}: cannot be read ({type(exc).__name__})")
             continue
+        _note_replaced(values, sources, found.values, replaced)
         values.update(found.values)
         sources.update(dict.fromkeys(found.values, str(path)))
         unknown.extend(found.unknown_keys)
         problems.extend(found.problems)
         ambiguous.update(found.ambiguous)
         _take_producer_keys(found.producer, str(path), producer, producer_problems)
+    from_environ = {key: environ[key] for key in ALL_KEYS if key in environ}
+    _note_replaced(values, sources, from_environ, replaced)
     for key in ALL_KEYS:
         if key in environ:
             values[key] = environ[key]
@@ -569,6 +619,7 @@ def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConf
         producer_problems=producer_problems,
         problems=problems,
         ambiguous=frozenset(ambiguous - set(values)),
+        replaced=replaced,
     )
 
 
@@ -628,8 +679,28 @@ def load_config(parm_dir: Path, environ: Mapping[str, str] | None = None) -> Loa
     problems = key_problems + raw.problems + column_problems + salt_problems(settings)
     if problems or raw.producer_problems:
         raise ConfigError(problems + raw.producer_problems)
-    warnings = key_warnings + column_warnings + config_warnings(settings, raw)
-    return LoadedConfig(settings, warnings)
+    warnings = key_warnings + _dropped_columns(settings, raw) + column_warnings
+    return LoadedConfig(settings, warnings + config_warnings(settings, raw))
+
+
+def _dropped_columns(settings: Settings, raw: RawConfig) -> list[str]:
+    """Columns a lower layer listed that a higher one (blank included) no longer lists."""
+    if "COLONNE_ANNOMYSE" not in raw.replaced:
+        return []
+    old_value, old_source = raw.replaced["COLONNE_ANNOMYSE"]
+    try:
+        old = parse_columns(old_value)
+    except ValueError:
+        return []
+    dropped = [column for column in old if column not in settings.COLONNE_ANNOMYSE]
+    if not dropped:
+        return []
+    source = raw.sources.get("COLONNE_ANNOMYSE", "a higher layer")
+    return [
+        f"COLONNE_ANNOMYSE: {source} replaces the list of {old_source}, so "
+        f"{', '.join(dropped)} {'is' if len(dropped) == 1 else 'are'} no longer pseudonymised"
+        f"{' (the value there is empty: nothing is)' if not settings.COLONNE_ANNOMYSE else ''}"
+    ]
 
 
 def load_settings(parm_dir: Path, environ: Mapping[str, str] | None = None) -> Settings:

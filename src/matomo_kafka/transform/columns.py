@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from matomo_kafka.transform.pseudonymise import KeyedHash, value_text
 
@@ -56,7 +57,9 @@ VISIT_TWINS: dict[str, tuple[str, ...]] = {
 
 #: Visit fields Matomo copies, under the same name, into actions (Goals' VisitorDetails
 #: gives each goal conversion its referrer): listed for the visit, they are for the actions.
-VISIT_FIELDS_IN_ACTIONS = frozenset({"referrerName", "referrerKeyword", "referrerType"})
+VISIT_FIELDS_IN_ACTIONS = frozenset(
+    {"referrerName", "referrerKeyword", "referrerType", "customVariables"}
+)  # customVariables: page-scope ones are in each action, under the same name
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,8 @@ def texts_at(node: Any, path: tuple[str, ...]) -> list[str]:
 
 def cover_twin(record: dict[str, Any], twin: str, texts: list[str], keyed: KeyedHash) -> None:
     """The twin field of a record: the field's pseudonym where it is the same value, its own
-    pseudonym where it contains one of the values among other text."""
+    pseudonym where it contains one of the values among other text, as written or
+    URL-encoded (a search keyword in the referrer URL's query)."""
     value = record.get(twin)
     if not isinstance(value, str) or not value:
         return
@@ -131,7 +135,7 @@ def cover_twin(record: dict[str, Any], twin: str, texts: list[str], keyed: Keyed
         if value == text:
             record[twin] = keyed.of_text(text)
             return
-    if any(text in value for text in texts):
+    if any(form in value for text in texts for form in (text, quote(text), quote_plus(text))):
         record[twin] = keyed.of_text(value)
 
 

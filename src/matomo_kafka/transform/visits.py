@@ -16,7 +16,7 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -207,9 +207,10 @@ class SiteTransform:
         for column in self.columns:
             if column.spec not in self.matched and reaches(visit, column.path):
                 self.matched.add(column.spec)
+        actions = visit.get(ACTIONS)
         if len(self.sample_fields) < 1000:
             self.sample_fields.update(visit)
-            for action in visit.get(ACTIONS) or ():
+            for action in actions if isinstance(actions, list) else ():
                 if isinstance(action, dict):
                     self.sample_fields.update(f"{ACTIONS}.{name}" for name in action)
 
@@ -218,26 +219,39 @@ class SiteTransform:
         return [column.spec for column in self.columns if column.spec not in self.matched]
 
 
-def unmatched_columns(transforms: Iterable[SiteTransform], visits: int) -> dict[str, str]:
-    """Entry -> one line, per COLONNE_ANNOMYSE entry that reached no field of any visit the given
-    transforms made (the sites that sent visits): a typo, a separator, a renamed dimension,
-    a scope left out. Said at the end of a run (a site's first visits may lack a field)."""
-    transforms = list(transforms)
-    if not transforms or visits <= 0:
-        return {}
-    fields = set().union(*(transform.sample_fields for transform in transforms))
-    lines: dict[str, str] = {}
-    for column in transforms[0].columns:
-        if any(column.spec in transform.matched for transform in transforms):
+class Unmatched(NamedTuple):
+    """A COLONNE_ANNOMYSE entry that reached no field of the visits some sites sent."""
+
+    spec: str
+    sites: tuple[int, ...]
+    line: str
+
+
+def unmatched_columns(sent: Iterable[tuple[SiteTransform, int]]) -> list[Unmatched]:
+    """One line for each COLONNE_ANNOMYSE entry that reached no field of the visits
+    a site sent, given (transform, visits sent) per site: a typo, a separator, a dimension
+    renamed or named otherwise on that site, a scope left out. Judged per site, since
+    dimension names are per site. Said at the end of a run (a day's first visits may lack a
+    field that later ones have)."""
+    sent = [(transform, visits) for transform, visits in sent if visits > 0]
+    if not sent:
+        return []
+    fields = set().union(*(transform.sample_fields for transform, _ in sent))
+    lines: list[Unmatched] = []
+    for column in sent[0][0].columns:
+        missed = [(t, visits) for t, visits in sent if column.spec not in t.matched]
+        if not missed:
             continue
         like = [name for name in fields if name.lower() == column.spec.lower()]
         like = like or difflib.get_close_matches(column.spec, fields, n=1, cutoff=0.75)
         hint = f"; did you mean {like[0]}?" if like else ""
-        sites = ",".join(str(transform.idsite) for transform in transforms)
-        lines[column.spec] = (
+        sites = tuple(transform.idsite for transform, _ in missed)
+        visits = sum(count for _, count in missed)
+        line = (
             f"COLONNE_ANNOMYSE: {column.spec} matched no field in the {visits} visit(s) sent "
-            f"for site(s) {sites}, so it pseudonymised nothing{hint}"
+            f"for site(s) {','.join(map(str, sites))}, so it pseudonymised nothing there{hint}"
         )
+        lines.append(Unmatched(column.spec, sites, line))
     return lines
 
 
