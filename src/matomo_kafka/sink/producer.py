@@ -291,25 +291,38 @@ class TransactionalSink:
         """Sends pages of visits (each with its headers) and the checkpoint record (if any: a
         re-scan moves no checkpoint) in one transaction and commits it."""
         producer = self._producer
+        committing = False
         try:
             producer.begin_transaction()
-            produce, topic = producer.produce, self.topic
+            topic = self.topic
             for messages, headers in pages:
                 for message in messages:
-                    while True:
-                        try:
-                            produce(topic, value=message.value, key=message.key, headers=headers)
-                            break
-                        except BufferError:
-                            producer.poll(0.01)  # local queue full: let acks drain it
-            if state_key is not None:
-                producer.produce(self.state_topic, value=state_value, key=state_key)
+                    self._produce(topic, message.value, message.key, headers)
+            if state_key is not None:  # the local queue may be full for it too
+                self._produce(self.state_topic, state_value, state_key, None)
+            committing = True
             self._commit()
         except KafkaException as exc:
-            self._fail(exc)
+            self._fail(exc, committing)
+
+    def _produce(
+        self, topic: str, value: bytes | None, key: bytes, headers: Headers | None
+    ) -> None:
+        """Queues one record of the transaction, waiting while the local queue is full."""
+        producer = self._producer
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, headers=headers)
+                return
+            except BufferError:
+                producer.poll(0.01)  # local queue full: let acks drain it
+
+    #: Seconds a commit is retried past the transaction timeout (a retriable error, such as
+    #: librdkafka's own timeout, while the commit goes on in the background).
+    commit_grace = 30.0
 
     def _commit(self) -> None:
-        deadline = time.monotonic() + self.timeout + 30
+        deadline = time.monotonic() + self.timeout + self.commit_grace
         while True:
             try:
                 self._producer.commit_transaction(max(1.0, deadline - time.monotonic()))
@@ -320,7 +333,12 @@ class TransactionalSink:
                 if not retriable or time.monotonic() >= deadline:
                     raise
 
-    def _fail(self, exc: KafkaException) -> NoReturn:
+    def _fail(self, exc: KafkaException, committing: bool = False) -> NoReturn:
+        """Raises what the failure means for the transaction. `committing`: the commit was
+        asked for, and a retriable error (a timeout) leaves its outcome unknown: librdkafka
+        goes on committing in the background and refuses an abort meanwhile. Whichever way it
+        ends, the next start of the site fences this producer (its transaction is completed
+        or aborted by Kafka) and resumes from the state topic's last committed checkpoint."""
         error = _error_of(exc)
         reason = _describe(exc)
         if self.fenced(error):
@@ -333,6 +351,18 @@ class TransactionalSink:
             raise KafkaDeliveryError(
                 f"Kafka: fatal producer error on site {self.idsite}: {reason}; its transaction "
                 "in flight is never committed (rerun resumes from the last committed page)"
+            ) from None
+        if (
+            committing
+            and error is not None
+            and error.retriable()
+            and not error.txn_requires_abort()
+        ):
+            raise KafkaDeliveryError(
+                f"Kafka did not confirm the commit of site {self.idsite}'s transaction within "
+                f"{self.timeout + self.commit_grace:.0f}s ({reason}): outcome unknown, Kafka "
+                "may still commit it; the rerun resumes from the state topic's last committed "
+                "checkpoint, which says whether it did: nothing lost, nothing sent twice"
             ) from None
         aborted = self.abort()
         outcome = (
