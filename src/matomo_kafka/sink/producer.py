@@ -107,28 +107,58 @@ class KafkaSink:
         self.bootstrap = str(config.get("bootstrap.servers", ""))
         self.connect_timeout = connect_timeout
         self.delivery_timeout = float(config.get("message.timeout.ms", 120_000)) / 1000
-        self._hopeless: str | None = None
-        self._producer = Producer({**config, "error_cb": self._on_error, "logger": librdkafka_log})
+        self._hopeless: str | None = None  # a refusal reported by librdkafka (error_cb)
+        self._fatal: str | None = None  # a fatal error: this producer is unusable for good
+        self._config = {**config, "error_cb": self._on_error, "logger": librdkafka_log}
+        self._start()
+
+    def _start(self) -> None:
+        self._producer = Producer(self._config)
         self._closed = threading.Event()
-        self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
+        self._poller = threading.Thread(
+            target=self._poll_loop, args=(self._producer, self._closed), name="kafka-poll",
+            daemon=True,
+        )  # fmt: skip
         self._poller.start()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KafkaSink:
         return cls(producer_config(settings), settings.KAFKA_TOPIC, settings.KAFKA_CONNECT_TIMEOUT)
 
-    def _poll_loop(self) -> None:
-        while not self._closed.is_set():
-            self._producer.poll(0.05)
+    @staticmethod
+    def _poll_loop(producer: Producer, closed: threading.Event) -> None:
+        """Serves one producer's callbacks until it is closed (its own, if rebuilt)."""
+        while not closed.is_set():
+            producer.poll(0.05)
 
     def _on_error(self, error: KafkaError) -> None:
         text = error.str()
         log.debug("Kafka error callback: %s", text)  # librdkafka's own log line says it
+        if error.fatal():
+            self._fatal = text
         if error.code() in _HOPELESS or error.fatal() or kafka_dead_end(text):
             self._hopeless = text
 
+    def recover(self) -> None:
+        """Before each cycle of `follow` (by `check_topic`), which keeps one sink for the
+        service's life: a refusal reported during an earlier cycle is forgotten, else a
+        transient one (a broker restarting its TLS or SASL listener) would fail every later
+        page whose acks take over 0.25 s while the broker is healthy again; if it still
+        holds, librdkafka reports it again and `check_topic` fails with it. A producer that
+        hit a fatal error is unusable by librdkafka's design (every later produce fails): it
+        is rebuilt, with the same configuration. Nothing is in flight between cycles."""
+        if self._fatal is not None:
+            log.warning("Kafka producer rebuilt after a fatal error: %s", self._fatal)
+            self._stop(flush=0.0)
+            self._fatal = None
+            self._start()
+        self._hopeless = None
+
     def check_topic(self) -> int:
-        """Fails fast, before reading Matomo, when Kafka or the topic is out of reach."""
+        """Fails fast, before reading Matomo, when Kafka or the topic is out of reach. Called
+        before a run and before each cycle of `follow`: what an earlier cycle's client met is
+        left behind first (`recover`)."""
+        self.recover()
         deadline = time.monotonic() + self.connect_timeout
         while True:
             try:
@@ -212,11 +242,20 @@ class KafkaSink:
         exit, where its threads' log and error callbacks can crash a finalizing interpreter
         (error_cb makes a cycle with this sink, which the CLI's gc.freeze() keeps; a TLS
         refusal test saw exit -11 after the right error line)."""
+        self._stop(flush=timeout)
+
+    def _stop(self, flush: float) -> None:
+        """Flushes for up to `flush` seconds (0: drops what is queued), stops the poller,
+        drops the producer."""
         producer = getattr(self, "_producer", None)
         if producer is None:
             return  # closed already
         try:
-            producer.flush(timeout)
+            if flush > 0:
+                producer.flush(flush)
+            else:
+                with contextlib.suppress(KafkaException, RuntimeError):
+                    producer.purge()
         finally:
             self._closed.set()
             self._poller.join(timeout=2)
