@@ -3,6 +3,7 @@ horizon's closed days in UTC and Europe/Paris (winter, summer, DST days)."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -182,3 +183,15 @@ def test_the_stale_bound_covers_a_request_through_its_retries() -> None:
     assert stale_after(settings) == 6 * (120 + 60) + 120 + 30  # the defaults: 20.5 min
     slow = Settings.model_validate({**REQUIRED, "MATOMO_FOLLOW_INTERVAL": 3600})
     assert stale_after(slow) == 7200
+
+
+def test_a_scrape_during_a_forget_does_not_fail() -> None:
+    """/metrics is served on its own thread: a scrape that took a site's lag gauge just
+    before the cycle forgot the site read a missing value and failed (KeyError)."""
+    now = datetime(2024, 3, 5, 12, tzinfo=UTC)
+    metrics = FollowMetrics(lambda: now)
+    site = SiteReport(7, status="done", visits=1, newest=int(now.timestamp()) - 60)
+    metrics.cycle_done(now, RunReport([site]), 0.2, "ok")
+    lag_of_7 = metrics._lag  # what the gauge a scrape holds calls
+    metrics.forget(7)
+    assert math.isnan(lag_of_7(7))

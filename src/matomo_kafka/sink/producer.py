@@ -166,8 +166,9 @@ class KafkaSink:
                 break
             except KafkaException as exc:
                 time.sleep(0.1)  # lets the poller serve error_cb: an auth failure shows there
-                if self._hopeless is not None:
-                    raise KafkaDeliveryError(kafka_refusal(self._hopeless)) from None
+                hopeless = self._hopeless  # one read: the poll thread writes it
+                if hopeless is not None:
+                    raise KafkaDeliveryError(kafka_refusal(hopeless)) from None
                 if time.monotonic() >= deadline:
                     detail = exc.args[0].str() if exc.args else str(exc)
                     raise KafkaDeliveryError(
@@ -213,9 +214,10 @@ class KafkaSink:
         """Blocks until every message of the page is acknowledged; raises if any is not."""
         deadline = time.monotonic() + self.delivery_timeout + 30
         while not ack.done.wait(0.25):
-            if self._hopeless is not None:
+            hopeless = self._hopeless  # one read: the poll thread writes it
+            if hopeless is not None:
                 self.abort()
-                raise KafkaDeliveryError(f"Kafka refused the client: {self._hopeless}")
+                raise KafkaDeliveryError(f"Kafka refused the client: {hopeless}")
             if time.monotonic() > deadline:
                 self.abort()
                 raise KafkaDeliveryError(
