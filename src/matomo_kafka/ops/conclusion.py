@@ -38,6 +38,7 @@ def conclude(
     record.matomo_retries = retries
     record.matomo_concurrency_lowest = report.pace_lowest
     record.matomo_concurrency_last = report.pace_last
+    record.matomo_concurrency_max = settings.MATOMO_MAX_CONCURRENCY
     fatal = startup or report.fatal
     failed = report.failed
     if fatal is not None:
