@@ -265,9 +265,10 @@ class Follower:
 
     def _settled_until(self, margin: timedelta) -> datetime:
         """This cycle's horizon from the local clock checked against Matomo's (clock_skew.py);
-        before Matomo's first answer, its version is asked for its clock (a refusal is raised:
-        the cycle does not repeat the request)."""
-        if self.matomo.matomo_now() is None:
+        at the first cycle, before any answer of Matomo, its version is asked for its clock (a
+        refusal is raised: the cycle does not repeat the request; an answer without a Date
+        header leaves the local clock alone, and is not asked again)."""
+        if self.cycles == 1 and self.matomo.matomo_now() is None:
             self.matomo.version()
             self._observe_clocks(margin)
         return self.skew.settled_until(self.clock(), margin)
