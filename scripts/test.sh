@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything and runs the whole test suite: ruff, mypy, then pytest against the real
 # local Kafka broker (started here, stopped at the end if this script started it) and the
-# Matomo simulator over real HTTP. Extra arguments go to pytest.
+# Matomo simulator over real HTTP. Debian's prometheus, prometheus-node-exporter and
+# prometheus-pushgateway packages are installed with apt-get when missing (promtool tests the
+# alert rules; a real Prometheus evaluates them): root or passwordless sudo needed then.
+# Extra arguments go to pytest.
 set -euo pipefail
 repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -16,6 +19,9 @@ echo "== ruff"
 .venv/bin/ruff format --check src tests bench
 echo "== mypy"
 .venv/bin/mypy
+
+echo "== prometheus"
+bash scripts/prometheus-tools.sh install
 
 echo "== kafka"
 started_here=0

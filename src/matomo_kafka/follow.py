@@ -26,9 +26,10 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from matomo_kafka.clock import Clock
+from matomo_kafka.clock_skew import SkewWatch
 from matomo_kafka.config.kafka_clients import transaction_timeout_ms
 from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import (
@@ -180,6 +181,7 @@ class Follower:
         self.rescanned: dict[int, date] = {}  # Horizon.rescanned, kept across cycles
         self.said: set[str] = set()  # warnings about parm/ said once per process
         self.cycles = 0
+        self.skew = SkewWatch(60.0 * settings.MATOMO_SETTLE_MINUTES)
 
     def run(self) -> MatomoKafkaError | None:
         """Cycles until a signal (None: exit 0) or a failure no retry can fix (returned: the
@@ -278,18 +280,38 @@ class Follower:
         self.health.cycle_started()
         try:
             self.sink.check_topic()
+            horizon = Horizon(self._settled_until(margin), self.rescanned)
             pipeline = Pipeline(self.settings, self.matomo, self.sink, self.store, None,
                                 self.stop, _Progress(self.health), clock=self.clock,
                                 horizon=horizon, said=self.said)  # fmt: skip
             if self.cycles == 1:  # the lines a run prints once, once
                 pipeline.once_level = logging.INFO
             report = pipeline.run(sites)
-        except MatomoKafkaError as exc:  # before the pipeline started (the topic)
+            self._observe_clocks(margin)
+        except MatomoKafkaError as exc:  # before the pipeline started (the topic, Matomo's clock)
             report = RunReport([SiteReport(idsite, "skipped") for idsite in sites], fatal=exc)
         cycle = Cycle(self.cycles, horizon, report, time.monotonic() - started)
         self._disabled(report)
         self._account(cycle)
         return cycle
+
+    def _settled_until(self, margin: timedelta) -> datetime:
+        """This cycle's horizon from the local clock checked against Matomo's (clock_skew.py);
+        at the first cycle, before any answer of Matomo, its version is asked for its clock (a
+        refusal is raised: the cycle does not repeat the request; an answer without a Date
+        header leaves the local clock alone, and is not asked again)."""
+        if self.cycles == 1 and self.matomo.matomo_now() is None:
+            self.matomo.version()
+            self._observe_clocks(margin)
+        return self.skew.settled_until(self.clock(), margin)
+
+    def _observe_clocks(self, margin: timedelta) -> None:
+        """Matomo's clock (its latest answer's Date) against ours, now: the skew and its metric."""
+        matomo = self.matomo.matomo_now()
+        if matomo is not None:
+            self.skew.observe(self.clock(), matomo, margin)
+            if self.skew.skew is not None:
+                self.metrics.clock_skew(self.skew.skew)
 
     def _disabled(self, report: RunReport) -> None:
         """Sites whose visitor log is disabled are skipped, as by `run`; said once each."""

@@ -140,6 +140,7 @@ def _serve(
     a failure no retry can fix (returned)."""
     health = Health(stale_after(settings))
     metrics = FollowMetrics(clock, textfile)
+    metrics.watch(lambda: health.ready()[0], matomo.gate)
     server = None
     if settings.MATOMO_HEALTH_PORT is not None:
         server = HealthServer(health, metrics.registry, settings.MATOMO_HEALTH_PORT).start()

@@ -39,6 +39,7 @@ def conclude(
     record.warnings = list(report.unmatched_columns)
     record.matomo_concurrency_lowest = report.pace_lowest
     record.matomo_concurrency_last = report.pace_last
+    record.matomo_concurrency_max = settings.MATOMO_MAX_CONCURRENCY
     fatal = startup or report.fatal
     failed = report.failed
     if fatal is not None:

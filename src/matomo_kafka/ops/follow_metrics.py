@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
 
 from matomo_kafka.clock import Clock
 from matomo_kafka.model import RunReport
+from matomo_kafka.source.client import RequestGate
 
 log = logging.getLogger(__name__)
+
+#: Error kinds the alert rules watch (deploy/prometheus/): their series exist from the start
+#: at 0, so that the first error is an increase.
+ALERTED_KINDS = ("KafkaDeliveryError", "FencedError")
 
 #: Cycle durations worth telling apart: a quiet cycle takes well under a second.
 CYCLE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -65,6 +71,34 @@ class FollowMetrics:
             "matomo_kafka_follow_site_errors", "Failed sites by error kind (exception class).",
             ["kind"], registry=registry,
         )  # fmt: skip
+        for kind in ALERTED_KINDS:
+            self.errors.labels(kind)
+        self.skew = Gauge(
+            "matomo_kafka_follow_matomo_clock_skew_seconds",
+            "This host's clock minus Matomo's (the Date header of its answers): positive when "
+            "this host is ahead.", registry=registry,
+        )  # fmt: skip
+        self.ready = Gauge(
+            "matomo_kafka_follow_ready", "1 while /readyz answers 200, else 0.", registry=registry
+        )
+        self.in_flight = Gauge(
+            "matomo_kafka_follow_matomo_requests_in_flight",
+            "Matomo requests in flight now (at most MATOMO_MAX_CONCURRENCY).", registry=registry,
+        )  # fmt: skip
+        self.max_concurrency = Gauge(
+            "matomo_kafka_follow_matomo_max_concurrency", "MATOMO_MAX_CONCURRENCY.",
+            registry=registry,
+        )  # fmt: skip
+
+    def watch(self, ready: Callable[[], bool], gate: RequestGate) -> None:
+        """matomo_kafka_follow_ready follows `ready` (the health endpoint's), the requests in
+        flight follow `gate`: both read when scraped or written."""
+        self.ready.set_function(lambda: 1.0 if ready() else 0.0)
+        self.in_flight.set_function(lambda: gate.in_flight)
+        self.max_concurrency.set(gate.max_in_flight)
+
+    def clock_skew(self, seconds: float) -> None:
+        self.skew.set(seconds)
 
     def cycle_done(
         self, horizon: datetime, report: RunReport, seconds: float, outcome: str

@@ -88,7 +88,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "matomo_kafka_run_matomo_retries": ("Matomo requests retried by the last run.", ()),
     "matomo_kafka_run_matomo_concurrency": (
         "Matomo requests in flight the last run allowed itself (under MATOMO_MAX_CONCURRENCY): "
-        "the lowest it backed off to, and the level at its end.",
+        "the lowest it backed off to, the level at its end, and MATOMO_MAX_CONCURRENCY (max).",
         ("which",),
     ),
     "matomo_kafka_run_duration_seconds": ("Duration of the last run.", ()),
@@ -134,8 +134,10 @@ def _site_metrics(record: RunRecord, success: dict[int, float], put: Put) -> Non
             put("matomo_kafka_days_behind", site.days_behind, label)
         if site.error_kind and site.outcome not in ("done", "skipped"):
             kinds[site.error_kind] = kinds.get(site.error_kind, 0) + 1
-    if record.error_kind and not any(site.error_kind == record.error_kind for site in record.sites):
-        kinds[record.error_kind] = kinds.get(record.error_kind, 0) + 1
+    # The run's own error (a refused token, Kafka...), unless a failed site counted it: sites
+    # merely skipped because of it do not count.
+    if record.error_kind and record.error_kind not in kinds:
+        kinds[record.error_kind] = 1
     for kind, count in sorted(kinds.items()):
         put("matomo_kafka_run_errors", count, kind)
     for idsite, moment in sorted(success.items()):
@@ -146,6 +148,7 @@ def _run_metrics(record: RunRecord, put: Put) -> None:
     for which, level in (
         ("lowest", record.matomo_concurrency_lowest),
         ("last", record.matomo_concurrency_last),
+        ("max", record.matomo_concurrency_max),
     ):
         if level is not None:
             put("matomo_kafka_run_matomo_concurrency", level, which)

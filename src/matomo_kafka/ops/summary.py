@@ -99,6 +99,8 @@ class RunRecord:
     #: a struggling server) and at the end; None when no site was read.
     matomo_concurrency_lowest: int | None = None
     matomo_concurrency_last: int | None = None
+    #: MATOMO_MAX_CONCURRENCY, what the two above are measured against (metrics only).
+    matomo_concurrency_max: int | None = None
     exit_code: int = EXIT_OK
     error: str | None = None
     error_kind: str | None = None

@@ -569,6 +569,12 @@ class MatomoSimulator:
             self._states.clear()  # grown visits show their new action from its time on
             self._version += 1
 
+    def http_time(self) -> float:
+        """The time of the `Date` header: the clock (the system's without one) plus
+        `date_skew_s`, Matomo's own clock being off."""
+        now = self._now
+        return (time.time() if now is None else now) + self.config.date_skew_s
+
     def advance(self, seconds: float) -> float:
         """Moves the clock forward by `seconds`; returns the new time."""
         if self._now is None:

@@ -269,6 +269,10 @@ class SimConfig:
     #: or before it, today's included, and `date=today` is its day in the site's timezone;
     #: MatomoSimulator.set_now moves it (tests of `follow`).
     now: float | None = None
+    #: Seconds Matomo's own clock is ahead of the simulated time (negative: behind), as the
+    #: `Date` header of every answer shows it (that time is the clock's, or the system's
+    #: without one): tests of `follow` against a Matomo whose clock is off.
+    date_skew_s: float = 0.0
 
     def __post_init__(self) -> None:
         ids = [s.idsite for s in self.sites]
@@ -305,6 +309,7 @@ class SimConfig:
             page_limit_kind=str(d.get("page_limit_kind", "memory")),
             matomo_version=str(d.get("matomo_version", MATOMO_VERSION)),
             now=None if d.get("now") is None else float(d["now"]),
+            date_skew_s=float(d.get("date_skew_s", 0.0)),
         )
 
     def live_cost_s(self, visits: int) -> float:

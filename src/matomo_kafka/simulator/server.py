@@ -33,6 +33,8 @@ class Served(Protocol):
 
     def log_request(self, entry: dict[str, Any]) -> None: ...
 
+    def http_time(self) -> float: ...
+
     def tls_refused(self, reason: str) -> None: ...
 
 
@@ -113,6 +115,11 @@ class _Handler(BaseHTTPRequestHandler):
             super().finish()
         finally:
             self.server.track(self.connection, False)
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header: the simulator's clock, as a real Matomo sends its own."""
+        return super().date_time_string(self.server.sim.http_time() if timestamp is None
+                                        else timestamp)  # fmt: skip
 
     def version_string(self) -> str:
         return self.server_version

@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -105,6 +106,8 @@ class RequestGate:
         self._interval = 60.0 / per_minute if per_minute else 0.0
         self._next_start = 0.0
         self._lock = threading.Lock()
+        self.max_in_flight = max(1, max_in_flight)
+        self.in_flight = 0  # requests holding a slot now (follow's metrics read it)
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -116,7 +119,13 @@ class RequestGate:
                     self._next_start = start + self._interval
                 if start > now:
                     time.sleep(start - now)
-            yield
+            with self._lock:
+                self.in_flight += 1
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
 
 
 class _WaitRetryAfterOrBackoff:
@@ -143,6 +152,17 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
         return float(value)
     except ValueError:
         return None  # an HTTP-date: fall back to our own backoff
+
+
+def _http_date(value: str | None) -> datetime | None:
+    """An HTTP `Date` header as an aware UTC instant; None when absent or invalid."""
+    if not value:
+        return None
+    try:
+        stamp = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
 
 def _site_id(params: dict[str, Any]) -> str:
@@ -210,6 +230,8 @@ class MatomoClient:
         self.on_strain: Callable[[str], None] | None = None
         self._stats_lock = threading.Lock()
         self._closed = False
+        #: Matomo's clock: the `Date` header of its latest answer, and time.monotonic() then.
+        self._matomo_clock: tuple[datetime, float] | None = None
         self._http = httpx.Client(
             auth=httpx.BasicAuth(*gateway_auth) if gateway_auth else None,
             # A context, not the path: httpx deprecated verify=<path>. Only that CA is trusted.
@@ -298,6 +320,9 @@ class MatomoClient:
                 content = response.content
         except (httpx.HTTPError, httpx.InvalidURL, RuntimeError) as exc:
             raise self._request_failed(where, exc) from None
+        stamp = _http_date(response.headers.get("Date"))
+        if stamp is not None:
+            self._matomo_clock = (stamp, time.monotonic())
         status = response.status_code
         if status in (401, 403) and "WWW-Authenticate" in response.headers:
             raise self._gateway_refused(where, status)  # a challenge: Matomo sends none
@@ -353,6 +378,15 @@ class MatomoClient:
                 f"({exc})"
             )
         return MatomoError(f"{where}: the request failed ({name}: {exc})")
+
+    def matomo_now(self) -> datetime | None:
+        """Matomo's clock now, from the `Date` header of its latest answer (None: none yet):
+        `follow` checks its own against it."""
+        seen = self._matomo_clock
+        if seen is None:
+            return None
+        stamp, at = seen
+        return stamp + timedelta(seconds=time.monotonic() - at)
 
     def _strain(self, error: TransientMatomoError) -> TransientMatomoError:
         """Tells the pace (if any) that Matomo struggles; returns the error to raise."""
