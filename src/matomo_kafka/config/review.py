@@ -217,7 +217,7 @@ def salt_problems(settings: Settings) -> list[str]:
     if not settings.COLONNE_ANNOMYSE or settings.SALAGE is None:
         return []
     salt = settings.SALAGE.get_secret_value().strip().strip("\"'<>[]{}").strip().lower()
-    if salt.replace("_", "-") in PLACEHOLDER_SALTS or len(set(salt)) <= 1:
+    if salt.replace("_", "-") in PLACEHOLDER_SALTS or (len(salt) >= 3 and not salt.strip("x*.#")):
         return [
             "SALAGE: is a placeholder published in examples: anyone can recompute pseudonyms "
             "made with it (an IP address comes back in a second); set a secret of your own in "
