@@ -121,6 +121,13 @@ class FencedError(KafkaDeliveryError):
     exit_code = EXIT_LOCKED
 
 
+class TopicChangedError(MatomoKafkaError):
+    """The topic's id is not the one the checkpoints were written against (deleted and created
+    again): its history is gone, so nothing is sent until the operator decides (exit 2)."""
+
+    exit_code = EXIT_CONFIG
+
+
 class KafkaReadError(MatomoKafkaError):
     """The topic could not be read back to its end (`audit`)."""
 

@@ -37,6 +37,7 @@ from matomo_kafka.errors import (
     LockedError,
     MatomoAuthError,
     MatomoKafkaError,
+    TopicChangedError,
 )
 from matomo_kafka.model import DISABLED, RunReport, SiteReport
 from matomo_kafka.ops.follow_metrics import FollowMetrics
@@ -46,6 +47,7 @@ from matomo_kafka.sink.producer import KafkaSink
 from matomo_kafka.source.client import MatomoClient
 from matomo_kafka.source.sites import Shard, resolve_all_sites, skip_disabled_sites
 from matomo_kafka.state.checkpoint_files import CheckpointLock, CheckpointStore
+from matomo_kafka.state.topic_id import check_topic_id, read_topic_id
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 3600.0
 
 #: Failures a retry cannot fix: the service stops with their exit code.
-FINAL = (MatomoAuthError, ConfigError, LockedError, FencedError)
+FINAL = (MatomoAuthError, ConfigError, LockedError, FencedError, TopicChangedError)
 
 
 def backoff(interval: float, failures: int) -> float:
@@ -150,6 +152,8 @@ class Follower:
         self.interval = settings.MATOMO_FOLLOW_INTERVAL
         self.rescanned: dict[int, date] = {}  # Horizon.rescanned, kept across cycles
         self.cycles = 0
+        # --accept-new-topic: the first cycle records a new topic id instead of refusing it.
+        self.accept_new_topic = False
 
     def run(self) -> MatomoKafkaError | None:
         """Cycles until a signal (None: exit 0) or a failure no retry can fix (returned: the
@@ -247,6 +251,9 @@ class Follower:
         started = time.monotonic()
         try:
             self.sink.check_topic()
+            check_topic_id(self.settings.FILE_PATH_FILTERDATE, self.settings.KAFKA_TOPIC,
+                           read_topic_id(self.settings), self.accept_new_topic)  # fmt: skip
+            self.accept_new_topic = False  # recorded: later cycles compare with it
             pipeline = Pipeline(self.settings, self.matomo, self.sink, self.store, None,
                                 self.stop, clock=self.clock, horizon=horizon)  # fmt: skip
             if self.cycles == 1:  # the lines a run prints once, once

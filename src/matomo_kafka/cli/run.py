@@ -14,6 +14,7 @@ from rich.table import Table
 
 from matomo_kafka import __version__
 from matomo_kafka.cli.common import (
+    AcceptNewTopic,
     Failure,
     ParmDir,
     Quiet,
@@ -48,6 +49,7 @@ from matomo_kafka.sink.producer import KafkaSink
 from matomo_kafka.source.client import MatomoClient
 from matomo_kafka.source.days import days_behind
 from matomo_kafka.state.checkpoint_files import CheckpointStore
+from matomo_kafka.state.topic_id import check_topic_id, read_topic_id
 
 SummaryFile = Annotated[
     Path | None,
@@ -66,6 +68,7 @@ def run(
     sites: Sites = None,
     shard: Shard = None,
     summary_file: SummaryFile = None,
+    accept_new_topic: AcceptNewTopic = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -75,7 +78,7 @@ def run(
              EXIT_CONFIG)  # fmt: skip
     record = RunRecord(version=__version__)
     try:
-        _run(record, parm_dir, run_date, sites, shard, verbose, quiet)
+        _run(record, parm_dir, run_date, sites, shard, verbose, quiet, accept_new_topic)
     except Failure as exc:
         record.fail(exc.exit_code, exc.message)
         _write_summary(summary_file, record)
@@ -112,6 +115,7 @@ def _run(
     shard: str | None,
     verbose: bool,
     quiet: bool,
+    accept_new_topic: bool = False,
 ) -> None:
     day = record.run_date = parse_run_date(run_date)
     shard_spec = parse_shard_option(shard)
@@ -143,7 +147,7 @@ def _run(
         try:
             with store.lock(site_ids):
                 report, startup = _extract(settings, matomo, store, day, stop, site_ids, quiet,
-                                           clock)  # fmt: skip
+                                           clock, accept_new_topic)  # fmt: skip
                 conclude(record, report, startup, settings, store, matomo.retries_done, _redactor)
         except MatomoKafkaError as exc:  # the lock (exit 3) or its file
             fail(str(exc), exc.exit_code)
@@ -169,12 +173,15 @@ def _extract(
     site_ids: tuple[int, ...],
     quiet: bool,
     clock: Clock,
+    accept_new_topic: bool = False,
 ) -> tuple[RunReport, MatomoKafkaError | None]:
     """Runs the pipeline; a failure before it starts (Kafka, topic) comes back as `startup`."""
     try:
         sink = KafkaSink.from_settings(settings)
         try:
             sink.check_topic()
+            check_topic_id(settings.FILE_PATH_FILTERDATE, settings.KAFKA_TOPIC,
+                           read_topic_id(settings), accept_new_topic)  # fmt: skip
             json_logs = settings.LOG_FORMAT == "json"
             with progress_observer(quiet=quiet, json_logs=json_logs) as observer:
                 pipeline = Pipeline(settings, matomo, sink, store, day, stop, observer=observer,

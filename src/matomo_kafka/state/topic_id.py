@@ -1,0 +1,120 @@
+"""The id of the topic the checkpoints were written against, remembered beside them.
+
+Kafka gives every topic a unique id (a UUID) when it is created: a topic deleted and created
+again under the same name gets a new one, and the history it held is gone. The checkpoints
+only say how far each site got, so a run resuming from them on a recreated topic would exit 0
+and the history would be missing without a word (`audit` alone would show it).
+
+So the id is kept in `<FILE_PATH_FILTERDATE>topic.<KAFKA_TOPIC>.id` (one line, the id as
+librdkafka prints it) and compared before every run and every `follow` cycle:
+- no file (a first run, or checkpoint files written by a version that did not keep it): the
+  topic's id is recorded and the run goes on: upgrading loses nothing and asks nothing;
+- the same id: the run goes on;
+- another id: the run refuses (TopicChangedError, exit 2) before reading Matomo, until the
+  operator decides: re-send the history (`reset` the sites to START_DATE, then run with
+  `--accept-new-topic`) or accept the loss (run with `--accept-new-topic`), which records the
+  new id (docs/operations.md, troubleshooting: topic not usable).
+A broker that gives no id (before Kafka 2.8) or will not describe the topic is warned about
+once a run, and the run goes on as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from confluent_kafka import KafkaException, TopicCollection
+from confluent_kafka.admin import AdminClient
+
+from matomo_kafka.config.kafka_clients import client_config
+from matomo_kafka.config.settings import Settings
+from matomo_kafka.errors import CheckpointError, TopicChangedError
+from matomo_kafka.state.checkpoint_files import _write_atomic
+
+log = logging.getLogger(__name__)
+
+#: librdkafka prints a topic id as base64 (22 characters); Kafka's tools as base64url.
+_ID_RE = re.compile(r"^[A-Za-z0-9+/_-]{16,64}={0,2}$")
+#: Kafka's "no id" (a broker before 2.8): all zeros.
+_NO_ID = {"AAAAAAAAAAAAAAAAAAAAAA", ""}
+
+
+def topic_id_path(filterdate_prefix: str, topic: str) -> Path:
+    """Beside the checkpoint files, one per topic name: `<FILE_PATH_FILTERDATE>topic.<name>.id`."""
+    return Path(f"{filterdate_prefix}topic.{topic}.id")
+
+
+def read_topic_id(settings: Settings) -> str | None:
+    """The topic's id from the broker, or None (said in a warning) when it gives none."""
+    timeout = float(settings.KAFKA_CONNECT_TIMEOUT)
+    admin = AdminClient(client_config(settings, "admin"))
+    try:
+        futures = admin.describe_topics(
+            TopicCollection([settings.KAFKA_TOPIC]), request_timeout=timeout
+        )
+        description = futures[settings.KAFKA_TOPIC].result(timeout=timeout + 5)
+    except (KafkaException, TimeoutError) as exc:
+        detail = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+        log.warning("Kafka topic %s: cannot read its topic id (%s): not compared with the "
+                    "one the checkpoints were written against", settings.KAFKA_TOPIC,
+                    detail)  # fmt: skip
+        return None
+    topic_id = str(getattr(description, "topic_id", "") or "")
+    if topic_id in _NO_ID:
+        log.warning(
+            "Kafka topic %s has no topic id (a broker before Kafka 2.8): not compared with the "
+            "one the checkpoints were written against", settings.KAFKA_TOPIC,
+        )  # fmt: skip
+        return None
+    return topic_id
+
+
+def check_topic_id(
+    filterdate_prefix: str, topic: str, current: str | None, accept_new: bool = False
+) -> None:
+    """Compares the topic's id with the one recorded beside the checkpoints (see above):
+    records it when none is, or when `accept_new`; TopicChangedError when it changed."""
+    if current is None:
+        return
+    path = topic_id_path(filterdate_prefix, topic)
+    recorded = _read_recorded(path)
+    if recorded == current:
+        return
+    if recorded is not None and not accept_new:
+        raise TopicChangedError(
+            f"Kafka topic {topic!r} is not the topic the checkpoints were written against: its "
+            f"id is {current}, {path} holds {recorded} (deleted and created again?), so what "
+            "was sent before is not in it; to re-send it, `reset` each site to START_DATE, "
+            "then run with --accept-new-topic; to go on from the checkpoints without it, run "
+            "with --accept-new-topic (docs/operations.md: topic not usable)"
+        )
+    try:
+        _write_atomic(path, current)
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot write the topic id file {path}: {exc.strerror or exc}"
+        ) from None
+    if recorded is None:
+        log.info("Kafka topic %s: id %s recorded in %s", topic, current, path)
+    else:
+        log.warning("Kafka topic %s: new id %s accepted (--accept-new-topic), was %s; recorded "
+                    "in %s", topic, current, recorded, path)  # fmt: skip
+
+
+def _read_recorded(path: Path) -> str | None:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"topic id file {path} cannot be read ({type(exc).__name__}); fix its rights, or "
+            "delete it (the next run records the topic's id again)"
+        ) from None
+    if not _ID_RE.match(text):
+        raise CheckpointError(
+            f"topic id file {path} does not hold a Kafka topic id; delete it (the next run "
+            "records the topic's id again)"
+        )
+    return text
