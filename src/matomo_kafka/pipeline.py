@@ -44,6 +44,7 @@ from matomo_kafka.errors import (
     MatomoError,
     MatomoKafkaError,
     MatomoResponseError,
+    OffsetBeyondDay,
     SiteAccessError,
     Stopped,
     TransformError,
@@ -446,13 +447,38 @@ class Pipeline:
             "" if self.horizon is None else f", then up to {self.horizon.at:%Y-%m-%d %H:%M:%S}Z",
         )  # fmt: skip
         self.observer.site_started(site, cursor.day)
-        yield from self._pager(run, transform, cursor, last_day)
+        # A run says it each time; follow at its first cycle (once_level: INFO only then).
+        ahead = cursor.day > last_day + timedelta(days=1)
+        if ahead and (self.horizon is None or self.once_level == logging.INFO):
+            log.warning(
+                "site %d: its checkpoint is at %s, after the day after the last closed day "
+                "(%s): nothing to read; the days before %s are never read unless the "
+                "checkpoint is moved back (matomo-kafka reset --site %d --date <day>)",
+                idsite, cursor.day, last_day, cursor.day, idsite,
+            )  # fmt: skip
+        try:
+            yield from self._pager(run, transform, cursor, last_day)
+        except OffsetBeyondDay as exc:
+            raise CheckpointError(
+                f"checkpoint {self._checkpoint_name(idsite)} holds offset {exc.offset} for "
+                f"{exc.day}, more visits than Matomo lists for that day (the visits at "
+                f"{exc.offset} and just before are not there): fix it (0 re-sends the whole "
+                f"day) or `matomo-kafka reset --site {idsite} --date {exc.day}`; nothing was "
+                "sent for the site"
+            ) from None
         days = self.settings.MATOMO_RESCAN_DAYS
         if self.sent_log is not None and days and self._rescan_due(idsite, run_start):
             day = max(run_start - timedelta(days=days), self.settings.START_DATE)
             while day < run_start and day <= last_day:
                 yield from self._pager(run, transform, Cursor(day, 0), day, rescan=True)
                 day += timedelta(days=1)
+
+    def _checkpoint_name(self, idsite: int) -> str:
+        """Where the site's offset is kept, as an operator would look for it."""
+        path = self.store.offset_path(idsite)
+        if self.settings.exactly_once:
+            return f"of site {idsite} (state topic {self.settings.state_topic}, files {path})"
+        return str(path)
 
     def _rescan_due(self, idsite: int, run_start: date) -> bool:
         """A run re-scans every time; `follow` once per site and start day (the first cycle,
