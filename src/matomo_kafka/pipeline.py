@@ -167,6 +167,16 @@ class _SiteRun:
         return self.report.idsite
 
 
+def not_viewable(idsite: int, named_by: str = "MATOMO_ID_SITE") -> SiteAccessError:
+    """A site missing from Matomo's list for the token (unknown, or not viewable): the same
+    line for `run`, `follow` and `check`, naming where the site was asked for."""
+    return SiteAccessError(
+        f"MATOMO_API_TOKEN cannot view site {idsite}: give the token view access to it in "
+        f"Matomo, or remove site {idsite} from {named_by} (Matomo lists no such site in "
+        "SitesManager.getSitesWithAtLeastViewAccess)"
+    )
+
+
 class Pipeline:
     """Moves every closed day of every configured site from Matomo to Kafka (see above)."""
 
@@ -209,6 +219,8 @@ class Pipeline:
         self._chunks: list[list[int]] = []
         self._chunk_of: dict[int, int] = {}
         self._chunk_tickets: dict[int, Ticket[dict[int, SiteMetadata]]] = {}
+        #: Where the sites came from, for the line that says to remove one (`run --sites`).
+        self.sites_named_by = "MATOMO_ID_SITE"
 
     def run(self, sites: tuple[int, ...]) -> RunReport:
         report = RunReport(sites=[SiteReport(idsite) for idsite in sites])
@@ -506,13 +518,8 @@ class Pipeline:
             self._chunk_tickets[index] = ticket
         return ticket
 
-    @staticmethod
-    def _not_viewable(idsite: int) -> SiteAccessError:
-        return SiteAccessError(
-            f"MATOMO_API_TOKEN cannot view site {idsite}: give the token view access to it "
-            f"in Matomo, or remove site {idsite} from MATOMO_ID_SITE (Matomo lists no such "
-            "site in SitesManager.getSitesWithAtLeastViewAccess)"
-        )
+    def _not_viewable(self, idsite: int) -> SiteAccessError:
+        return not_viewable(idsite, self.sites_named_by)
 
     def prepare_site(self, idsite: int, metadata: SiteMetadata) -> tuple[SiteTransform, date]:
         """What transforming a site's visits needs, and its last closed day (in its timezone,

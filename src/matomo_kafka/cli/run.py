@@ -126,6 +126,7 @@ def _run(
     record.clusterid, record.topic = settings.CLUSTERID, settings.KAFKA_TOPIC
     selection = parse_sites(sites, settings)
     record.site_selection = selection if selection == "all" else ",".join(map(str, selection))
+    named_by = "MATOMO_ID_SITE" if sites is None else "--sites"
     stop = threading.Event()
     stop_on_signals(stop, "exit 130")
     store = checkpoint_store(settings)
@@ -147,7 +148,7 @@ def _run(
         try:
             with store.lock(site_ids):
                 report, startup = _extract(settings, matomo, store, day, stop, site_ids, quiet,
-                                           clock, accept_new_topic)  # fmt: skip
+                                           clock, accept_new_topic, named_by)  # fmt: skip
                 conclude(record, report, startup, settings, store, matomo.retries_done, _redactor)
         except MatomoKafkaError as exc:  # the lock (exit 3) or its file
             fail(str(exc), exc.exit_code)
@@ -174,6 +175,7 @@ def _extract(
     quiet: bool,
     clock: Clock,
     accept_new_topic: bool = False,
+    sites_named_by: str = "MATOMO_ID_SITE",
 ) -> tuple[RunReport, MatomoKafkaError | None]:
     """Runs the pipeline; a failure before it starts (Kafka, topic) comes back as `startup`."""
     try:
@@ -186,6 +188,7 @@ def _extract(
             with progress_observer(quiet=quiet, json_logs=json_logs) as observer:
                 pipeline = Pipeline(settings, matomo, sink, store, day, stop, observer=observer,
                                     clock=clock)  # fmt: skip
+                pipeline.sites_named_by = sites_named_by
                 # What exists now (modules, settings, clients) lasts the whole run: frozen out
                 # of the cyclic GC, whose full collections then walk only what the run makes
                 # (they walked every module's objects, 1-2 us a visit).

@@ -82,13 +82,7 @@ def check_topic_id(
     if recorded == current:
         return
     if recorded is not None and not accept_new:
-        raise TopicChangedError(
-            f"Kafka topic {topic!r} is not the topic the checkpoints were written against: its "
-            f"id is {current}, {path} holds {recorded} (deleted and created again?), so what "
-            "was sent before is not in it; to re-send it, `reset` each site to START_DATE, "
-            "then run with --accept-new-topic; to go on from the checkpoints without it, run "
-            "with --accept-new-topic (docs/operations.md: topic not usable)"
-        )
+        raise topic_changed(topic, path, recorded, current)
     try:
         _write_atomic(path, current)
     except OSError as exc:
@@ -100,6 +94,22 @@ def check_topic_id(
     else:
         log.warning("Kafka topic %s: new id %s accepted (--accept-new-topic), was %s; recorded "
                     "in %s", topic, current, recorded, path)  # fmt: skip
+
+
+def topic_changed(topic: str, path: Path, recorded: str, current: str) -> TopicChangedError:
+    """The one line of a changed topic id: what happened and the two ways on."""
+    return TopicChangedError(
+        f"Kafka topic {topic!r} is not the topic the checkpoints were written against: its "
+        f"id is {current}, {path} holds {recorded} (deleted and created again?), so what "
+        "was sent before is not in it; to re-send it, `reset` each site to START_DATE, "
+        "then run with --accept-new-topic; to go on from the checkpoints without it, run "
+        "with --accept-new-topic (docs/operations.md: topic not usable)"
+    )
+
+
+def recorded_topic_id(filterdate_prefix: str, topic: str) -> str | None:
+    """The id recorded beside the checkpoints, if any (`check` compares without writing)."""
+    return _read_recorded(topic_id_path(filterdate_prefix, topic))
 
 
 def _read_recorded(path: Path) -> str | None:
