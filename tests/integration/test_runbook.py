@@ -30,7 +30,9 @@ from matomo_kafka.state.topic_id import topic_id_path
 from support import reliability as rel
 from support.certs import Certs
 from support.cli import CLI_OUTPUTS, CliResult, clean_env, cli_command, run_cli
-from support.kafka import BOOTSTRAP, create_topic, delete_topic, read_topic, recreate_topic
+from support.deploy import VENV_BIN
+from support.deploy import run as deploy_run
+from support.kafka import BOOTSTRAP, REPO, create_topic, delete_topic, read_topic, recreate_topic
 from support.parm import TOKEN, base_values, write_parm
 from support.runs import LIMIT, RUN_DATE, cursor, expected_keys, store, two_sites
 
@@ -165,6 +167,8 @@ def test_runbook_token_cannot_view_site(tmp_path: Path, sim: MatomoSimulator, to
     unknown = ops.run("--sites", "1,99")
     assert unknown.code == 1
     assert "remove site 99 from --sites" in unknown.stderr, unknown.output
+    assert not (tmp_path / "data" / "filterdate99.lock").exists(), "no lock file left behind"
+    assert (tmp_path / "data" / "filterdate1.lock").exists()
     check = ops("check", "--sites", "99")
     assert check.code == 1 and "remove site 99 from --sites" in flat(check.stdout), check.output
     # The fix: take 2 out of MATOMO_ID_SITE (or give the token access).
@@ -205,6 +209,7 @@ def test_runbook_page_too_heavy(tmp_path: Path, sim: MatomoSimulator, topic: str
     assert ops.sent() == ops.everything((1,))
 
 
+@pytest.mark.slow  # a broker of its own, started twice (~30 s)
 def test_runbook_kafka_failed_to_deliver(
     tmp_path: Path, sim: MatomoSimulator, kafka_bootstrap: str
 ) -> None:
@@ -483,13 +488,11 @@ def test_runbook_rotating_the_salt(tmp_path: Path, sim: MatomoSimulator, topic: 
     assert ops.run().code == 0
     records = read_topic(topic)
     assert Counter(r.key for r in records) == ops.everything((1,)) + ops.everything((1,))
-    after = {r.key: json.loads(r.value) for r in records[len(before) :] if r.key in before}
     latest: dict[str, Any] = {}
     for record in records:
         latest[record.key] = json.loads(record.value)
     changed = [key for key in before if latest[key]["visitorId"] != before[key]["visitorId"]]
     assert changed == list(before), "every visit re-sent under the new salt's pseudonyms"
-    del after
 
 
 def test_runbook_created_topic_is_recorded_once(tmp_path: Path, sim: MatomoSimulator) -> None:
@@ -503,3 +506,21 @@ def test_runbook_created_topic_is_recorded_once(tmp_path: Path, sim: MatomoSimul
         assert topic_id_path(str(tmp_path / "data" / "filterdate"), topic).exists()
     finally:
         delete_topic(BOOTSTRAP, topic)
+
+
+def test_runbook_exit_4_launcher_cannot_create_the_venv(
+    tmp_path: Path, sim: MatomoSimulator, topic: str
+) -> None:
+    """The Control-M launcher: a virtual environment it cannot create is exit 4 (check
+    Python, the network, the rights on the host); fixed, the job runs."""
+    ops = Ops(tmp_path, sim, topic)
+    launcher = REPO / "shell" / "DDWA7AJA0_KFK.KSH"
+    broken = clean_env(PARM_DIR=str(ops.parm), MATOMO_KAFKA_VENV="/proc/no-venv-here")
+    result = deploy_run(["sh", str(launcher), "20240306"], broken)  # output kept for the scan
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "cannot create the virtual environment (exit 4)" in result.stdout + result.stderr
+    assert ops.sent() == Counter() and cursor(tmp_path, 1) is None
+    fixed = clean_env(PARM_DIR=str(ops.parm), MATOMO_KAFKA_VENV=str(VENV_BIN.parent))
+    rerun = deploy_run(["sh", str(launcher), "20240306"], fixed)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert ops.sent() == ops.everything()

@@ -150,6 +150,7 @@ def _run(
                 report, startup = _extract(settings, matomo, store, day, stop, site_ids, quiet,
                                            clock, accept_new_topic, named_by)  # fmt: skip
                 conclude(record, report, startup, settings, store, matomo.retries_done, _redactor)
+                _forget_unknown_sites(store, report)
         except MatomoKafkaError as exc:  # the lock (exit 3) or its file
             fail(str(exc), exc.exit_code)
     if startup is not None:
@@ -163,6 +164,20 @@ def _run(
             print(f"matomo-kafka: site {site.idsite}: {_redactor(site.error or '')}",
                   file=sys.stderr)  # fmt: skip
         fail(f"{len(failed)} of {len(report.sites)} site(s) failed", EXIT_FAILED)
+
+
+def _forget_unknown_sites(store: CheckpointStore, report: RunReport) -> None:
+    """A site Matomo does not list (a typo in --sites, a deleted site) that never had a
+    checkpoint leaves no lock file behind. Removed while still held: another run that opened
+    it meanwhile fails to lock it (exit 3) and the next one creates it again."""
+    for site in report.sites:
+        if site.error_kind != "SiteAccessError" or site.cursor is not None:
+            continue
+        idsite = site.idsite
+        state = (store.date_path(idsite), store.offset_path(idsite), store.marker_path(idsite),
+                 store.boundary_path(idsite))  # fmt: skip
+        if not any(path.exists() for path in state):
+            store.lock_path(idsite).unlink(missing_ok=True)
 
 
 def _extract(
