@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
@@ -30,6 +31,7 @@ from confluent_kafka.admin import AdminClient
 from matomo_kafka.config.kafka_clients import client_config
 from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import CheckpointError, TopicChangedError
+from matomo_kafka.sink.producer import librdkafka_log
 from matomo_kafka.state.checkpoint_files import _write_atomic
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,9 @@ def topic_id_path(filterdate_prefix: str, topic: str) -> Path:
 def read_topic_id(settings: Settings) -> str | None:
     """The topic's id from the broker, or None (said in a warning) when it gives none."""
     timeout = float(settings.KAFKA_CONNECT_TIMEOUT)
-    admin = AdminClient(client_config(settings, "admin"))
+    # librdkafka's own lines go through the run's logging (redacted, once each), not stderr.
+    config: dict[str, Any] = {**client_config(settings, "admin"), "logger": librdkafka_log}
+    admin = AdminClient(config)
     try:
         futures = admin.describe_topics(
             TopicCollection([settings.KAFKA_TOPIC]), request_timeout=timeout
