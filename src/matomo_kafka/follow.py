@@ -47,7 +47,7 @@ from matomo_kafka.sink.producer import KafkaSink
 from matomo_kafka.source.client import MatomoClient
 from matomo_kafka.source.sites import Shard, resolve_all_sites, skip_disabled_sites
 from matomo_kafka.state.checkpoint_files import CheckpointLock, CheckpointStore
-from matomo_kafka.state.topic_id import check_topic_id, read_topic_id
+from matomo_kafka.state.topic_id import TopicGuard
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,8 @@ class Follower:
         self.interval = settings.MATOMO_FOLLOW_INTERVAL
         self.rescanned: dict[int, date] = {}  # Horizon.rescanned, kept across cycles
         self.cycles = 0
-        # --accept-new-topic: the first cycle records a new topic id instead of refusing it.
-        self.accept_new_topic = False
+        # The topic's id against the checkpoints' (cli: --accept-new-topic sets accept_new).
+        self.topic_guard = TopicGuard(settings)
 
     def run(self) -> MatomoKafkaError | None:
         """Cycles until a signal (None: exit 0) or a failure no retry can fix (returned: the
@@ -251,14 +251,13 @@ class Follower:
         started = time.monotonic()
         try:
             self.sink.check_topic()
-            check_topic_id(self.settings.FILE_PATH_FILTERDATE, self.settings.KAFKA_TOPIC,
-                           read_topic_id(self.settings), self.accept_new_topic)  # fmt: skip
-            self.accept_new_topic = False  # recorded: later cycles compare with it
+            self.topic_guard.check()
             pipeline = Pipeline(self.settings, self.matomo, self.sink, self.store, None,
                                 self.stop, clock=self.clock, horizon=horizon)  # fmt: skip
             if self.cycles == 1:  # the lines a run prints once, once
                 pipeline.once_level = logging.INFO
             report = pipeline.run(sites)
+            self.topic_guard.checkpointed(report)
         except MatomoKafkaError as exc:  # before the pipeline started (the topic)
             report = RunReport([SiteReport(idsite, "skipped") for idsite in sites], fatal=exc)
         cycle = Cycle(self.cycles, horizon, report, time.monotonic() - started)

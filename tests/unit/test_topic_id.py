@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from matomo_kafka.errors import EXIT_CONFIG, CheckpointError, TopicChangedError
-from matomo_kafka.state.topic_id import check_topic_id, topic_id_path
+from matomo_kafka.state.topic_id import check_topic_id, record_topic_id, topic_id_path
 
 OLD, NEW = "AoS9mOrcR+2Yz7fv5RIyvw", "Zq1s8Vd3Q0m1cX9vYw2kAA"
 
@@ -17,22 +17,23 @@ def test_recorded_when_absent_then_compared(tmp_path: Path) -> None:
     prefix = str(tmp_path / "filterdate")
     path = topic_id_path(prefix, "visits")
     assert path == tmp_path / "filterdatetopic.visits.id"
-    check_topic_id(prefix, "visits", OLD)
+    assert check_topic_id(prefix, "visits", OLD) == OLD, "to record once checkpointed"
+    assert not path.exists(), "a run that checkpoints nothing leaves nothing"
+    record_topic_id(prefix, "visits", OLD)
     assert path.read_text().strip() == OLD
-    check_topic_id(prefix, "visits", OLD)  # the same topic: goes on
+    assert check_topic_id(prefix, "visits", OLD) is None  # the same topic: goes on
     with pytest.raises(TopicChangedError) as refused:
         check_topic_id(prefix, "visits", NEW)
     assert refused.value.exit_code == EXIT_CONFIG
     assert str(path) in str(refused.value) and "--accept-new-topic" in str(refused.value)
     assert path.read_text().strip() == OLD, "a refusal records nothing"
-    check_topic_id(prefix, "visits", NEW, accept_new=True)
-    assert path.read_text().strip() == NEW
-    check_topic_id(prefix, "other", OLD)  # another topic name: its own file
-    assert topic_id_path(prefix, "other").read_text().strip() == OLD
+    assert check_topic_id(prefix, "visits", NEW, accept_new=True) is None
+    assert path.read_text().strip() == NEW, "accepted: recorded at once"
+    assert check_topic_id(prefix, "other", OLD) == OLD  # another topic name: its own file
 
 
 def test_no_id_from_the_broker_records_nothing(tmp_path: Path) -> None:
-    check_topic_id(str(tmp_path / "fd"), "visits", None)
+    assert check_topic_id(str(tmp_path / "fd"), "visits", None) is None
     assert not topic_id_path(str(tmp_path / "fd"), "visits").exists()
 
 
@@ -43,5 +44,4 @@ def test_an_unreadable_id_file_is_one_line_naming_it(tmp_path: Path) -> None:
         check_topic_id(str(tmp_path / "fd"), "visits", OLD)
     assert str(path) in str(unreadable.value) and "garbage" not in str(unreadable.value)
     path.unlink()  # what the line says to do
-    check_topic_id(str(tmp_path / "fd"), "visits", OLD)
-    assert path.read_text().strip() == OLD
+    assert check_topic_id(str(tmp_path / "fd"), "visits", OLD) == OLD

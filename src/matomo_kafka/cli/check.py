@@ -107,7 +107,7 @@ def _check_topic_id(settings: Settings, record: Callable[[str, bool, str], None]
     if current is None:
         record("topic id", True, "the broker gives none: not compared")
     elif recorded is None:
-        record("topic id", True, f"{current}, recorded by the next run")
+        record("topic id", True, f"{current}, recorded by the next run that checkpoints")
     elif recorded != current:
         problem = topic_changed(topic, topic_id_path(prefix, topic), recorded, current)
         record("topic id", False, str(problem))

@@ -151,7 +151,7 @@ def _serve(
     try:
         follower = Follower(settings, matomo, sink, store, site_ids, stop, clock, health, metrics,
                             listing)  # fmt: skip
-        follower.accept_new_topic = accept_new_topic
+        follower.topic_guard.accept_new = accept_new_topic
         return follower.run()
     finally:
         sink.close()

@@ -49,7 +49,7 @@ from matomo_kafka.sink.producer import KafkaSink
 from matomo_kafka.source.client import MatomoClient
 from matomo_kafka.source.days import days_behind
 from matomo_kafka.state.checkpoint_files import CheckpointStore
-from matomo_kafka.state.topic_id import check_topic_id, read_topic_id
+from matomo_kafka.state.topic_id import TopicGuard
 
 SummaryFile = Annotated[
     Path | None,
@@ -197,8 +197,8 @@ def _extract(
         sink = KafkaSink.from_settings(settings)
         try:
             sink.check_topic()
-            check_topic_id(settings.FILE_PATH_FILTERDATE, settings.KAFKA_TOPIC,
-                           read_topic_id(settings), accept_new_topic)  # fmt: skip
+            guard = TopicGuard(settings, accept_new_topic)
+            guard.check()
             json_logs = settings.LOG_FORMAT == "json"
             with progress_observer(quiet=quiet, json_logs=json_logs) as observer:
                 pipeline = Pipeline(settings, matomo, sink, store, day, stop, observer=observer,
@@ -209,7 +209,9 @@ def _extract(
                 # (they walked every module's objects, 1-2 us a visit).
                 gc.collect()
                 gc.freeze()
-                return pipeline.run(site_ids), None
+                report = pipeline.run(site_ids)
+                guard.checkpointed(report)
+                return report, None
         finally:
             sink.close()
     except MatomoKafkaError as exc:

@@ -8,7 +8,8 @@ and the history would be missing without a word (`audit` alone would show it).
 So the id is kept in `<FILE_PATH_FILTERDATE>topic.<KAFKA_TOPIC>.id` (one line, the id as
 librdkafka prints it) and compared before every run and every `follow` cycle:
 - no file (a first run, or checkpoint files written by a version that did not keep it): the
-  topic's id is recorded and the run goes on: upgrading loses nothing and asks nothing;
+  run goes on and the topic's id is recorded once it has checkpointed something: upgrading
+  loses nothing and asks nothing;
 - the same id: the run goes on;
 - another id: the run refuses (TopicChangedError, exit 2) before reading Matomo, until the
   operator decides: re-send the history (`reset` the sites to START_DATE, then run with
@@ -31,6 +32,7 @@ from confluent_kafka.admin import AdminClient
 from matomo_kafka.config.kafka_clients import client_config
 from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import CheckpointError, TopicChangedError
+from matomo_kafka.model import RunReport
 from matomo_kafka.sink.producer import librdkafka_log
 from matomo_kafka.state.checkpoint_files import _write_atomic
 
@@ -76,28 +78,68 @@ def read_topic_id(settings: Settings) -> str | None:
 
 def check_topic_id(
     filterdate_prefix: str, topic: str, current: str | None, accept_new: bool = False
-) -> None:
+) -> str | None:
     """Compares the topic's id with the one recorded beside the checkpoints (see above):
-    records it when none is, or when `accept_new`; TopicChangedError when it changed."""
+    TopicChangedError when it changed, unless `accept_new` (then the new id is recorded at
+    once: the operator's decision). Returns the id to record once something is checkpointed
+    when none is recorded yet (record_topic_id), else None."""
     if current is None:
-        return
+        return None
     path = topic_id_path(filterdate_prefix, topic)
     recorded = _read_recorded(path)
     if recorded == current:
-        return
-    if recorded is not None and not accept_new:
+        return None
+    if recorded is None:
+        return current
+    if not accept_new:
         raise topic_changed(topic, path, recorded, current)
+    _write(path, current)
+    log.warning("Kafka topic %s: new id %s accepted (--accept-new-topic), was %s; recorded in "
+                "%s", topic, current, recorded, path)  # fmt: skip
+    return None
+
+
+def record_topic_id(filterdate_prefix: str, topic: str, topic_id: str) -> None:
+    """Records the id the checkpoints are now written against (none was recorded)."""
+    path = topic_id_path(filterdate_prefix, topic)
+    _write(path, topic_id)
+    log.info("Kafka topic %s: id %s recorded in %s", topic, topic_id, path)
+
+
+class TopicGuard:
+    """What `run` and each `follow` cycle do: compare before reading Matomo (`check`), and
+    record the id once the run has checkpointed something against it (`checkpointed`): a run
+    that did nothing (Matomo refused, say) leaves no new state behind."""
+
+    def __init__(self, settings: Settings, accept_new: bool = False) -> None:
+        self.settings = settings
+        self.accept_new = accept_new
+        self.pending: str | None = None
+
+    def check(self) -> None:
+        prefix, topic = self.settings.FILE_PATH_FILTERDATE, self.settings.KAFKA_TOPIC
+        self.pending = check_topic_id(prefix, topic, read_topic_id(self.settings),
+                                      self.accept_new)  # fmt: skip
+        self.accept_new = False  # accepted once: later cycles compare with it
+
+    def checkpointed(self, report: RunReport) -> None:
+        if self.pending is None or not any(s.pages or s.days_done for s in report.sites):
+            return
+        prefix, topic = self.settings.FILE_PATH_FILTERDATE, self.settings.KAFKA_TOPIC
+        try:
+            record_topic_id(prefix, topic, self.pending)
+        except CheckpointError as exc:  # the data is safe: the next run records it
+            log.error("%s; the next run records it", exc)
+        self.pending = None
+
+
+def _write(path: Path, topic_id: str) -> None:
     try:
-        _write_atomic(path, current)
+        _write_atomic(path, topic_id)
     except OSError as exc:
         raise CheckpointError(
             f"cannot write the topic id file {path}: {exc.strerror or exc}"
         ) from None
-    if recorded is None:
-        log.info("Kafka topic %s: id %s recorded in %s", topic, current, path)
-    else:
-        log.warning("Kafka topic %s: new id %s accepted (--accept-new-topic), was %s; recorded "
-                    "in %s", topic, current, recorded, path)  # fmt: skip
 
 
 def topic_changed(topic: str, path: Path, recorded: str, current: str) -> TopicChangedError:
