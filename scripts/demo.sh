@@ -17,6 +17,11 @@ bash scripts/kafka-local.sh start
 # The demo config: parm.example with local paths, the last 3 days, the local broker.
 mkdir -p demo/parm demo/data
 cp parm.example/* demo/parm/
+chmod 600 demo/parm/wa7.env
+# parm.example ships no salt (a published one is refused): the demo makes its own, once.
+[ -s demo/salt ] || (umask 077 && .venv/bin/python -c 'import secrets; print(secrets.token_hex(32))' >demo/salt)
+SALAGE=$(cat demo/salt)
+export SALAGE
 export START_DATE=${START_DATE:-$(date -u -d '3 days ago' +%F)}
 export FILE_PATH_FILTERDATE="$repo/demo/data/filterdate"
 export FILE_PATH_LAST_OFFSET="$repo/demo/data/last_filter_offset"

@@ -151,6 +151,7 @@ class Follower:
         self.listing = listing  # None: an explicit list of sites, never asked again
         self.interval = settings.MATOMO_FOLLOW_INTERVAL
         self.rescanned: dict[int, date] = {}  # Horizon.rescanned, kept across cycles
+        self.said: set[str] = set()  # warnings about parm/ said once per process
         self.cycles = 0
         # The topic's id against the checkpoints' (cli: --accept-new-topic sets accept_new).
         self.topic_guard = TopicGuard(settings)
@@ -253,7 +254,8 @@ class Follower:
             self.sink.check_topic()
             self.topic_guard.check()
             pipeline = Pipeline(self.settings, self.matomo, self.sink, self.store, None,
-                                self.stop, clock=self.clock, horizon=horizon)  # fmt: skip
+                                self.stop, clock=self.clock, horizon=horizon,
+                                said=self.said)  # fmt: skip
             if self.cycles == 1:  # the lines a run prints once, once
                 pipeline.once_level = logging.INFO
             report = pipeline.run(sites)

@@ -94,6 +94,8 @@ class RunReport:
     fatal: MatomoKafkaError | None = None
     pace_lowest: int | None = None  # fewest Matomo requests in flight the run allowed itself
     pace_last: int | None = None  # how many it allowed at the end
+    #: COLONNE_ANNOMYSE entries that reached no field of the visits sent (one line each).
+    unmatched_columns: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -71,6 +71,7 @@ from matomo_kafka.transform.visits import (
     page_messages,
     parse_dimensions,
     parse_goals,
+    unmatched_columns,
 )
 
 log = logging.getLogger(__name__)
@@ -191,8 +192,13 @@ class Pipeline:
         observer: RunObserver | None = None,
         clock: Clock = system_clock,
         horizon: Horizon | None = None,
+        said: set[str] | None = None,
     ) -> None:
         self.settings = settings
+        # Warnings about the user's files said once: per run, or per process for `follow`
+        # (which passes the same set to each cycle's pipeline).
+        self.said = set() if said is None else said
+        self.transforms: dict[int, SiteTransform] = {}
         self.clock = clock
         self.horizon = horizon
         # Once per cycle of `follow` is too often for the lines a run prints once.
@@ -254,7 +260,26 @@ class Pipeline:
             handover.close()
             delivery.close()
             report.pace_lowest, report.pace_last = self.pace.lowest, self.pace.level
+        self._report_columns(report)
         return report
+
+    def _report_columns(self, report: RunReport) -> None:
+        """COLONNE_ANNOMYSE entries that matched nothing in the sites that sent visits."""
+        sent = [
+            (self.transforms[site.idsite], site.visits)
+            for site in report.sites
+            if site.idsite in self.transforms
+        ]
+        unmatched = unmatched_columns(sent)
+        report.unmatched_columns = [entry.line for entry in unmatched]
+        for entry in unmatched:
+            self._say(entry.line, f"unmatched {entry.spec} {entry.sites}")
+
+    def _say(self, line: str, key: str | None = None) -> None:
+        """Logs a warning about the user's files once (per `key`, else per line)."""
+        if (key or line) not in self.said:
+            self.said.add(key or line)
+            log.warning("config: %s", line)
 
     def _delivery(self, sites: tuple[int, ...]) -> Delivery:
         """At-least-once on the run's producer; or exactly-once: the state topic (created
@@ -541,6 +566,9 @@ class Pipeline:
             self.settings.COLONNE_ANNOMYSE,
             self.settings.SALAGE.get_secret_value() if self.settings.SALAGE else None,
         )
+        self.transforms[idsite] = transform
+        for note in transform.notes:
+            self._say(note)
         if self.horizon is not None:  # closed: the days that ended by the horizon
             return transform, last_closed_day(tz, None, now=self.horizon.at)
         settle = self.settings.MATOMO_SETTLE_MINUTES

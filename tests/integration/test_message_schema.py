@@ -86,7 +86,7 @@ def schema_errors(value: Any) -> list[str]:
 
 def check_message(value: dict[str, Any], kinds: Counter[str] | None = None) -> None:
     """Valid against the schema, and as the schema's descriptions say: dimensions renamed,
-    configured columns pseudonymised (or null), every goal entry named."""
+    configured columns pseudonymised (or null), every goal entry of a known goal named."""
     errors = schema_errors(value)
     assert not errors, f"visit {value.get('idVisit')}: {errors}"
     assert not [key for key in value if key.startswith("dimension")], value["idVisit"]
@@ -97,7 +97,7 @@ def check_message(value: dict[str, Any], kinds: Counter[str] | None = None) -> N
         for column in PSEUDONYMISED_ACTION:
             if column in action:
                 assert action[column] is None or PSEUDONYM.is_valid(action[column]), action
-        if action["type"] == "goal":
+        if action["type"] == "goal" and action["goalId"] is not None:  # null: a deleted goal
             assert isinstance(action["goalName"], str) and action["goalName"], action
         if kinds is not None:
             kinds[action["type"]] += 1
@@ -127,14 +127,15 @@ LIVE_PAGE = re.compile(r"live_site(\d+)_.*?(\d{4}-\d{2}-\d{2})")
 
 @pytest.mark.parametrize(
     ("version", "files_at_least", "visits"),
-    [(MATOMO_5, 10, 15), (MATOMO_4, 1, 3)],
+    [(MATOMO_5, 11, 16), (MATOMO_4, 1, 3)],
     ids=["5.0.2", "4.15.1"],
 )
 def test_every_real_sample_gives_valid_messages(
     version: Path, files_at_least: int, visits: int
 ) -> None:
     """Every Live answer captured from a real Matomo of this version (all of its pages of
-    visits: empty days too), transformed with its own site's dimensions and goals."""
+    visits: empty days too; in 5.0.2 a visit whose secondsSinceFirstVisit and
+    secondsSinceLastVisit are null), transformed with its own site's dimensions and goals."""
     kinds: Counter[str] = Counter()
     made = 0
     for path in sample_files("live_site*.json", version, at_least=files_at_least):
@@ -252,6 +253,177 @@ def test_any_simulated_visit_gives_a_valid_message(
     check_message(value)
 
 
+# -- what Matomo's code can send ----------------------------------------------------------------
+
+#: Each visit field the schema lists: the core plugin whose VisitorDetails.php sets it, and
+#: whether it can be null, as read in matomo-org/matomo 4.15.1 and 5.0.2 (the same in both):
+#: null where the getter passes a NULL-able log_visit column through (plugins/*/Columns/*.php
+#: give the column types), or returns null itself (CoreHome's getUserId, Referrers' URLs,
+#: UserCountry's city, Live's getIp for an anonymous token).
+VISIT_FIELDS: dict[str, tuple[str, bool]] = {
+    "idSite": ("Live", False), "idVisit": ("Live", False), "visitIp": ("Live", True),
+    "visitorId": ("Live", False), "fingerprint": ("Live", False),
+    "actionDetails": ("Live", False), "siteCurrency": ("Live", False),
+    "siteCurrencySymbol": ("Live", True), "siteName": ("Live", False),
+    "serverDate": ("Live", False), "visitServerHour": ("Live", False),
+    "lastActionTimestamp": ("Live", False), "lastActionDateTime": ("Live", False),
+    "serverTimestamp": ("Live", False), "firstActionTimestamp": ("Live", False),
+    "goalConversions": ("Goals", False),
+    "userId": ("CoreHome", True), "visitorType": ("CoreHome", False),
+    "visitConverted": ("CoreHome", True), "visitCount": ("CoreHome", False),
+    "visitEcommerceStatus": ("CoreHome", False), "visitDuration": ("CoreHome", False),
+    "daysSinceFirstVisit": ("CoreHome", False), "secondsSinceFirstVisit": ("CoreHome", True),
+    "daysSinceLastEcommerceOrder": ("CoreHome", False),
+    "secondsSinceLastEcommerceOrder": ("CoreHome", True),
+    "visitLocalTime": ("VisitTime", True), "visitLocalHour": ("VisitTime", False),
+    "daysSinceLastVisit": ("VisitorInterest", False),
+    "secondsSinceLastVisit": ("VisitorInterest", True),
+    "referrerType": ("Referrers", False), "referrerTypeName": ("Referrers", False),
+    "referrerName": ("Referrers", False), "referrerKeyword": ("Referrers", False),
+    "referrerKeywordPosition": ("Referrers", True), "referrerUrl": ("Referrers", True),
+    "referrerSearchEngineUrl": ("Referrers", True),
+    "referrerSocialNetworkUrl": ("Referrers", True),
+    "deviceType": ("DevicesDetection", False), "deviceBrand": ("DevicesDetection", False),
+    "deviceModel": ("DevicesDetection", False), "operatingSystem": ("DevicesDetection", False),
+    "operatingSystemName": ("DevicesDetection", False),
+    "operatingSystemCode": ("DevicesDetection", True),
+    "operatingSystemVersion": ("DevicesDetection", True),
+    "browser": ("DevicesDetection", False), "browserName": ("DevicesDetection", False),
+    "browserCode": ("DevicesDetection", True), "browserVersion": ("DevicesDetection", True),
+    "browserFamily": ("DevicesDetection", True),
+    "browserFamilyDescription": ("DevicesDetection", False),
+    "plugins": ("DevicePlugins", False), "resolution": ("Resolution", True),
+    "languageCode": ("UserLanguage", True), "language": ("UserLanguage", False),
+    "continent": ("UserCountry", False), "continentCode": ("UserCountry", False),
+    "country": ("UserCountry", False), "countryCode": ("UserCountry", True),
+    "region": ("UserCountry", True), "regionCode": ("UserCountry", True),
+    "city": ("UserCountry", True), "location": ("UserCountry", False),
+    "latitude": ("UserCountry", True), "longitude": ("UserCountry", True),
+    "searches": ("Actions", True), "actions": ("Actions", True),
+    "interactions": ("Actions", True), "events": ("Events", True),
+}  # fmt: skip
+#: Plugins that are always active (Matomo's Plugin\\Manager::$pluginToAlwaysActivate, and
+#: Live, without which there is no Live API): their fields are never absent.
+ALWAYS_ACTIVE = {"Live", "CoreHome"}
+#: Fields of actionDetails entries that can be null (LEFT JOINs of log_action and goal, NULL
+#: columns of log_link_visit_action and log_conversion; Actions, Events, Goals).
+NULLABLE_ACTION = (
+    "url", "pageTitle", "pageIdAction", "idpageview", "pageviewPosition", "eventCategory",
+    "eventAction", "eventName", "siteSearchKeyword", "siteSearchCategory", "siteSearchCount",
+    "goalId", "goalName", "revenue", "goalPageId", "referrerType", "referrerName",
+    "referrerKeyword",
+)  # fmt: skip
+#: Integer fields filled from a log column: digit strings where Matomo's database driver
+#: returns strings (PHP before 8.1).
+DB_INTEGERS = (
+    "idSite", "idVisit", "visitCount", "visitDuration", "secondsSinceFirstVisit",
+    "secondsSinceLastVisit", "secondsSinceLastEcommerceOrder", "visitConverted", "actions",
+    "interactions", "searches", "events",
+)  # fmt: skip
+
+
+def test_schema_lists_every_field_matomo_code_sends_with_its_plugin() -> None:
+    """The schema's visit fields are those of the table above, each described from the
+    plugin that sets it."""
+    assert set(SCHEMA["properties"]) == set(VISIT_FIELDS)
+    for name, (plugin, _) in VISIT_FIELDS.items():
+        assert re.match(rf"{plugin}[ .]", SCHEMA["properties"][name]["description"]), name
+    for name, field in SCHEMA["$defs"]["action"]["properties"].items():
+        assert re.match(r"(Actions|Events|Goals)[ ,.]", field["description"]), name
+
+
+def test_schema_allows_null_exactly_where_matomo_can_send_it() -> None:
+    """A real message with one field set to null is valid if and only if Matomo's code can
+    give that field null (and in actionDetails entries, every field Matomo can null)."""
+    good = real_message()
+    for name, (_, nullable) in VISIT_FIELDS.items():
+        value = copy.deepcopy(good)
+        value[name] = None
+        assert (not schema_errors(value)) == nullable, (name, schema_errors(value))
+    value = copy.deepcopy(good)
+    for action in value["actionDetails"]:
+        for name in NULLABLE_ACTION:
+            if name in action:
+                action[name] = None
+    assert not schema_errors(value)
+
+
+def real_visits() -> list[dict[str, Any]]:
+    """Every visit of every real Live answer, both versions (the raw answers, before the
+    transform), with the site it was read for."""
+    visits: list[dict[str, Any]] = []
+    for version in (MATOMO_5, MATOMO_4):
+        for path in sample_files("live_site*.json", version):
+            visits.extend(orjson.loads(path.read_bytes()))
+    return visits
+
+
+REAL_VISITS = real_visits()
+FIELD_CHOICES = ("keep", "null", "absent", "string")
+
+
+def varied(visit: dict[str, Any], choose: Callable[[str, tuple[str, ...]], str]) -> dict[str, Any]:
+    """The visit with each field kept, null (where Matomo can send null), absent (where its
+    plugin can be deactivated) or a digit string (integers from a log column)."""
+    out = copy.deepcopy(visit)
+    for name, (plugin, nullable) in VISIT_FIELDS.items():
+        options = ["keep"]
+        if nullable:
+            options.append("null")
+        if plugin not in ALWAYS_ACTIVE:
+            options.append("absent")
+        if name in DB_INTEGERS and isinstance(out.get(name), int):
+            options.append("string")
+        choice = choose(name, tuple(options))
+        if choice == "null":
+            out[name] = None
+        elif choice == "absent":
+            out.pop(name, None)
+        elif choice == "string":
+            out[name] = str(out[name])
+    for action in out["actionDetails"]:
+        for name in NULLABLE_ACTION:
+            if name in action and choose(f"action.{name}", ("keep", "null")) == "null":
+                action[name] = None
+    return out
+
+
+def message_of(visit: dict[str, Any]) -> dict[str, Any]:
+    (value,) = messages(php_json([visit]), int(visit["idSite"]), date(2024, 3, 10),
+                        sample_transform(MATOMO_5, 1))  # fmt: skip
+    result: dict[str, Any] = value
+    return result
+
+
+def test_a_visit_with_every_nullable_field_null_and_every_optional_field_absent() -> None:
+    """The extreme: each real visit with all it can lose lost, and with all it can null
+    nulled (the anonymous token's false visitorId and fingerprint too)."""
+    for visit in REAL_VISITS:
+        nulled = varied(visit, lambda _name, options: "null" if "null" in options else "keep")
+        nulled["visitorId"] = nulled["fingerprint"] = False
+        check_message(message_of(nulled))
+        bare = varied(visit, lambda _name, options: "absent" if "absent" in options else "keep")
+        assert set(bare) & set(VISIT_FIELDS) <= {
+            name for name, (plugin, _) in VISIT_FIELDS.items() if plugin in ALWAYS_ACTIVE
+        }
+        check_message(message_of(bare))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(base=st.sampled_from(REAL_VISITS), data=st.data())
+def test_any_visit_matomo_code_can_send_gives_a_valid_message(
+    base: dict[str, Any], data: st.DataObject
+) -> None:
+    """Any real visit with any mix of nulls, absent plugin fields and digit strings, as
+    Matomo 4 and 5 can send them, is a valid message after the transform."""
+
+    def choose(name: str, options: tuple[str, ...]) -> str:
+        choice: str = data.draw(st.sampled_from(options), label=name)
+        return choice
+
+    check_message(message_of(varied(base, choose)))
+
+
 # -- the schema rejects what breaks the contract ----------------------------------------------
 
 
@@ -292,6 +464,11 @@ BREAKS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     ),
     "a dimension as a number": (_set("dimension7", 3), "dimension7"),
     "visitCount a boolean": (_set("visitCount", True), "visitCount"),
+    "secondsSinceFirstVisit a word": (_set("secondsSinceFirstVisit", "soon"), "secondsSince"),
+    "visitorId a number": (_set("visitorId", 7), "visitorId"),
+    "visitorId true": (_set("visitorId", True), "visitorId"),
+    "goalConversions true": (_set("goalConversions", True), "goalConversions"),
+    "countryCode a number": (_set("countryCode", 33), "countryCode"),
 }
 
 

@@ -403,25 +403,3 @@ def test_short_salt_is_warned_about(tmp_path: Path, salt: str, warnings: list[st
 def test_short_salt_without_columns_is_not_used_so_not_warned_about(tmp_path: Path) -> None:
     parm = write(tmp_path, seed_ini_with(SALAGE="s", COLONNE_ANNOMYSE=""))
     assert load_config(parm, environ={}).warnings == []
-
-
-@pytest.mark.parametrize(
-    ("columns", "warned"),
-    [
-        ("visitIp,actionDetails.url", True),
-        ("visitIp,actionDetails.url,actionDetails.subtitle", False),
-        ("visitIp,actionDetails.subtitle", False),
-        ("visitIp", False),
-    ],
-)
-def test_a_pseudonymised_url_repeated_in_clear_is_warned_about(
-    tmp_path: Path, columns: str, warned: bool
-) -> None:
-    """Matomo repeats a page view's URL in its subtitle: pseudonymising the URL alone leaks it."""
-    parm = write(tmp_path, seed_ini_with(SALAGE="16-bytes-salt!!!", COLONNE_ANNOMYSE=columns))
-    expected = (
-        "COLONNE_ANNOMYSE: pseudonymises actionDetails.url but not actionDetails.subtitle, which "
-        "repeats the URL of page views, downloads and outlinks in clear: add "
-        "actionDetails.subtitle"
-    )
-    assert load_config(parm, environ={}).warnings == ([expected] if warned else [])

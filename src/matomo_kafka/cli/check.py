@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 from rich.table import Table
@@ -23,7 +24,9 @@ from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import EXIT_FAILED, MatomoKafkaError
 from matomo_kafka.pipeline import not_viewable
 from matomo_kafka.sink.producer import KafkaSink
+from matomo_kafka.source.client import MatomoClient
 from matomo_kafka.source.days import last_closed_day, site_timezone
+from matomo_kafka.source.responses import Visit
 from matomo_kafka.source.sites import LOG_DISABLED_MESSAGE
 from matomo_kafka.state.topic_id import (
     read_topic_id,
@@ -31,6 +34,39 @@ from matomo_kafka.state.topic_id import (
     topic_changed,
     topic_id_path,
 )
+from matomo_kafka.transform.visits import (
+    SiteTransform,
+    parse_dimensions,
+    parse_goals,
+    unmatched_columns,
+)
+
+#: Visits of the last closed day `check` tries COLONNE_ANNOMYSE on (one Live page).
+COLUMN_SAMPLE = 100
+
+
+def _columns(
+    settings: Settings, matomo: MatomoClient, idsite: int, visits: list[Visit], day: date
+) -> tuple[str, str]:
+    """(detail, result) of COLONNE_ANNOMYSE against real visits of the site: each entry
+    must reach a field of at least one (a typo, a renamed dimension, a scope left out
+    would pseudonymise nothing)."""
+    if not visits:
+        return f"no visit on {day} to try COLONNE_ANNOMYSE on", "unknown"
+    transform = SiteTransform.build(
+        idsite,
+        parse_dimensions(matomo.custom_dimensions(idsite), idsite),
+        parse_goals(matomo.goals(idsite), idsite),
+        settings.COLONNE_ANNOMYSE,
+        "check",  # the pseudonyms are thrown away: only which fields exist matters
+    )
+    for visit in visits:
+        transform.apply(visit)
+    unmatched = unmatched_columns([(transform, len(visits))])
+    lines = list(transform.notes) + [entry.line for entry in unmatched]
+    if lines:
+        return "; ".join(line.removeprefix("COLONNE_ANNOMYSE: ") for line in lines), "warn"
+    return f"every COLONNE_ANNOMYSE entry found in {len(visits)} visit(s) of {day}", "ok"
 
 
 @app.command()
@@ -80,9 +116,12 @@ def check(
                 info = matomo.site(idsite)
                 tz = site_timezone(info.timezone)
                 yesterday = last_closed_day(tz, None)
-                matomo.visits_page(idsite, yesterday, 1, 0)
+                visits = matomo.visits_page(idsite, yesterday, COLUMN_SAMPLE, 0)
                 detail = f"{info.name!r}, {info.timezone}, visits log readable"
                 record(f"site {idsite}", True, detail)
+                if settings.COLONNE_ANNOMYSE:
+                    found = _columns(settings, matomo, idsite, visits, yesterday)
+                    record(f"site {idsite} columns", True, *found)
             except (MatomoKafkaError, ValueError) as exc:
                 if LOG_DISABLED_MESSAGE in str(exc) and not settings.MATOMO_STRICT_SITES:
                     record(f"site {idsite}", True, f"run skips it: {exc}", "disabled")

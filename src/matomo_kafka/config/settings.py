@@ -15,12 +15,13 @@ import configparser
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -33,64 +34,22 @@ from pydantic import (
 )
 
 from matomo_kafka.config import kafka_properties
+from matomo_kafka.config.keys import (
+    ALL_KEYS,
+    CONF_FILE,
+    ENV_FILE,
+    SECRET_KEYS,
+    known_key,
+)
+from matomo_kafka.config.review import (
+    UnknownKey,
+    column_review,
+    config_warnings,
+    inline_comment,
+    salt_problems,
+    unknown_key_review,
+)
 from matomo_kafka.errors import ConfigError
-
-CONF_FILE = "wa7_conf.ini"
-ENV_FILE = "wa7.env"
-LOGGING_FILE = "logging.conf"
-
-#: Keys of the seed (producerMatomo), kept with their exact names.
-SEED_KEYS = (
-    "START_DATE",
-    "MATOMO_FILTER_LIMIT",
-    "FILE_PATH_LAST_OFFSET",
-    "FILE_PATH_FILTERDATE",
-    "COLONNE_ANNOMYSE",
-    "SALAGE",
-    "KAFKA_TOPIC",
-    "MATOMO_ID_SITE",
-    "MATOMO_API_URL",
-    "MATOMO_SPS_USER",
-    "MATOMO_SPS_MDP",
-    "MATOMO_API_TOKEN",
-    "KAFKA_SERVERS",
-    "CLUSTERID",
-    "KAFKA_USER",
-    "KAFKA_PASSWORD",
-)
-
-#: Keys added by matomo-kafka, in the seed's style.
-EXTRA_KEYS = (
-    "MATOMO_CA_BUNDLE",
-    "MATOMO_TIMEOUT",
-    "MATOMO_MAX_RETRIES",
-    "MATOMO_RETRY_BACKOFF",
-    "MATOMO_RETRY_MAX_WAIT",
-    "MATOMO_MAX_CONCURRENCY",
-    "MATOMO_MAX_REQUESTS_PER_MINUTE",
-    "KAFKA_SECURITY_PROTOCOL",
-    "KAFKA_SASL_MECHANISM",
-    "KAFKA_SSL_CA_LOCATION",
-    "KAFKA_COMPRESSION",
-    "KAFKA_LINGER_MS",
-    "KAFKA_DELIVERY_TIMEOUT_MS",
-    "KAFKA_CONNECT_TIMEOUT",
-    "MATOMO_STRICT_SITES",
-    "LOG_FORMAT",
-    "METRICS_TEXTFILE",
-    "METRICS_PUSHGATEWAY",
-    "DELIVERY",
-    "KAFKA_STATE_TOPIC",
-    "MATOMO_SETTLE_MINUTES",
-    "MATOMO_PAGING",
-    "MATOMO_RESCAN_DAYS",
-    "MATOMO_FOLLOW_INTERVAL",
-    "MATOMO_VISIT_LENGTH",
-    "MATOMO_HEALTH_PORT",
-)
-
-ALL_KEYS = SEED_KEYS + EXTRA_KEYS
-SECRET_KEYS = ("SALAGE", "MATOMO_SPS_MDP", "MATOMO_API_TOKEN", "KAFKA_PASSWORD")
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -114,6 +73,44 @@ def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+#: Characters that separate columns in other tools' lists, quote or bracket them: here a
+#: typo, never part of a name (a column the tool cannot read would be sent in clear).
+_NOT_IN_A_COLUMN = re.compile("[;|\t\"'\\[\\]{}()/*=:\uff0c\u3001\u200b-\u200f\u2060\ufeff]")
+_SPACE_AT_A_DOT = re.compile(r"\s\.|\.\s")
+#: Shown instead of an entry that may be a `key=secret` line indented by mistake.
+_MAY_BE_A_SECRET = "=:"
+
+
+def parse_columns(value: Any) -> Any:
+    """COLONNE_ANNOMYSE: comma-separated, or one per line (an indented continuation line of
+    the ini, a newline in a quoted wa7.env value); anything else is refused, since a column
+    the tool misreads is sent in clear. A path goes inside objects and lists
+    (actionDetails.url). A custom dimension's name may hold spaces."""
+    if not isinstance(value, str):
+        return value
+    columns: list[str] = []
+    for part in re.split(r"[,\n]", value):
+        column = part.strip()
+        if not column:
+            continue
+        bad = _NOT_IN_A_COLUMN.search(column)
+        if bad is not None or not column.isprintable():
+            char = bad.group() if bad is not None else "an unprintable character"
+            shown = "an entry" if char in _MAY_BE_A_SECRET else repr(column)
+            what = {"\t": "a tab"}.get(char, repr(char) if len(char) == 1 else char)
+            raise ValueError(
+                f"{shown} holds {what}: separate columns with commas (or put one per "
+                "indented line), with no quotes or brackets"
+            )
+        if _SPACE_AT_A_DOT.search(column) or any(not seg.strip() for seg in column.split(".")):
+            raise ValueError(
+                f"{column!r} is not a column path (a name missing or spaced around a '.')"
+            )
+        if column not in columns:
+            columns.append(column)
+    return tuple(columns)
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -182,8 +179,8 @@ class Settings(BaseModel):
 
     @field_validator("COLONNE_ANNOMYSE", mode="before")
     @classmethod
-    def _comma_list(cls, value: Any) -> Any:
-        return () if value is None else _split_list(value)
+    def _columns(cls, value: Any) -> Any:
+        return () if value is None else parse_columns(value)
 
     @field_validator("MATOMO_ID_SITE", mode="wrap")
     @classmethod
@@ -350,7 +347,7 @@ class RawConfig:
 
     values: dict[str, str]
     sources: dict[str, str]
-    unknown_keys: list[str]
+    unknown_keys: list[UnknownKey]
     #: KAFKA_PRODUCER_* by librdkafka property (the highest layer wins, as for any key).
     producer: dict[str, ProducerProperty] = field(default_factory=dict)
     #: Problems of those keys (one property set twice in one place, a refused property).
@@ -361,6 +358,8 @@ class RawConfig:
     #: Keys whose value is ambiguous (already reported in `problems`): not validated, so
     #: they are never also reported as missing.
     ambiguous: frozenset[str] = frozenset()
+    #: COLONNE_ANNOMYSE's value and source before a higher layer replaced it.
+    replaced: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -368,7 +367,7 @@ class FileValues:
     """What one parm file sets for the known keys (names upper-cased) and KAFKA_PRODUCER_*."""
 
     values: dict[str, str]
-    unknown_keys: list[str] = field(default_factory=list)
+    unknown_keys: list[UnknownKey] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     ambiguous: frozenset[str] = frozenset()
     producer: dict[str, str] = field(default_factory=dict)
@@ -385,15 +384,7 @@ class LoadedConfig:
 #: Section given to the lines before any [section] header (or to a file without any):
 #: configparser needs a header, and no file can name a section this way.
 _TOP_SECTION = "\x00top of file"
-_INLINE_COMMENT = re.compile(r"\s([#;])")
 _KEY_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*[:=]")
-
-
-def known_key(name: str) -> str | None:
-    """The known key a file's name stands for: names are case-insensitive in the files
-    (configparser lower-cases them, and producerMatomo read its ini through it)."""
-    upper = name.strip().upper()
-    return upper if upper in ALL_KEYS else None
 
 
 def producer_key(name: str) -> str | None:
@@ -430,11 +421,11 @@ def _merge(path: Path, entries: list[tuple[str, str, str]]) -> FileValues:
     places (sections, spellings) is fine with one value, a problem with several: never
     guess which one the user meant. Values are never echoed (they may be secrets)."""
     found: dict[str, dict[str, str]] = {}
-    unknown: list[str] = []
+    unknown: list[UnknownKey] = []
     for place, name, value in entries:
         key = known_key(name) or producer_key(name)
         if key is None:
-            unknown.append(f"{path}: {name}")
+            unknown.append(UnknownKey(str(path), name))
         else:
             found.setdefault(key, {})[place] = _clean(key, value)
     values: dict[str, str] = {}
@@ -500,7 +491,7 @@ def read_ini(path: Path) -> FileValues:
     for place, name, value in entries:
         for line in value.split("\n")[1:]:
             match = _KEY_LINE.match(line)
-            inner = known_key(match.group(1)) if match else None
+            inner = (known_key(match.group(1)) or producer_key(match.group(1))) if match else None
             if inner is not None:
                 # An indented line continues the previous value (configparser's multi-line
                 # values): a known key there was surely meant as a key of its own.
@@ -518,7 +509,25 @@ def read_env_file(path: Path) -> FileValues:
     """Reads wa7.env like python-dotenv (`KEY="value"` lines, `export` allowed, quotes and
     escapes as dotenv, a UTF-8 BOM skipped) without touching os.environ."""
     found = dotenv_values(path, interpolate=False, encoding="utf-8-sig")
-    return _merge(path, [(name, name, value) for name, value in found.items() if value is not None])
+    merged = _merge(
+        path, [(name, name, value) for name, value in found.items() if value is not None]
+    )
+    return replace(merged, problems=merged.problems + _env_lines_dropped(path))
+
+
+def _env_lines_dropped(path: Path) -> list[str]:
+    """Lines python-dotenv drops without a word: no `=` (an indented list continued on the
+    next line, as the ini allows, would lose its columns) or unparsable. Named by line only:
+    such a line may be part of a secret."""
+    problems = []
+    with path.open(encoding="utf-8-sig") as stream:
+        for binding in parse_stream(stream):
+            if binding.error or (binding.key is not None and binding.value is None):
+                problems.append(
+                    f"{path}: line {binding.original.line} is not KEY=value (wa7.env has no "
+                    "continuation lines: keep a list on one line, or quote it across lines)"
+                )
+    return problems
 
 
 def _take_producer_keys(
@@ -540,17 +549,34 @@ def _take_producer_keys(
         into[name] = ProducerProperty(name, key, SecretStr(value), source)
 
 
+#: Keys whose replacement by a higher layer (wa7.env over the ini, the environment over
+#: both) is said at start: a template rendering an empty value would turn pseudonymisation off.
+_WATCHED = ("COLONNE_ANNOMYSE",)
+
+
+def _note_replaced(
+    values: Mapping[str, str],
+    sources: Mapping[str, str],
+    layer: Mapping[str, str],
+    replaced: dict[str, tuple[str, str]],
+) -> None:
+    for key in _WATCHED:
+        if key in layer and key in values and layer[key] != values[key]:
+            replaced[key] = (values[key], sources[key])
+
+
 def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConfig:
     """Merges ini < env file < environment for the known keys and KAFKA_PRODUCER_*."""
     environ = os.environ if environ is None else environ
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
-    unknown: list[str] = []
+    unknown: list[UnknownKey] = []
     unreadable: list[str] = []
     problems: list[str] = []
     ambiguous: set[str] = set()
     producer: dict[str, ProducerProperty] = {}
     producer_problems: list[str] = []
+    replaced: dict[str, tuple[str, str]] = {}
     if not parm_dir.is_dir():
         raise ConfigError([f"parm directory {parm_dir} does not exist (use --parm-dir)"])
     for name, reader in ((CONF_FILE, read_ini), (ENV_FILE, read_env_file)):
@@ -565,12 +591,15 @@ def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConf
         except (UnicodeDecodeError, OSError) as exc:
             unreadable.append(f"{path}: cannot be read ({type(exc).__name__})")
             continue
+        _note_replaced(values, sources, found.values, replaced)
         values.update(found.values)
         sources.update(dict.fromkeys(found.values, str(path)))
         unknown.extend(found.unknown_keys)
         problems.extend(found.problems)
         ambiguous.update(found.ambiguous)
         _take_producer_keys(found.producer, str(path), producer, producer_problems)
+    from_environ = {key: environ[key] for key in ALL_KEYS if key in environ}
+    _note_replaced(values, sources, from_environ, replaced)
     for key in ALL_KEYS:
         if key in environ:
             values[key] = environ[key]
@@ -590,17 +619,8 @@ def collect(parm_dir: Path, environ: Mapping[str, str] | None = None) -> RawConf
         producer_problems=producer_problems,
         problems=problems,
         ambiguous=frozenset(ambiguous - set(values)),
+        replaced=replaced,
     )
-
-
-def _inline_comment(key: str, raw: RawConfig) -> str | None:
-    """The comment mark (`#` or `;`) in a non-secret value of wa7_conf.ini that looks like an
-    inline comment, which configparser keeps as part of the value."""
-    source = raw.sources.get(key)
-    if key in SECRET_KEYS or source is None or Path(source).name != CONF_FILE:
-        return None
-    match = _INLINE_COMMENT.search(raw.values[key])
-    return match.group(1) if match else None
 
 
 def _format_errors(exc: ValidationError, raw: RawConfig) -> list[str]:
@@ -618,7 +638,7 @@ def _format_errors(exc: ValidationError, raw: RawConfig) -> list[str]:
         if loc in raw.values and raw.values[loc].strip() == "":
             lines.append(f"{loc}: is required but empty{where}")
             continue
-        mark = _inline_comment(loc, raw)
+        mark = inline_comment(loc, raw)
         if mark is not None:
             where = (
                 f" (from {raw.sources[loc]}; inline comments are not supported there: "
@@ -634,57 +654,11 @@ def _about(problem: str) -> set[str]:
     return set(problem.split(":", 1)[0].split("/"))
 
 
-#: Below this many bytes, an HMAC key can be searched for from the pseudonyms of values
-#: with few possibilities (the 2^32 IPv4 addresses): a warning, never a refusal, since a
-#: new salt changes every pseudonym.
-MIN_SALT_BYTES = 16
-
-#: Columns whose value Matomo repeats in another field: pseudonymising one alone leaks it.
-REPEATED_IN = {
-    "actionDetails.url": (
-        "actionDetails.subtitle",
-        "the URL of page views, downloads and outlinks",
-    ),
-}
-
-
-def config_warnings(settings: Settings, raw: RawConfig) -> list[str]:
-    """What is accepted but probably not what the user meant (never quoting a value)."""
-    warnings: list[str] = []
-    salt = settings.SALAGE.get_secret_value() if settings.SALAGE is not None else ""
-    if settings.COLONNE_ANNOMYSE and len(salt.encode()) < MIN_SALT_BYTES:
-        warnings.append(
-            f"SALAGE: shorter than {MIN_SALT_BYTES} bytes: pseudonyms of values with few "
-            "possibilities (IPv4 addresses, numeric ids) can be brute-forced with a short key; "
-            "a longer salt is safer but changes every pseudonym (this one is kept)"
-        )
-    columns = set(settings.COLONNE_ANNOMYSE)
-    for column, (twin, what) in REPEATED_IN.items():
-        if column in columns and twin not in columns:
-            warnings.append(
-                f"COLONNE_ANNOMYSE: pseudonymises {column} but not {twin}, which repeats {what} "
-                f"in clear: add {twin}"
-            )
-    for key in SECRET_KEYS:
-        source = raw.sources.get(key)
-        if source is not None and Path(source).name == CONF_FILE and _quoted(raw.values[key]):
-            warnings.append(
-                f"{key}: the quotes around its value in {source} are part of it (configparser "
-                "keeps them, as producerMatomo did)"
-            )
-    for key in ALL_KEYS:
-        mark = _inline_comment(key, raw) if key in raw.values else None
-        if mark is not None:
-            warnings.append(
-                f"{key}: its value in {raw.sources[key]} contains ' {mark}': inline comments "
-                "are not supported there, so that text is part of the value"
-            )
-    return warnings
-
-
 def load_config(parm_dir: Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:
     """Reads and validates everything; raises ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
     raw = collect(parm_dir, environ)
+    key_problems, key_warnings = unknown_key_review(raw.unknown_keys, environ)
     # An empty optional key means its default (the field's own, not another file's value);
     # an empty required one is kept, to be reported as such.
     values = {
@@ -700,10 +674,33 @@ def load_config(parm_dir: Path, environ: Mapping[str, str] | None = None) -> Loa
         errors = _format_errors(exc, raw)
         # An ambiguous key is missing from the values: its problem is already listed.
         errors = [line for line in errors if not _about(line) & raw.ambiguous]
-        raise ConfigError(raw.problems + errors + raw.producer_problems) from None
-    if raw.problems or raw.producer_problems:
-        raise ConfigError(raw.problems + raw.producer_problems)
-    return LoadedConfig(settings, config_warnings(settings, raw))
+        raise ConfigError(key_problems + raw.problems + errors + raw.producer_problems) from None
+    column_problems, column_warnings = column_review(settings.COLONNE_ANNOMYSE)
+    problems = key_problems + raw.problems + column_problems + salt_problems(settings)
+    if problems or raw.producer_problems:
+        raise ConfigError(problems + raw.producer_problems)
+    warnings = key_warnings + _dropped_columns(settings, raw) + column_warnings
+    return LoadedConfig(settings, warnings + config_warnings(settings, raw))
+
+
+def _dropped_columns(settings: Settings, raw: RawConfig) -> list[str]:
+    """Columns a lower layer listed that a higher one (blank included) no longer lists."""
+    if "COLONNE_ANNOMYSE" not in raw.replaced:
+        return []
+    old_value, old_source = raw.replaced["COLONNE_ANNOMYSE"]
+    try:
+        old = parse_columns(old_value)
+    except ValueError:
+        return []
+    dropped = [column for column in old if column not in settings.COLONNE_ANNOMYSE]
+    if not dropped:
+        return []
+    source = raw.sources.get("COLONNE_ANNOMYSE", "a higher layer")
+    return [
+        f"COLONNE_ANNOMYSE: {source} replaces the list of {old_source}, so "
+        f"{', '.join(dropped)} {'is' if len(dropped) == 1 else 'are'} no longer pseudonymised"
+        f"{' (the value there is empty: nothing is)' if not settings.COLONNE_ANNOMYSE else ''}"
+    ]
 
 
 def load_settings(parm_dir: Path, environ: Mapping[str, str] | None = None) -> Settings:

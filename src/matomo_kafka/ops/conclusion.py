@@ -36,6 +36,7 @@ def conclude(
         )  # fmt: skip
     record.sites = site_outcomes(report.sites, store, settings.START_DATE, record.run_date)
     record.matomo_retries = retries
+    record.warnings = list(report.unmatched_columns)
     record.matomo_concurrency_lowest = report.pace_lowest
     record.matomo_concurrency_last = report.pace_last
     fatal = startup or report.fatal

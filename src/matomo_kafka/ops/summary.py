@@ -102,6 +102,8 @@ class RunRecord:
     exit_code: int = EXIT_OK
     error: str | None = None
     error_kind: str | None = None
+    #: Warnings about parm/ found by the run (a COLONNE_ANNOMYSE entry that matched nothing).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def outcome(self) -> str:
@@ -150,6 +152,7 @@ class RunRecord:
                     "last": self.matomo_concurrency_last,
                 },
             },
+            "warnings": self.warnings,
             "sites": sites,
         }
 

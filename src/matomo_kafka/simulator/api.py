@@ -32,6 +32,12 @@ only once complete, which is what a reader that waits for visits to end relies o
 Sites can be created while it serves (``MatomoSimulator.add_site``), as in a real Matomo whose
 administrators add websites: listed by SitesManager from the next request on.
 
+PrivacyManager (``privacy.py``): ``deleteDataSubjects`` erases visits, ``anonymizeSomeRawData``
+masks IPs, removes locations and replaces user ids (at once, where Matomo schedules it), and
+the purge of old raw data (``setDeleteLogsSettings`` + ``executeDataPurge``, or
+``MatomoSimulator.purge_raw_data_older_than``) empties old days while VisitsSummary keeps their
+counts; ``delete_visits`` and ``anonymize_raw_data`` do the same from Python.
+
 Served over plain HTTP, or over HTTPS with a certificate given to ``start(tls=(cert, key))``
 (``simulate --tls-cert/--tls-key``): a corporate gateway's TLS, made testable. Handshakes that
 fail (a client that does not trust the certificate) are listed in ``tls_refusals``.
@@ -65,7 +71,7 @@ import threading
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -100,6 +106,12 @@ from matomo_kafka.simulator.config import (
     _check_count,
     _check_now,
 )
+from matomo_kafka.simulator.privacy import (
+    Anonymisation,
+    PrivacyManager,
+    render_visits,
+    split_purged,
+)
 from matomo_kafka.simulator.server import _error, _json_reply, _Reply, _Server, tls_context
 from matomo_kafka.simulator.visits import (
     _CURRENCIES,
@@ -111,7 +123,6 @@ from matomo_kafka.simulator.visits import (
     _hidden_indices,
     _make_plan,
     _make_visit,
-    _render,
     _shuffle_ties,
     _site_ctx,
     _SiteCtx,
@@ -122,13 +133,18 @@ from matomo_kafka.source.days import site_timezone
 
 @dataclass
 class _DayState:
-    """A day with hidden or grown visits, materialised: visible visits by (last ts, i)."""
+    """A day with hidden, grown, erased, anonymised or purged visits, materialised: visible
+    visits by (last ts, i)."""
 
     plan: _DayPlan
     grown: dict[int, int]  # visit index -> new last action timestamp
     ts: list[int]
     idx: list[int]
     summary: JSON | None = None
+    anonymised: dict[int, Anonymisation] = field(default_factory=dict)
+    #: A day the raw-data purge reached: the visits VisitsSummary still counts (Matomo keeps
+    #: the reports it archived before the purge); None for a day it did not reach.
+    archived: list[int] | None = None
 
 
 @dataclass
@@ -338,6 +354,8 @@ class MatomoSimulator:
         #: TLS handshakes that failed, one reason each (e.g. "TLSV1_ALERT_UNKNOWN_CA"): a
         #: client refusing the certificate never reaches `requests`.
         self.tls_refusals: list[str] = []
+        #: Erased, anonymised and purged visits, and the PrivacyManager API (privacy.py).
+        self.privacy = PrivacyManager(self)
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start(
@@ -510,6 +528,30 @@ class MatomoSimulator:
                 self._version += 1
         return [p.id_base | i for i, _ in picks]
 
+    # ---- PrivacyManager (see privacy.py) ----------------------------------------------------
+    def delete_visits(self, visits: list[tuple[int, int]]) -> dict[str, int]:
+        """Erases visits given as (idsite, idVisit), as PrivacyManager.deleteDataSubjects."""
+        return self.privacy.delete_visits(visits)
+
+    def anonymize_raw_data(
+        self,
+        idsites: list[int] | None,
+        start: date | str,
+        end: date | str | None = None,
+        ip: bool = False,
+        location: bool = False,
+        user_id: bool = False,
+    ) -> int:
+        """Anonymises at once, as PrivacyManager.anonymizeSomeRawData once Matomo's task ran."""
+        first = _as_date(start)
+        return self.privacy.anonymize_raw_data(
+            idsites, first, first if end is None else _as_date(end), ip, location, user_id
+        )
+
+    def purge_raw_data_older_than(self, days: int) -> int:
+        """Deletes the raw data of days older than `days`, as Matomo's "delete old raw data"."""
+        return self.privacy.purge_raw_data_older_than(days)
+
     # ---- the clock -----------------------------------------------------------------------
     @property
     def now(self) -> float | None:
@@ -564,7 +606,9 @@ class MatomoSimulator:
             raise IndexError(i)
         state = self._day_state(idsite, d, p)
         grown = None if state is None else state.grown
-        visit: JSON = orjson.loads(php_json(_render(p, (i,), self.config.seed, grown)[0]))
+        anonymised = None if state is None else state.anonymised
+        rendered = render_visits(p, (i,), self.config.seed, grown, anonymised)[0]
+        visit: JSON = orjson.loads(php_json(rendered))
         return visit
 
     def expected_visits(self, idsite: int, day: date | str) -> list[JSON]:
@@ -575,7 +619,9 @@ class MatomoSimulator:
         seed = self.config.seed
         state = self._day_state(idsite, d, p)
         if state is not None:
-            rendered = _render(p, state.idx[: self._visible_in(state)], seed, state.grown)
+            rendered = render_visits(
+                p, state.idx[: self._visible_in(state)], seed, state.grown, state.anonymised
+            )
             return list(orjson.loads(php_json(rendered)))
         # Through JSON, so callers get plain str/int exactly as a client decodes them.
         shown = range(self._visible(p))
@@ -586,7 +632,8 @@ class MatomoSimulator:
         """The materialised order of a day with hidden or grown visits; None for the others
         (two dict lookups: the fast path pays nothing more)."""
         key = (idsite, day)
-        if key not in self._late and key not in self._grown:
+        privacy = self.privacy
+        if key not in self._late and key not in self._grown and not privacy.touches(key, plan):
             return None
         with self._lock:
             state = self._states.get(key)
@@ -596,17 +643,30 @@ class MatomoSimulator:
             late = self._late.get(key, 0)
             grown = dict(self._grown.get(key, {}))
             now = self._now
+            erased = privacy.erased.get(key, frozenset())
+            anonymised = privacy.anonymised.get(key, {})
+            cut = privacy.purged_before
         if now is not None:  # a visit grows when the clock reaches its new action
             grown = {i: t for i, t in grown.items() if t <= now}
-        hidden = _hidden_indices(plan.n, late)
-        if not hidden and not grown:
+        hidden = _hidden_indices(plan.n, late) | erased
+        if cut is not None and (plan.n == 0 or plan.start >= cut):
+            cut = None  # the purge did not reach this day
+        if not hidden and not grown and not anonymised and cut is None:
             return None
         pairs = sorted(
             (grown[i] if i in grown else plan.last_ts(i), i)
             for i in range(plan.n)
             if i not in hidden
         )
-        state = _DayState(plan, grown, [t for t, _ in pairs], [i for _, i in pairs])
+        shown, archived = split_purged(pairs, cut)
+        state = _DayState(
+            plan,
+            grown,
+            [t for t, _ in shown],
+            [i for _, i in shown],
+            anonymised=anonymised,
+            archived=None if cut is None else archived,
+        )
         with self._lock:
             if self._version == version:
                 self._states[key] = state
@@ -729,6 +789,7 @@ class MatomoSimulator:
             "Goals.getGoals": self._goals,
             "VisitsSummary.get": self._visits_summary,
             "Live.getLastVisitsDetails": self._live,
+            **self.privacy.methods(),
         }
 
     def _site_param(
@@ -920,6 +981,8 @@ class MatomoSimulator:
         plan = self._plan(site.idsite, day)
         state = self._day_state(site.idsite, day, plan)
         n = self._visible(plan) if state is None else self._visible_in(state)
+        if state is not None and state.archived:  # purged: the archived reports stay
+            return _json_reply(_aggregate(plan, state.archived, state.grown, self.config.seed))
         if n == 0:
             return _json_reply(
                 {
@@ -1034,7 +1097,8 @@ class MatomoSimulator:
             positions = _shuffle_ties(ts.__getitem__, lambda t: bisect_right(ts, t), a, b, asc, rng)
         else:
             positions = range(a, b) if asc else range(b - 1, a - 1, -1)
-        return _page_reply(state.plan, [idx[q] for q in positions], self.config.seed, state.grown)
+        indices = [idx[q] for q in positions]
+        return _page_reply(state.plan, indices, self.config.seed, state.grown, state.anonymised)
 
     def _tie_rng(self) -> random.Random:
         """A fresh shuffle source per Live request: deterministic for a request sequence."""
@@ -1056,23 +1120,31 @@ class MatomoSimulator:
 
 
 def _page_reply(
-    plan: _DayPlan, indices: Sequence[int], seed: int, grown: dict[int, int] | None
+    plan: _DayPlan,
+    indices: Sequence[int],
+    seed: int,
+    grown: dict[int, int] | None,
+    anonymised: dict[int, Anonymisation] | None = None,
 ) -> _Reply:
     if len(indices) <= _STREAM_THRESHOLD:
-        reply = _json_reply(_render(plan, indices, seed, grown))
+        reply = _json_reply(render_visits(plan, indices, seed, grown, anonymised))
     else:
-        reply = _Reply(status=200, stream=_live_chunks(plan, indices, seed, grown))
+        reply = _Reply(status=200, stream=_live_chunks(plan, indices, seed, grown, anonymised))
     reply.visits = len(indices)
     return reply
 
 
 def _live_chunks(
-    plan: _DayPlan, indices: Sequence[int], seed: int, grown: dict[int, int] | None = None
+    plan: _DayPlan,
+    indices: Sequence[int],
+    seed: int,
+    grown: dict[int, int] | None = None,
+    anonymised: dict[int, Anonymisation] | None = None,
 ) -> Iterator[bytes]:
     """A huge page as JSON pieces so memory stays bounded by one batch."""
     yield b"["
     for b0 in range(0, len(indices), _STREAM_BATCH):
-        batch = _render(plan, indices[b0 : b0 + _STREAM_BATCH], seed, grown)
+        batch = render_visits(plan, indices[b0 : b0 + _STREAM_BATCH], seed, grown, anonymised)
         body = php_json(batch)[1:-1]
         yield body if b0 == 0 else b"," + body
     yield b"]"

@@ -12,10 +12,11 @@ objects. null stays null; a missing column stays missing.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -29,9 +30,20 @@ from matomo_kafka.source.responses import (
     parse_visit,
     split_visits,
 )
+from matomo_kafka.transform.columns import (
+    ACTION_TWINS,
+    ACTIONS,
+    VISIT_FIELDS_IN_ACTIONS,
+    VISIT_TWINS,
+    Column,
+    cover_twin,
+    hash_at,
+    reaches,
+    resolve,
+    texts_at,
+    twins_of,
+)
 from matomo_kafka.transform.pseudonymise import KeyedHash
-
-ACTION_PREFIX = "actionDetails."
 
 
 @dataclass(frozen=True)
@@ -82,9 +94,21 @@ class SiteTransform:
     visit_renames: dict[str, str] = field(default_factory=dict)
     action_renames: dict[str, str] = field(default_factory=dict)
     goal_names: dict[int, str] = field(default_factory=dict)
+    #: COLONNE_ANNOMYSE as paths in the message; the three tuples below split them by shape,
+    #: so the common ones (a visit field, a field of each action) cost one dict look-up.
+    columns: tuple[Column, ...] = ()
     visit_columns: tuple[str, ...] = ()
     action_columns: tuple[str, ...] = ()
+    deep_paths: tuple[tuple[str, ...], ...] = ()
+    visit_twins: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
+    action_twins: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
     hash: KeyedHash = field(default_factory=lambda: KeyedHash(b""), repr=False)
+    #: What the user should hear once about this site's columns (see columns.resolve).
+    notes: tuple[str, ...] = ()
+    #: Entries (as written) that reached a field in at least one visit so far.
+    matched: set[str] = field(default_factory=set)
+    #: Field names of the first visits seen, to suggest what an unmatched entry meant.
+    sample_fields: set[str] = field(default_factory=set)
 
     @classmethod
     def build(
@@ -105,29 +129,48 @@ class SiteTransform:
                     f"{dim.name!r}; rename one in Matomo"
                 )
             renames[f"dimension{dim.id}"] = dim.name
-        visit_columns: list[str] = []
-        action_columns: list[str] = []
-        for column in columns:
-            if column.startswith(ACTION_PREFIX):
-                name = column[len(ACTION_PREFIX) :]
-                action_columns.append(action_renames.get(name, name))
-            else:
-                visit_columns.append(visit_renames.get(column, column))
+        resolved: list[Column] = []
+        notes: list[str] = []
+        for spec in columns:
+            column, moved = resolve(spec, visit_renames, action_renames)
+            resolved.append(column)
+            if moved:
+                notes.append(
+                    f"COLONNE_ANNOMYSE: {spec} is an action-scope custom dimension of site "
+                    f"{idsite}: pseudonymised in each action (write {ACTIONS}.{spec} to say so)"
+                )
+        paths = [column.path for column in resolved]
+        paths += [
+            (ACTIONS, path[0])
+            for path in paths
+            if len(path) == 1
+            and path[0] in VISIT_FIELDS_IN_ACTIONS
+            and (ACTIONS, path[0]) not in paths
+        ]
         return cls(
             idsite=idsite,
             visit_renames=visit_renames,
             action_renames=action_renames,
             goal_names=goals,
-            visit_columns=tuple(visit_columns),
-            action_columns=tuple(action_columns),
+            columns=tuple(resolved),
+            visit_columns=tuple(path[0] for path in paths if len(path) == 1),
+            action_columns=tuple(
+                path[1] for path in paths if len(path) == 2 and path[0] == ACTIONS
+            ),
+            deep_paths=tuple(
+                path for path in paths if len(path) > 2 or (len(path) == 2 and path[0] != ACTIONS)
+            ),
+            visit_twins=twins_of(resolved, VISIT_TWINS, ()),
+            action_twins=twins_of(resolved, ACTION_TWINS, (ACTIONS,)),
             hash=KeyedHash((salt or "").encode("utf-8")),
+            notes=tuple(notes),
         )
 
     def apply(self, visit: dict[str, Any]) -> dict[str, Any]:
         """Transforms one visit in place and returns it."""
         if self.visit_renames:
             _rename(visit, self.visit_renames, self.idsite, "visit")
-        actions = visit.get("actionDetails")
+        actions = visit.get(ACTIONS)
         if isinstance(actions, list):
             for action in actions:
                 if not isinstance(action, dict):
@@ -139,13 +182,77 @@ class SiteTransform:
                     name = None if goal_id is None else self.goal_names.get(goal_id)
                     if name is not None:
                         action["goalName"] = name
+                for inner, twins in self.action_twins:
+                    texts = texts_at(action, inner)
+                    for twin in twins if texts else ():
+                        cover_twin(action, twin, texts, self.hash)
                 for column in self.action_columns:
                     if column in action:
                         action[column] = self.hash(action[column])
+        for inner, twins in self.visit_twins:
+            texts = texts_at(visit, inner)
+            for twin in twins if texts else ():
+                cover_twin(visit, twin, texts, self.hash)
         for column in self.visit_columns:
             if column in visit:
                 visit[column] = self.hash(visit[column])
+        for path in self.deep_paths:
+            hash_at(visit, path, self.hash)
+        if len(self.matched) < len(self.columns):
+            self._note_matches(visit)
         return visit
+
+    def _note_matches(self, visit: dict[str, Any]) -> None:
+        """Records the entries this visit has a field for (only while some have none)."""
+        for column in self.columns:
+            if column.spec not in self.matched and reaches(visit, column.path):
+                self.matched.add(column.spec)
+        actions = visit.get(ACTIONS)
+        if len(self.sample_fields) < 1000:
+            self.sample_fields.update(visit)
+            for action in actions if isinstance(actions, list) else ():
+                if isinstance(action, dict):
+                    self.sample_fields.update(f"{ACTIONS}.{name}" for name in action)
+
+    def unmatched(self) -> list[str]:
+        """The entries that reached no field of any visit transformed so far."""
+        return [column.spec for column in self.columns if column.spec not in self.matched]
+
+
+class Unmatched(NamedTuple):
+    """A COLONNE_ANNOMYSE entry that reached no field of the visits some sites sent."""
+
+    spec: str
+    sites: tuple[int, ...]
+    line: str
+
+
+def unmatched_columns(sent: Iterable[tuple[SiteTransform, int]]) -> list[Unmatched]:
+    """One line for each COLONNE_ANNOMYSE entry that reached no field of the visits
+    a site sent, given (transform, visits sent) per site: a typo, a separator, a dimension
+    renamed or named otherwise on that site, a scope left out. Judged per site, since
+    dimension names are per site. Said at the end of a run (a day's first visits may lack a
+    field that later ones have)."""
+    sent = [(transform, visits) for transform, visits in sent if visits > 0]
+    if not sent:
+        return []
+    fields = set().union(*(transform.sample_fields for transform, _ in sent))
+    lines: list[Unmatched] = []
+    for column in sent[0][0].columns:
+        missed = [(t, visits) for t, visits in sent if column.spec not in t.matched]
+        if not missed:
+            continue
+        like = [name for name in fields if name.lower() == column.spec.lower()]
+        like = like or difflib.get_close_matches(column.spec, fields, n=1, cutoff=0.75)
+        hint = f"; did you mean {like[0]}?" if like else ""
+        sites = tuple(transform.idsite for transform, _ in missed)
+        visits = sum(count for _, count in missed)
+        line = (
+            f"COLONNE_ANNOMYSE: {column.spec} matched no field in the {visits} visit(s) sent "
+            f"for site(s) {','.join(map(str, sites))}, so it pseudonymised nothing there{hint}"
+        )
+        lines.append(Unmatched(column.spec, sites, line))
+    return lines
 
 
 def _rename(record: dict[str, Any], renames: dict[str, str], idsite: int, scope: str) -> None:
