@@ -49,6 +49,17 @@ class CheckpointError(MatomoKafkaError):
     """A checkpoint file is unreadable or cannot be written: never guess, never restart."""
 
 
+class OffsetBeyondDay(CheckpointError):
+    """The checkpoint's offset is more visits than Matomo lists for its day (a hand edit, a
+    seed file of another day): resuming there would skip the rest of the day silently. The
+    pager knows only the day and offset; the pipeline names the checkpoint."""
+
+    def __init__(self, day: object, offset: int) -> None:
+        super().__init__(f"offset {offset} is more visits than Matomo lists for {day}")
+        self.day = day
+        self.offset = offset
+
+
 # -- Matomo ------------------------------------------------------------------------------------
 
 
@@ -119,6 +130,13 @@ class FencedError(KafkaDeliveryError):
     Exit code 3, as for a checkpoint lock held by another run: another instance does the work."""
 
     exit_code = EXIT_LOCKED
+
+
+class TopicChangedError(MatomoKafkaError):
+    """The topic's id is not the one the checkpoints were written against (deleted and created
+    again): its history is gone, so nothing is sent until the operator decides (exit 2)."""
+
+    exit_code = EXIT_CONFIG
 
 
 class KafkaReadError(MatomoKafkaError):

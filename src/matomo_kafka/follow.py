@@ -39,6 +39,7 @@ from matomo_kafka.errors import (
     LockedError,
     MatomoAuthError,
     MatomoKafkaError,
+    TopicChangedError,
 )
 from matomo_kafka.model import DISABLED, RunReport, SiteReport
 from matomo_kafka.ops.follow_metrics import FollowMetrics
@@ -48,6 +49,7 @@ from matomo_kafka.sink.producer import KafkaSink
 from matomo_kafka.source.client import MatomoClient
 from matomo_kafka.source.sites import Shard, resolve_all_sites, skip_disabled_sites
 from matomo_kafka.state.checkpoint_files import CheckpointLock, CheckpointStore
+from matomo_kafka.state.topic_id import TopicGuard
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 3600.0
 
 #: Failures a retry cannot fix: the service stops with their exit code.
-FINAL = (MatomoAuthError, ConfigError, LockedError, FencedError)
+FINAL = (MatomoAuthError, ConfigError, LockedError, FencedError, TopicChangedError)
 
 
 def backoff(interval: float, failures: int) -> float:
@@ -182,6 +184,8 @@ class Follower:
         self.said: set[str] = set()  # warnings about parm/ said once per process
         self.cycles = 0
         self.skew = SkewWatch(60.0 * settings.MATOMO_SETTLE_MINUTES)
+        # The topic's id against the checkpoints' (cli: --accept-new-topic sets accept_new).
+        self.topic_guard = TopicGuard(settings)
 
     def run(self) -> MatomoKafkaError | None:
         """Cycles until a signal (None: exit 0) or a failure no retry can fix (returned: the
@@ -280,6 +284,7 @@ class Follower:
         self.health.cycle_started()
         try:
             self.sink.check_topic()
+            self.topic_guard.check()
             horizon = Horizon(self._settled_until(margin), self.rescanned)
             pipeline = Pipeline(self.settings, self.matomo, self.sink, self.store, None,
                                 self.stop, _Progress(self.health), clock=self.clock,
@@ -287,6 +292,7 @@ class Follower:
             if self.cycles == 1:  # the lines a run prints once, once
                 pipeline.once_level = logging.INFO
             report = pipeline.run(sites)
+            self.topic_guard.checkpointed(report)
             self._observe_clocks(margin)
         except MatomoKafkaError as exc:  # before the pipeline started (the topic, Matomo's clock)
             report = RunReport([SiteReport(idsite, "skipped") for idsite in sites], fatal=exc)

@@ -44,6 +44,7 @@ from matomo_kafka.errors import (
     MatomoError,
     MatomoKafkaError,
     MatomoResponseError,
+    OffsetBeyondDay,
     SiteAccessError,
     Stopped,
     TransformError,
@@ -167,6 +168,16 @@ class _SiteRun:
         return self.report.idsite
 
 
+def not_viewable(idsite: int, named_by: str = "MATOMO_ID_SITE") -> SiteAccessError:
+    """A site missing from Matomo's list for the token (unknown, or not viewable): the same
+    line for `run`, `follow` and `check`, naming where the site was asked for."""
+    return SiteAccessError(
+        f"MATOMO_API_TOKEN cannot view site {idsite}: give the token view access to it in "
+        f"Matomo, or remove site {idsite} from {named_by} (Matomo lists no such site in "
+        "SitesManager.getSitesWithAtLeastViewAccess)"
+    )
+
+
 class Pipeline:
     """Moves every closed day of every configured site from Matomo to Kafka (see above)."""
 
@@ -214,6 +225,8 @@ class Pipeline:
         self._chunks: list[list[int]] = []
         self._chunk_of: dict[int, int] = {}
         self._chunk_tickets: dict[int, Ticket[dict[int, SiteMetadata]]] = {}
+        #: Where the sites came from, for the line that says to remove one (`run --sites`).
+        self.sites_named_by = "MATOMO_ID_SITE"
 
     def run(self, sites: tuple[int, ...]) -> RunReport:
         report = RunReport(sites=[SiteReport(idsite) for idsite in sites])
@@ -471,13 +484,38 @@ class Pipeline:
             "" if self.horizon is None else f", then up to {self.horizon.at:%Y-%m-%d %H:%M:%S}Z",
         )  # fmt: skip
         self.observer.site_started(site, cursor.day)
-        yield from self._pager(run, transform, cursor, last_day)
+        # A run says it each time; follow at its first cycle (once_level: INFO only then).
+        ahead = cursor.day > last_day + timedelta(days=1)
+        if ahead and (self.horizon is None or self.once_level == logging.INFO):
+            log.warning(
+                "site %d: its checkpoint is at %s, after the day after the last closed day "
+                "(%s): nothing to read; the days before %s are never read unless the "
+                "checkpoint is moved back (matomo-kafka reset --site %d --date <day>)",
+                idsite, cursor.day, last_day, cursor.day, idsite,
+            )  # fmt: skip
+        try:
+            yield from self._pager(run, transform, cursor, last_day)
+        except OffsetBeyondDay as exc:
+            raise CheckpointError(
+                f"checkpoint {self._checkpoint_name(idsite)} holds offset {exc.offset} for "
+                f"{exc.day}, more visits than Matomo lists for that day (the visits at "
+                f"{exc.offset} and just before are not there): fix it (0 re-sends the whole "
+                f"day) or `matomo-kafka reset --site {idsite} --date {exc.day}`; nothing was "
+                "sent for the site"
+            ) from None
         days = self.settings.MATOMO_RESCAN_DAYS
         if self.sent_log is not None and days and self._rescan_due(idsite, run_start):
             day = max(run_start - timedelta(days=days), self.settings.START_DATE)
             while day < run_start and day <= last_day:
                 yield from self._pager(run, transform, Cursor(day, 0), day, rescan=True)
                 day += timedelta(days=1)
+
+    def _checkpoint_name(self, idsite: int) -> str:
+        """Where the site's offset is kept, as an operator would look for it."""
+        path = self.store.offset_path(idsite)
+        if self.settings.exactly_once:
+            return f"of site {idsite} (state topic {self.settings.state_topic}, files {path})"
+        return str(path)
 
     def _rescan_due(self, idsite: int, run_start: date) -> bool:
         """A run re-scans every time; `follow` once per site and start day (the first cycle,
@@ -505,13 +543,8 @@ class Pipeline:
             self._chunk_tickets[index] = ticket
         return ticket
 
-    @staticmethod
-    def _not_viewable(idsite: int) -> SiteAccessError:
-        return SiteAccessError(
-            f"MATOMO_API_TOKEN cannot view site {idsite}: give the token view access to it "
-            f"in Matomo, or remove site {idsite} from MATOMO_ID_SITE (Matomo lists no such "
-            "site in SitesManager.getSitesWithAtLeastViewAccess)"
-        )
+    def _not_viewable(self, idsite: int) -> SiteAccessError:
+        return not_viewable(idsite, self.sites_named_by)
 
     def prepare_site(self, idsite: int, metadata: SiteMetadata) -> tuple[SiteTransform, date]:
         """What transforming a site's visits needs, and its last closed day (in its timezone,

@@ -69,6 +69,32 @@ def delete_topic(bootstrap: str, name: str) -> None:
             future.result(timeout=15)
 
 
+def recreate_topic(bootstrap: str, name: str, partitions: int = 3) -> None:
+    """Deletes the topic and creates it again under the same name (a new topic id, empty), as
+    an operator's mistake would; returns once its partitions are visible. Creating it again
+    is refused for a moment while the deletion completes: tried again for up to 60 s."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+    for future in admin.delete_topics([name], operation_timeout=30).values():
+        future.result(timeout=60)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            topic = NewTopic(name, num_partitions=partitions, replication_factor=1)
+            admin.create_topics([topic])[name].result(timeout=30)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    while True:
+        found = admin.list_topics(name, timeout=10).topics.get(name)
+        if found is not None and found.error is None and len(found.partitions) == partitions:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topic {name}: not visible again within 60s")
+        time.sleep(0.1)
+
+
 def create_retained_topic(bootstrap: str, prefix: str, partitions: int = 3) -> str:
     """A fresh topic that keeps everything (retention.ms=-1): records stamped weeks ago would
     otherwise be deleted by the broker's 7-day retention while a test or the bench runs."""

@@ -24,7 +24,7 @@ from matomo_kafka.cli.common import (
 from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import EXIT_CONFIG, EXIT_FAILED, MatomoKafkaError
 from matomo_kafka.model import Cursor
-from matomo_kafka.ops.audit import SiteAudit, audit_site
+from matomo_kafka.ops.audit import DayAudit, SiteAudit, audit_site
 
 
 @app.command()
@@ -48,16 +48,16 @@ def audit(
     settings = load(parm_dir, quiet=True)
     store = checkpoint_store(settings)
     try:
-        cursor = store.load(site)
-    except MatomoKafkaError:
-        cursor = None
+        cursor, known = store.load(site), True
+    except MatomoKafkaError:  # unreadable: no day counts as not due
+        cursor, known = None, False
     try:
         with matomo_client(settings) as matomo:
             audited = audit_site(settings, matomo, site, first, last)
     except MatomoKafkaError as exc:
         fail(str(exc), exc.exit_code)
-    _print_audit(settings, site, audited, cursor)
-    bad = [row for row in audited.rows if not row.ok]
+    _print_audit(settings, site, audited, cursor, known)
+    bad = [row for row in audited.rows if not row.ok and not _not_due(row, cursor, known)]
     if bad:
         missing = sum(row.missing for row in bad)
         extra = sum(row.extra for row in bad)
@@ -68,7 +68,17 @@ def audit(
         )
 
 
-def _print_audit(settings: Settings, site: int, audited: SiteAudit, cursor: Cursor | None) -> None:
+def _not_due(row: DayAudit, cursor: Cursor | None, known: bool) -> bool:
+    """A day at or after the checkpoint (or any day of a site that never ran) whose visits
+    are only missing, not extra: the next run sends them, it is no error (the checkpoint's
+    day itself may be partly sent)."""
+    pending = known and (cursor is None or row.day >= cursor.day)
+    return pending and not row.ok and row.extra == 0
+
+
+def _print_audit(
+    settings: Settings, site: int, audited: SiteAudit, cursor: Cursor | None, known: bool
+) -> None:
     """The table of days, how much of the topic was read, and notes on stale archives."""
     rows, read = audited.rows, audited.topic
     table = Table(title=f"matomo-kafka audit: site {site}, topic {settings.KAFKA_TOPIC}",
@@ -78,8 +88,7 @@ def _print_audit(settings: Settings, site: int, audited: SiteAudit, cursor: Curs
     for column in columns:
         table.add_column(column, justify="left" if column in ("day", "ok") else "right")
     for row in rows:
-        pending = cursor is None or row.day >= cursor.day
-        verdict = "ok" if row.ok else "NOT SENT" if pending and row.sent == 0 else "MISMATCH"
+        verdict = "ok" if row.ok else "NOT DUE" if _not_due(row, cursor, known) else "MISMATCH"
         summary = "-" if row.summary is None else str(row.summary)
         table.add_row(
             str(row.day), str(row.sent), str(row.distinct), str(row.duplicates), summary,
@@ -97,6 +106,12 @@ def _print_audit(settings: Settings, site: int, audited: SiteAudit, cursor: Curs
         f"read {read.read:,} records of {read.total:,} in the topic's partitions (from the "
         f"first one produced at or after {read.since:%Y-%m-%d %H:%M} UTC)"
     )
+    not_due = [row for row in rows if _not_due(row, cursor, known)]
+    if not_due:
+        say(
+            f"{len(not_due)} day(s) not due yet (at or after the checkpoint, {where}): "
+            f"{sum(row.missing for row in not_due)} visit(s) the next run sends, not an error"
+        )
     for row in rows:
         if row.summary_differs:
             say(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -21,11 +22,18 @@ from matomo_kafka.cli.common import (
 )
 from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import EXIT_FAILED, MatomoKafkaError
+from matomo_kafka.pipeline import not_viewable
 from matomo_kafka.sink.producer import KafkaSink
 from matomo_kafka.source.client import MatomoClient
 from matomo_kafka.source.days import last_closed_day, site_timezone
 from matomo_kafka.source.responses import Visit
 from matomo_kafka.source.sites import LOG_DISABLED_MESSAGE
+from matomo_kafka.state.topic_id import (
+    read_topic_id,
+    recorded_topic_id,
+    topic_changed,
+    topic_id_path,
+)
 from matomo_kafka.transform.visits import (
     SiteTransform,
     parse_dimensions,
@@ -93,7 +101,17 @@ def check(
                 record(step, True, f"all: {','.join(map(str, site_ids))}")
         except MatomoKafkaError as exc:
             record(step, False, str(exc))
+        viewable: set[int] | None = None
+        if site_ids:
+            try:
+                viewable = set(matomo.sites_view_info())
+            except MatomoKafkaError:
+                viewable = None  # each site's own request says what is wrong
         for idsite in site_ids:
+            if viewable is not None and idsite not in viewable:
+                named_by = "MATOMO_ID_SITE" if sites is None else "--sites"
+                record(f"site {idsite}", False, str(not_viewable(idsite, named_by)))
+                continue
             try:
                 info = matomo.site(idsite)
                 tz = site_timezone(info.timezone)
@@ -113,8 +131,24 @@ def check(
     try:
         partitions = sink.check_topic()
         record("kafka", True, f"topic {settings.KAFKA_TOPIC} ({partitions} partitions)")
+        _check_topic_id(settings, record)
     except MatomoKafkaError as exc:
         record("kafka", False, str(exc))
     stdout.print(table)
     if failures:
         fail(f"{failures} check(s) failed", EXIT_FAILED)
+
+
+def _check_topic_id(settings: Settings, record: Callable[[str, bool, str], None]) -> None:
+    """The topic's id against the one recorded beside the checkpoints (nothing written)."""
+    prefix, topic = settings.FILE_PATH_FILTERDATE, settings.KAFKA_TOPIC
+    recorded, current = recorded_topic_id(prefix, topic), read_topic_id(settings)
+    if current is None:
+        record("topic id", True, "the broker gives none: not compared")
+    elif recorded is None:
+        record("topic id", True, f"{current}, recorded by the next run that checkpoints")
+    elif recorded != current:
+        problem = topic_changed(topic, topic_id_path(prefix, topic), recorded, current)
+        record("topic id", False, str(problem))
+    else:
+        record("topic id", True, f"{current}, the one the checkpoints were written against")

@@ -63,6 +63,15 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")]
 
+AcceptNewTopic = Annotated[
+    bool,
+    typer.Option(
+        "--accept-new-topic",
+        help="KAFKA_TOPIC was deleted and created again: go on with the new topic (its id is "
+        "recorded beside the checkpoints) instead of refusing (exit 2).",
+    ),
+]
+
 SiteId = Annotated[int, typer.Option("--site", min=1, help="The Matomo idSite.")]
 
 Shard = Annotated[

@@ -10,6 +10,7 @@ from typing import Literal
 
 from matomo_kafka import __version__
 from matomo_kafka.cli.common import (
+    AcceptNewTopic,
     ParmDir,
     Quiet,
     Shard,
@@ -45,6 +46,7 @@ def follow(
     parm_dir: ParmDir = Path("parm"),
     sites: Sites = None,
     shard: Shard = None,
+    accept_new_topic: AcceptNewTopic = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -87,7 +89,8 @@ def follow(
         try:
             with store.lock(site_ids) as lock:  # for the service's life: a run refuses (exit 3)
                 listing = _listing(relisted, shard_spec, lock, site_ids)
-                fatal = _serve(settings, matomo, store, site_ids, stop, clock, textfile, listing)
+                fatal = _serve(settings, matomo, store, site_ids, stop, clock, textfile, listing,
+                               accept_new_topic)  # fmt: skip
         except MatomoKafkaError as exc:  # the lock (exit 3), the health port (exit 2)
             fail(str(exc), exc.exit_code)
     if fatal is not None:
@@ -135,6 +138,7 @@ def _serve(
     clock: Clock,
     textfile: str | None,
     listing: Listing | None,
+    accept_new_topic: bool = False,
 ) -> MatomoKafkaError | None:
     """The health endpoint and the cycles, under the sites' locks, until a signal (None) or
     a failure no retry can fix (returned)."""
@@ -148,6 +152,7 @@ def _serve(
     try:
         follower = Follower(settings, matomo, sink, store, site_ids, stop, clock, health, metrics,
                             listing)  # fmt: skip
+        follower.topic_guard.accept_new = accept_new_topic
         return follower.run()
     finally:
         sink.close()

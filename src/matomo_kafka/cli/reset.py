@@ -26,11 +26,13 @@ from matomo_kafka.errors import EXIT_CONFIG, MatomoKafkaError
 from matomo_kafka.ops.reset import apply_reset, describe, plan_reset, write_checkpoint
 
 
-def _known_site(settings: Settings, idsite: int) -> None:
-    """With an explicit MATOMO_ID_SITE, a site outside it is most likely a typo."""
+def _note_unlisted_site(settings: Settings, idsite: int) -> None:
+    """A site outside an explicit MATOMO_ID_SITE is accepted (a backfill runs with `run
+    --sites N` while the daily run keeps N out), but said: it may be a typo."""
     if settings.MATOMO_ID_SITE != "all" and idsite not in settings.MATOMO_ID_SITE:
         listed = ",".join(map(str, settings.MATOMO_ID_SITE))
-        fail(f"--site {idsite} is not in MATOMO_ID_SITE ({listed})", EXIT_CONFIG)
+        say(f"note: site {idsite} is not in MATOMO_ID_SITE ({listed}): only a run with "
+            f"--sites {idsite} (a backfill) reads it")  # fmt: skip
 
 
 @app.command()
@@ -48,7 +50,7 @@ def reset(
     (without a terminal and without --yes it refuses, exit 2)."""
     new_day = parse_day("--date", day_text)
     settings = load(parm_dir, quiet=True)
-    _known_site(settings, site)
+    _note_unlisted_site(settings, site)
     if new_day > date.today() + timedelta(days=1):
         fail(f"--date {new_day} is in the future", EXIT_CONFIG)
     store = checkpoint_store(settings)
@@ -60,7 +62,11 @@ def reset(
             if not plan.changes and not settings.exactly_once:  # (the state topic may differ)
                 say(f"site {site}: checkpoint already at {new}: nothing to change")
                 return
-            say(f"site {site}: checkpoint {old} -> {new}")
+            move = f"checkpoint {old} -> {new}"
+            if not yes and not sys.stdin.isatty():  # refused before saying anything moved
+                fail(f"no terminal to confirm the reset: pass --yes (site {site}: {move} not "
+                     "done, checkpoint unchanged)", EXIT_CONFIG)  # fmt: skip
+            say(f"site {site}: {move}" if yes else f"site {site}: would move the {move}")
             if plan.unreadable:
                 say(f"  (current checkpoint: {_redactor(plan.unreadable)})")
             if plan.old is not None and new_day <= plan.old.day:
@@ -72,10 +78,9 @@ def reset(
                 skipped = f"{plan.old.day} to {new_day - timedelta(days=1)}"
                 say(f"  the visits of site {site} from {skipped} will NOT be sent")
             if not yes:
-                if not sys.stdin.isatty():
-                    fail("no terminal to confirm the reset: pass --yes", EXIT_CONFIG)
                 if not typer.confirm("Move the checkpoint?", default=False):
                     fail("reset cancelled, checkpoint unchanged", EXIT_CONFIG)
+                say(f"site {site}: {move}")
             if settings.exactly_once:  # the state topic is what runs start from
                 write_checkpoint(settings, site, plan.new)
                 say(f"site {site}: checkpoint written to the state topic {settings.state_topic}")

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from matomo_kafka import __version__
 from matomo_kafka.cli.common import (
+    AcceptNewTopic,
     Failure,
     ParmDir,
     Quiet,
@@ -48,6 +49,7 @@ from matomo_kafka.sink.producer import KafkaSink
 from matomo_kafka.source.client import MatomoClient
 from matomo_kafka.source.days import days_behind
 from matomo_kafka.state.checkpoint_files import CheckpointStore
+from matomo_kafka.state.topic_id import TopicGuard
 
 SummaryFile = Annotated[
     Path | None,
@@ -66,6 +68,7 @@ def run(
     sites: Sites = None,
     shard: Shard = None,
     summary_file: SummaryFile = None,
+    accept_new_topic: AcceptNewTopic = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -75,7 +78,7 @@ def run(
              EXIT_CONFIG)  # fmt: skip
     record = RunRecord(version=__version__)
     try:
-        _run(record, parm_dir, run_date, sites, shard, verbose, quiet)
+        _run(record, parm_dir, run_date, sites, shard, verbose, quiet, accept_new_topic)
     except Failure as exc:
         record.fail(exc.exit_code, exc.message)
         _write_summary(summary_file, record)
@@ -112,6 +115,7 @@ def _run(
     shard: str | None,
     verbose: bool,
     quiet: bool,
+    accept_new_topic: bool = False,
 ) -> None:
     day = record.run_date = parse_run_date(run_date)
     shard_spec = parse_shard_option(shard)
@@ -122,6 +126,7 @@ def _run(
     record.clusterid, record.topic = settings.CLUSTERID, settings.KAFKA_TOPIC
     selection = parse_sites(sites, settings)
     record.site_selection = selection if selection == "all" else ",".join(map(str, selection))
+    named_by = "MATOMO_ID_SITE" if sites is None else "--sites"
     stop = threading.Event()
     stop_on_signals(stop, "exit 130")
     store = checkpoint_store(settings)
@@ -143,8 +148,9 @@ def _run(
         try:
             with store.lock(site_ids):
                 report, startup = _extract(settings, matomo, store, day, stop, site_ids, quiet,
-                                           clock)  # fmt: skip
+                                           clock, accept_new_topic, named_by)  # fmt: skip
                 conclude(record, report, startup, settings, store, matomo.retries_done, _redactor)
+                _forget_unknown_sites(store, report)
         except MatomoKafkaError as exc:  # the lock (exit 3) or its file
             fail(str(exc), exc.exit_code)
     if startup is not None:
@@ -160,6 +166,20 @@ def _run(
         fail(f"{len(failed)} of {len(report.sites)} site(s) failed", EXIT_FAILED)
 
 
+def _forget_unknown_sites(store: CheckpointStore, report: RunReport) -> None:
+    """A site Matomo does not list (a typo in --sites, a deleted site) that never had a
+    checkpoint leaves no lock file behind. Removed while still held: another run that opened
+    it meanwhile fails to lock it (exit 3) and the next one creates it again."""
+    for site in report.sites:
+        if site.error_kind != "SiteAccessError" or site.cursor is not None:
+            continue
+        idsite = site.idsite
+        state = (store.date_path(idsite), store.offset_path(idsite), store.marker_path(idsite),
+                 store.boundary_path(idsite))  # fmt: skip
+        if not any(path.exists() for path in state):
+            store.lock_path(idsite).unlink(missing_ok=True)
+
+
 def _extract(
     settings: Settings,
     matomo: MatomoClient,
@@ -169,22 +189,29 @@ def _extract(
     site_ids: tuple[int, ...],
     quiet: bool,
     clock: Clock,
+    accept_new_topic: bool = False,
+    sites_named_by: str = "MATOMO_ID_SITE",
 ) -> tuple[RunReport, MatomoKafkaError | None]:
     """Runs the pipeline; a failure before it starts (Kafka, topic) comes back as `startup`."""
     try:
         sink = KafkaSink.from_settings(settings)
         try:
             sink.check_topic()
+            guard = TopicGuard(settings, accept_new_topic)
+            guard.check()
             json_logs = settings.LOG_FORMAT == "json"
             with progress_observer(quiet=quiet, json_logs=json_logs) as observer:
                 pipeline = Pipeline(settings, matomo, sink, store, day, stop, observer=observer,
                                     clock=clock)  # fmt: skip
+                pipeline.sites_named_by = sites_named_by
                 # What exists now (modules, settings, clients) lasts the whole run: frozen out
                 # of the cyclic GC, whose full collections then walk only what the run makes
                 # (they walked every module's objects, 1-2 us a visit).
                 gc.collect()
                 gc.freeze()
-                return pipeline.run(site_ids), None
+                report = pipeline.run(site_ids)
+                guard.checkpointed(report)
+                return report, None
         finally:
             sink.close()
     except MatomoKafkaError as exc:

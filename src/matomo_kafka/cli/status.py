@@ -10,12 +10,14 @@ from rich.table import Table
 from matomo_kafka.cli.common import (
     ParmDir,
     RunDate,
+    Sites,
     _redactor,
     app,
     checkpoint_store,
     fail,
     load,
     parse_run_date,
+    parse_sites,
     stdout,
 )
 from matomo_kafka.errors import EXIT_FAILED, MatomoKafkaError
@@ -27,10 +29,12 @@ from matomo_kafka.source.sites import sites_with_checkpoints
 def status(
     parm_dir: ParmDir = Path("parm"),
     run_date: RunDate = None,
+    sites: Sites = None,
 ) -> None:
     """Shows each site's checkpoint (day, offset) and the days left, without any network call."""
     day = parse_run_date(run_date)
     settings = load(parm_dir, quiet=True)
+    selection = parse_sites(sites, settings)  # --sites: a backfill outside MATOMO_ID_SITE
     store = checkpoint_store(settings)
     last_day = last_closed_day(UTC, day)
     table = Table(title=f"checkpoints (days behind counted to {last_day}, UTC)",
@@ -38,10 +42,11 @@ def status(
     for column in ("site", "day", "offset", "behind", "files"):
         table.add_column(column)
     broken = 0
-    site_ids = settings.MATOMO_ID_SITE
+    site_ids = selection
     if site_ids == "all":  # no network call here: the sites that have a checkpoint
         site_ids = sites_with_checkpoints(store)
-        table.caption = f"MATOMO_ID_SITE=all: the {len(site_ids)} site(s) with a checkpoint file"
+        named = "MATOMO_ID_SITE=all" if sites is None else "--sites all"
+        table.caption = f"{named}: the {len(site_ids)} site(s) with a checkpoint file"
     for idsite in site_ids:
         try:
             cursor = store.load(idsite)

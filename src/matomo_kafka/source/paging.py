@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
-from matomo_kafka.errors import MatomoError, MatomoResponseError, PageTooHeavy
+from matomo_kafka.errors import MatomoError, MatomoResponseError, OffsetBeyondDay, PageTooHeavy
 from matomo_kafka.model import Cursor, Page
 from matomo_kafka.source.schedule import Priority, Ticket, wait_for
 
@@ -181,6 +181,8 @@ class Pager(Generic[T]):
                 self._drop_day(day)  # pages asked for ahead were cut at the old size
                 request = smaller
                 continue
+            if not batch.items and request is anchor and request.offset > 0:
+                yield from self._check_offset(request)
             full = len(batch.items) >= request.limit
             beyond = horizon is not None and max(batch.stamps, default=horizon) > horizon
             more = full and not beyond  # the day goes on in this read
@@ -210,6 +212,18 @@ class Pager(Generic[T]):
             if not more:
                 return
             request = following
+
+    def _check_offset(self, request: Request) -> Step[None]:
+        """A day resumed at an offset (no keyset boundary) whose page there came back empty:
+        the day held exactly that many visits (a run stopped after its last page), or fewer,
+        which only a corrupt checkpoint can say (a hand edit, a seed file carried over): one
+        visit asked for just before the offset tells them apart. Resuming past the day's end
+        would skip the rest of the day silently, so that raises OffsetBeyondDay."""
+        before = Request(request.day, request.after, 1, request.offset - 1)
+        ticket = self.submit(lambda: self._read(before), Priority.NEEDED, 0)
+        batch = yield from wait_for(ticket)
+        if not batch.items:
+            raise OffsetBeyondDay(request.day, request.offset)
 
     def _smaller(self, request: Request, exc: PageTooHeavy, sent: int) -> Request:
         """The same position in a page half as big (down to MIN_SPLIT_LIMIT); the pages

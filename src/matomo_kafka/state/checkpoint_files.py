@@ -180,8 +180,9 @@ class CheckpointStore:
             elif held[1] != cursor.offset:
                 _write_atomic(self.offset_path(idsite), str(cursor.offset))
         except OSError as exc:
+            where = exc.filename or self.date_path(idsite)
             raise CheckpointError(
-                f"cannot write the checkpoint of site {idsite}: {exc.strerror or exc}"
+                f"cannot write the checkpoint of site {idsite} ({where}): {exc.strerror or exc}"
             ) from None
 
     def _held(self, idsite: int) -> tuple[str, int] | None:
