@@ -1,7 +1,8 @@
 """Benchmark: `matomo-kafka reconcile` of one big day against `run` of the same day (issue 22):
-Matomo requests, wall time and peak RSS of each command (a child process each, measured by
-os.wait4), through the real broker and the bundled simulator over real HTTP (in this process,
-so its request log can be counted).
+Matomo requests, wall time and peak RSS of each command (a child process each, its peak RSS
+by GNU time: a child forked from this process would report this process's RSS as its own
+ru_maxrss, since Linux keeps the larger at exec), through the real broker and the bundled
+simulator over real HTTP (in this process, so its request log can be counted).
 
 Steps: `run` sends the day (--visits visits, yesterday, one site in UTC); --erase visits are
 erased in the simulator and the whole day is anonymised (every visit changes); then
@@ -34,6 +35,7 @@ from support.kafka import create_retained_topic, delete_topics
 
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
 TOKEN = "bench-token"
+TIME = "/usr/bin/time"  # GNU time (Debian package `time`)
 
 
 def tool_env(url: str, topic: str, state: Path, first: str) -> dict[str, str]:
@@ -55,19 +57,19 @@ def measured(sim: MatomoSimulator, env: dict[str, str], state: Path, *args: str)
     sim.clear_requests()
     parm = state / "parm"
     parm.mkdir(exist_ok=True)
-    out = state / "out.txt"
+    out, peak = state / "out.txt", state / "peak.txt"
     started = time.perf_counter()
     with out.open("w") as handle:
-        command = [sys.executable, "-m", "matomo_kafka.cli", *args, "--parm-dir", str(parm)]
-        child = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
+        command = [TIME, "-f", "%M", "-o", str(peak), sys.executable, "-m", "matomo_kafka.cli",
+                   *args, "--parm-dir", str(parm)]  # fmt: skip
+        code = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
+    kbytes = int(peak.read_text().split()[-1])
     methods = Counter(str(r.get("method")) for r in sim.requests)
     live = methods.pop("Live.getLastVisitsDetails", 0)
     others = ", ".join(f"{m} {n}" for m, n in sorted(methods.items()))
     return (f"exit {code}, {live + sum(methods.values())} Matomo requests ({live} Live pages; "
-            f"{others}), {seconds:.1f} s, peak RSS {usage.ru_maxrss / 1024:.0f} MB")  # fmt: skip
+            f"{others}), {seconds:.1f} s, peak RSS {kbytes / 1024:.0f} MB")  # fmt: skip
 
 
 def main() -> None:
