@@ -689,8 +689,8 @@ class Pipeline:
         """Tombstones of the visits sent for the day that Matomo no longer lists, unless the
         whole day is gone (Matomo's retention purge: reported, the visits stay in Kafka) or
         they would take the run past MATOMO_MAX_ERASE (reported, the site fails, nothing is
-        erased: the sent log keeps them for `reconcile`). A visit that moved to the next day
-        (a last action after midnight) and was sent for it is not erased."""
+        erased: the sent log keeps them for `reconcile`). A visit sent for the next day is not
+        erased (it moved there: Matomo servers that do not split visits at midnight)."""
         assert self.sent_log is not None
         site, day = run.report, state.day
         gone = sorted(set(state.known) - state.listed)
