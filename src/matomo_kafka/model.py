@@ -61,10 +61,11 @@ Headers = list[tuple[str, str | bytes | None]]
 
 
 class Message(NamedTuple):
-    """One Kafka record: a tuple, as it is built once per visit on the hot path."""
+    """One Kafka record: a tuple, as it is built once per visit on the hot path. A value of
+    None is a tombstone: the visit of the key is no longer in Matomo (erased)."""
 
     key: bytes
-    value: bytes
+    value: bytes | None
 
 
 @dataclass
@@ -84,6 +85,9 @@ class SiteReport:
     rescanned_days: int = 0  # MATOMO_RESCAN_DAYS: days re-read after the catch-up
     rescan_new: int = 0  # visits found by the re-scan that were never sent
     rescan_changed: int = 0  # visits found by the re-scan that changed since they were sent
+    rescan_erased: int = 0  # tombstones sent: visits sent that Matomo no longer lists
+    erase_withheld: int = 0  # erased visits not tombstoned: over MATOMO_MAX_ERASE
+    purged_days: list[date] = field(default_factory=list)  # re-scanned days now listed empty
     pages_split: int = 0  # Live pages asked for again smaller after hitting Matomo's limits
     newest: int | None = None  # last action time (Unix s) of the newest visit delivered
 

@@ -5,8 +5,11 @@ Per site: read its timezone, custom dimensions and goals; then for each closed d
 checkpoint (or START_DATE) read Live.getLastVisitsDetails page by page (ascending last action
 time, `filter_limit` visits a page, keyset-checked boundaries: paging.py) until a short page;
 then, with MATOMO_RESCAN_DAYS, re-read the days before the start and re-send what is new or
-changed (sentlog.py). A site that Matomo refuses fails alone; a Kafka, checkpoint or token
-failure stops the run, since every other site would hit it too.
+changed (sentlog.py), and send a tombstone for each visit sent for a day that Matomo's fresh
+listing of the day no longer holds (erased in Matomo); at most MATOMO_MAX_ERASE a run, and
+never for a day Matomo now lists empty (its retention purge). A site that Matomo refuses
+fails alone; a Kafka, checkpoint or token failure stops the run, since every other site would
+hit it too.
 
 Fetching runs ahead, delivery runs in order. One page scheduler (schedule.py) keeps up to
 MATOMO_MAX_CONCURRENCY Matomo requests in flight for the whole run, taking the most useful
@@ -76,6 +79,12 @@ from matomo_kafka.transform.visits import (
 
 log = logging.getLogger(__name__)
 
+#: Header matomo.op of each record: a visit sent for the first time, a visit sent again with
+#: new content, a tombstone (docs/consumers.md).
+OP_INSERT = ("matomo.op", b"insert")
+OP_UPDATE = ("matomo.op", b"update")
+OP_DELETE = ("matomo.op", b"delete")
+
 
 class RunObserver(Protocol):
     """Hooks for progress displays and metrics, called from the run's one loop: they must be
@@ -143,6 +152,7 @@ class _Rescan:
 
     day: date
     known: dict[int, bytes]
+    listed: set[int] = field(default_factory=set)  # every idVisit of the fresh listing
     new: int = 0
     changed: int = 0
     unchanged: int = 0
@@ -219,6 +229,7 @@ class Pipeline:
             SentLog(settings.FILE_PATH_FILTERDATE) if settings.MATOMO_RESCAN_DAYS else None
         )
         self.scheduler: PageScheduler | None = None  # set while run() runs
+        self.erase_left = settings.MATOMO_MAX_ERASE  # tombstones this run may still send
         self.peak_buffered = 0  # most pages fetched (or being fetched) and not yet delivered
         self.pace = Pace(self.slots)  # Matomo requests in flight now (schedule.Pace)
         self.site_infos: dict[int, SiteInfo] = {}
@@ -427,6 +438,14 @@ class Pipeline:
 
     def _finish(self, run: _SiteRun, delivery: Delivery) -> None:
         site = run.report
+        if site.erase_withheld and run.failure is None and site.status == "pending":
+            site.status, site.error_kind = "failed", "EraseLimit"
+            site.error = (
+                f"{site.erase_withheld} visit(s) erased in Matomo not tombstoned: more than "
+                f"MATOMO_MAX_ERASE={self.settings.MATOMO_MAX_ERASE} in one run; they stay in "
+                "Kafka: check them with `matomo-kafka reconcile`, then `reconcile --apply --yes`"
+            )
+            log.error("site %d: %s", site.idsite, site.error)
         if run.failure is None and run.exhausted and not run.pending and site.status == "pending":
             site.status = "done"
             if self.horizon is not None and run.start_day is not None:
@@ -638,53 +657,106 @@ class Pipeline:
 
     def _hand_over(self, run: _SiteRun, pages: list[Page[Message]], handover: Handover) -> None:
         """Catch-up pages go as they are, with the checkpoint each moves to; re-scan pages
-        only with their visits that are new or changed since they were sent."""
+        only with their visits that are new or changed since they were sent, and a day's last
+        re-scan page with the tombstones of the visits erased since (same delivery: in
+        exactly-once, the same transaction). Header matomo.op says insert, update or delete."""
         idsite = run.idsite
         outs: list[Outgoing] = []
         for page in pages:
             headers = page_headers(idsite, page.day.isoformat())
             if not page.rescan:
-                outs.append(Outgoing(idsite, page, page.items, headers, page.checkpoint))
+                insert = [*headers, OP_INSERT]
+                outs.append(Outgoing(idsite, page, page.items, insert, page.checkpoint))
                 continue
-            resend = self._rescan_filter(run, page)
-            if resend:
-                headers = [*headers, ("matomo.rescan", b"1")]
-                outs.append(Outgoing(idsite, page, resend, headers, None))
+            inserts, updates, tombstones = self._rescan_filter(run, page)
+            rescan = [*headers, ("matomo.rescan", b"1")]
+            for messages, op in ((inserts, OP_INSERT), (updates, OP_UPDATE)):
+                if messages:
+                    outs.append(Outgoing(idsite, page, messages, [*rescan, op], None))
+            if tombstones:
+                outs.append(Outgoing(idsite, page, tombstones, [*rescan, OP_DELETE], None))
         if outs:
             run.pending += 1
             handover.send(outs)
             assert self.scheduler is not None
             self.scheduler.hold(len(outs))  # in memory until delivered: within the budget
 
-    def _rescan_filter(self, run: _SiteRun, page: Page[Message]) -> list[Message]:
+    def _rescan_filter(
+        self, run: _SiteRun, page: Page[Message]
+    ) -> tuple[list[Message], list[Message], list[Message]]:
+        """The page's visits never sent (inserts), those changed since (updates: late actions,
+        Matomo's anonymisation) and, on the day's last page, the tombstones of the visits
+        sent for the day that the listing no longer holds."""
         assert self.sent_log is not None
         state = run.rescan
         if state is None or state.day != page.day:
             state = run.rescan = _Rescan(page.day, self.sent_log.load(run.idsite, page.day))
-        resend: list[Message] = []
+        inserts: list[Message] = []
+        updates: list[Message] = []
         for message in page.items:
-            before = state.known.get(visit_id(message))
+            idvisit = visit_id(message)
+            state.listed.add(idvisit)
+            before = state.known.get(idvisit)
             if before is None:
                 state.new += 1
+                inserts.append(message)
             elif before != digest(message.value):
                 state.changed += 1
+                updates.append(message)
             else:
                 state.unchanged += 1
-                continue
-            resend.append(message)
-        state.known.update((visit_id(m), digest(m.value)) for m in resend)
+        state.known.update((visit_id(m), digest(m.value)) for m in (*inserts, *updates))
+        tombstones: list[Message] = []
         if page.last:
             site = run.report
+            tombstones = self._tombstones(run, state)
             site.rescanned_days += 1
             site.rescan_new += state.new
             site.rescan_changed += state.changed
             log.info(
-                "site %d: re-scan of %s: %d new, %d changed, %d unchanged%s",
+                "site %d: re-scan of %s: %d new, %d changed, %d unchanged, %d erased%s",
                 run.idsite, page.day, state.new, state.changed, state.unchanged,
-                " (nothing recorded for that day: all re-sent)"
+                len(tombstones), " (nothing recorded for that day: all re-sent)"
                 if state.new and not state.changed and not state.unchanged else "",
             )  # fmt: skip
-        return resend
+        return inserts, updates, tombstones
+
+    def _tombstones(self, run: _SiteRun, state: _Rescan) -> list[Message]:
+        """Tombstones of the visits sent for the day that Matomo no longer lists, unless the
+        whole day is gone (Matomo's retention purge: reported, the visits stay in Kafka) or
+        they would take the run past MATOMO_MAX_ERASE (reported, the site fails, nothing is
+        erased: the sent log keeps them for `reconcile`). A visit sent for the next day is not
+        erased (it moved there: Matomo servers that do not split visits at midnight)."""
+        assert self.sent_log is not None
+        site, day = run.report, state.day
+        gone = sorted(set(state.known) - state.listed)
+        if not gone:
+            return []
+        if not state.listed:
+            site.purged_days.append(day)
+            log.warning(
+                "site %d: %s: Matomo now lists no visit for this day, %d were sent: purged by "
+                "Matomo (delete old raw data)? Not erased from Kafka; `matomo-kafka reconcile "
+                "--erase-purged-days` would", run.idsite, day, len(gone),
+            )  # fmt: skip
+            return []
+        moved = self.sent_log.load(run.idsite, day + timedelta(days=1))
+        gone = [idvisit for idvisit in gone if idvisit not in moved]
+        if len(gone) > self.erase_left:
+            site.erase_withheld += len(gone)
+            log.error(
+                "site %d: %s: %d visit(s) sent are no longer in Matomo, more than the %d "
+                "tombstone(s) left under MATOMO_MAX_ERASE=%d: none sent for this day",
+                run.idsite, day, len(gone), self.erase_left, self.settings.MATOMO_MAX_ERASE,
+            )  # fmt: skip
+            return []
+        self.erase_left -= len(gone)
+        site.rescan_erased += len(gone)
+        for idvisit in gone:
+            state.known.pop(idvisit, None)
+            log.info("site %d: %s: tombstone for %d:%d (erased in Matomo)", run.idsite, day,
+                     run.idsite, idvisit)  # fmt: skip
+        return [Message(f"{run.idsite}:{idvisit}".encode(), None) for idvisit in gone]
 
     def _record(self, out: Outgoing) -> None:
         """Kafka holds the page (on a delivery thread): record what was sent, then move the

@@ -249,3 +249,45 @@ def read_records(topic: str, isolation: str = "read_committed") -> list[tuple[st
     finally:
         consumer.close()
         probe.close()
+
+
+def read_committed(topic: str) -> list[Record]:
+    """Every record a read_committed consumer gets, with headers, read up to each partition's
+    high watermark by position (transactional topics end with markers never delivered)."""
+    config = {
+        "bootstrap.servers": BOOTSTRAP,
+        "group.id": f"reader-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+    }
+    consumer, probe = Consumer(config), Consumer({**config, "isolation.level": "read_uncommitted"})
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+        ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), 30, cached=False)[1]
+                for p in partitions}  # fmt: skip
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        todo = {p for p in partitions if ends[p] > 0}
+        records: list[Record] = []
+        deadline = time.monotonic() + 60
+        while todo:
+            assert time.monotonic() < deadline, f"{topic}: partitions {todo} not read to the end"
+            for message in consumer.consume(500, timeout=0.5):
+                if message.error():
+                    raise RuntimeError(message.error().str())
+                records.append(
+                    Record(
+                        key=message.key().decode(),
+                        value=message.value(),
+                        headers={k: v for k, v in (message.headers() or [])},
+                        partition=message.partition(),
+                        timestamp=message.timestamp(),
+                    )
+                )
+            for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
+                if tp.offset >= ends[tp.partition]:
+                    todo.discard(tp.partition)
+        return records
+    finally:
+        consumer.close()
+        probe.close()

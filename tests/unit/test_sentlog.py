@@ -23,3 +23,16 @@ def test_sent_log_ignores_a_torn_record_and_prunes_old_days(tmp_path: Path) -> N
     log.append(7, old, [Message(b"7:1", b"{}")])
     log.prune(7, date(2024, 3, 1))
     assert not log.path(7, old).exists() and log.path(7, day).exists()
+
+
+def test_an_acknowledged_tombstone_forgets_the_visit(tmp_path: Path) -> None:
+    """A tombstone is recorded as the visit's last record (format unchanged: 16 bytes) and
+    `load` leaves the visit out; sent again later (Matomo lists it again), it is known again."""
+    log = SentLog(str(tmp_path / "filterdate"))
+    day = date(2024, 3, 2)
+    log.append(7, day, [Message(b"7:11", b"{}"), Message(b"7:12", b"{}")])
+    log.append(7, day, [Message(b"7:11", None)])
+    assert log.load(7, day) == {12: digest(b"{}")}
+    assert log.path(7, day).stat().st_size == 3 * 16
+    log.append(7, day, [Message(b"7:11", b'{"b":1}')])
+    assert log.load(7, day) == {11: digest(b'{"b":1}'), 12: digest(b"{}")}

@@ -1,5 +1,5 @@
-"""The `matomo-kafka` command: run, follow, check, status, reset, audit, simulate, schema (one
-module each).
+"""The `matomo-kafka` command: run, follow, check, status, reset, audit, reconcile, simulate,
+schema (one module each).
 
 Every failure ends as one redacted line on stderr and a documented exit code (see errors.py):
 0 ok, 1 run failed, 2 bad configuration or arguments, 3 another run holds the lock,
@@ -19,6 +19,7 @@ from matomo_kafka.cli import (  # the commands
     audit,
     check,
     follow,
+    reconcile,
     reset,
     run,
     schema,
@@ -30,7 +31,8 @@ from matomo_kafka.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from matomo_kafka.ops.memory import limit_malloc_arenas
 
 __all__ = [
-    "app", "audit", "check", "follow", "main", "reset", "run", "schema", "simulate", "status",
+    "app", "audit", "check", "follow", "main", "reconcile", "reset", "run", "schema", "simulate",
+    "status",
 ]  # fmt: skip
 
 

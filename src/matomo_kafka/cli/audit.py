@@ -39,7 +39,8 @@ def audit(
     Sent (read back from the topic, from the first record produced at or after the first
     day's start in the site's timezone minus 1 hour) against VisitsSummary.get nb_visits and a
     fresh Live listing; a visit missing from the topic, or one in it that Live does not list,
-    is a mismatch."""
+    is a mismatch. The comparison is `reconcile`'s: missing is what it would send, extra what
+    it would erase; visits whose message changed since are noted."""
     first, last = parse_day("--from", first_text), parse_day("--to", last_text)
     if first > last:
         fail(f"--from {first} is after --to {last}", EXIT_CONFIG)
@@ -113,6 +114,11 @@ def _print_audit(
             f"{sum(row.missing for row in not_due)} visit(s) the next run sends, not an error"
         )
     for row in rows:
+        if row.changed:
+            say(
+                f"note: {row.day}: {row.changed} visit(s) changed in Matomo since they were sent "
+                "(more actions, anonymisation): `matomo-kafka reconcile --apply` updates them"
+            )
         if row.summary_differs:
             say(
                 f"note: {row.day}: VisitsSummary says {row.summary} visits, Live lists "

@@ -237,9 +237,17 @@ def print_summary(report: RunReport, store: CheckpointStore) -> None:
     if any(site.rescanned_days for site in report.sites):
         new = sum(site.rescan_new for site in report.sites)
         changed = sum(site.rescan_changed for site in report.sites)
-        rescan = f" (re-scan: {new} new and {changed} changed visits re-sent)"
+        erased = sum(site.rescan_erased for site in report.sites)
+        rescan = f" (re-scan: {new} new and {changed} changed visits re-sent, {erased} erased)"
     table.caption = (
         f"{report.visits} visits sent{rescan}; checkpoint = next day to read +visits already "
         f"sent; files {store.filterdate_prefix}<site>.txt"
     )
     stdout.print(table)
+    for site in report.sites:
+        if site.purged_days:
+            days = ", ".join(day.isoformat() for day in site.purged_days)
+            stdout.print(
+                f"site {site.idsite}: purged by Matomo (listed empty now, visits were sent): "
+                f"{days}; not erased from Kafka (matomo-kafka reconcile --erase-purged-days would)"
+            )

@@ -164,6 +164,10 @@ class Settings(BaseModel):
     MATOMO_SETTLE_MINUTES: int = Field(default=10, ge=0, le=10_080)
     MATOMO_PAGING: Literal["keyset", "offset"] = "keyset"
     MATOMO_RESCAN_DAYS: int = Field(default=0, ge=0, le=366)
+    # Erasures (issue 22): most tombstones one run, `follow` cycle or `reconcile` sends on
+    # its own (more need `reconcile --yes`); most days one `reconcile` compares.
+    MATOMO_MAX_ERASE: int = Field(default=100, ge=0, le=10_000_000)
+    MATOMO_MAX_RECONCILE_DAYS: int = Field(default=92, ge=1, le=3660)
     # `follow`: seconds between cycles; Matomo's visit_standard_length (a visit whose last
     # action is older than this is over); the port of /livez, /readyz and /metrics.
     MATOMO_FOLLOW_INTERVAL: float = Field(default=300.0, ge=1, le=86_400)

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -28,13 +28,14 @@ from confluent_kafka import Message as KafkaMessage
 
 from matomo_kafka.config.kafka_clients import client_config
 from matomo_kafka.config.settings import Settings
-from matomo_kafka.errors import KafkaReadError, MatomoResponseError
+from matomo_kafka.errors import KafkaReadError
 from matomo_kafka.model import Cursor
 from matomo_kafka.source.client import MatomoClient
-from matomo_kafka.source.days import day_end, day_range, site_timezone
+from matomo_kafka.source.days import day_end, day_range
 from matomo_kafka.source.paging import Batch, Pager, Request
 from matomo_kafka.source.responses import as_int, last_action_time, parse_visits
 from matomo_kafka.source.schedule import PageScheduler, drive
+from matomo_kafka.state.sent_log import digest
 
 STALL_SECONDS = 30.0
 #: How far before the first day's start the read begins: slack for clocks behind (see read_start).
@@ -50,6 +51,7 @@ class DayAudit:
     live: int  # visits in a fresh Live listing
     missing: int  # in Live, not in the topic
     extra: int  # in the topic, not in Live
+    changed: int = 0  # in both, the topic's newest message differs from today's (reconcile.py)
 
     @property
     def duplicates(self) -> int:
@@ -99,16 +101,20 @@ def read_start(first: date, tz: tzinfo) -> datetime:
 class SentRead:
     """What the topic holds for a site's days, and what reading it cost."""
 
-    sent: dict[date, Counter[int]]  # idVisit -> messages, per day
+    sent: dict[date, Counter[int]]  # idVisit -> messages (values, not tombstones), per day
     since: datetime  # the read started at the first record stamped at or after this (UTC)
     read: int  # records read (every key: the topic is shared by all sites)
     total: int  # records in the topic's partitions (offsets from low to high watermark)
+    #: idVisit -> digest of its newest record, None for a tombstone, per day (reconcile.py)
+    latest: dict[date, dict[int, bytes | None]] = field(default_factory=dict)
 
 
 def read_sent(
     settings: Settings, idsite: int, first: date, last: date, since: datetime
 ) -> SentRead:
-    """idVisit -> number of messages, per day in [first, last], for one site.
+    """idVisit -> number of messages, per day in [first, last], for one site; and the digest
+    of each one's newest record (a key has one partition: read in offset order), None when it
+    is a tombstone.
 
     Each partition is read from `Consumer.offsets_for_times(since)` (the first offset whose
     timestamp is at or after `since`: every later record is read too, whatever its timestamp)
@@ -117,6 +123,7 @@ def read_sent(
     offset at or past the watermark) has nothing to read. `total` counts offsets: on a
     transactional topic, commit markers too."""
     sent: dict[date, Counter[int]] = {day: Counter() for day in day_range(first, last)}
+    latest: dict[date, dict[int, bytes | None]] = {day: {} for day in sent}
     days = {day.isoformat().encode(): day for day in sent}
     prefix = f"{idsite}:".encode()
 
@@ -130,7 +137,10 @@ def read_sent(
         day = days.get(header_day) if isinstance(header_day, bytes) else None
         idvisit = as_int(key[len(prefix) :].decode(errors="replace"))
         if day is not None and idvisit is not None:
-            sent[day][idvisit] += 1
+            value = message.value()
+            if value is not None:
+                sent[day][idvisit] += 1
+            latest[day][idvisit] = None if value is None else digest(value)
 
     consumer = Consumer(consumer_config(settings))
     try:
@@ -144,7 +154,7 @@ def read_sent(
         read = _read_records(consumer, settings.KAFKA_TOPIC, starts, ends, count)
     finally:
         consumer.close()
-    return SentRead(sent, since, read, total)
+    return SentRead(sent, since, read, total, latest)
 
 
 def _read_ranges(
@@ -256,28 +266,29 @@ class SiteAudit:
 def audit_site(
     settings: Settings, matomo: MatomoClient, idsite: int, first: date, last: date
 ) -> SiteAudit:
-    # Fails fast, with Matomo's own message, on an unknown site; its timezone says when
-    # `first` began, hence where to start reading the topic.
-    info = matomo.site(idsite)
-    try:
-        tz = site_timezone(info.timezone)
-    except ValueError as exc:
-        raise MatomoResponseError(f"site {idsite}: {exc}") from None
-    read = read_sent(settings, idsite, first, last, read_start(first, tz))
+    """Reconcile's comparison, without sending (ops/reconcile.py: one code path): missing =
+    what it would send, extra = what it would erase (or keep, on a day Matomo purged),
+    changed = what it would update; plus VisitsSummary's count. Fails fast, with Matomo's own
+    message, on an unknown site."""
+    from matomo_kafka.ops.reconcile import diff_site  # it reads the topic with this module
+
+    compared = diff_site(settings, matomo, idsite, first, last)
+    if compared.error is not None:
+        raise compared.error
     rows: list[DayAudit] = []
-    for day in day_range(first, last):
-        in_topic = read.sent[day]
-        live = live_ids(matomo, idsite, day, settings.MATOMO_FILTER_LIMIT)
-        summary = matomo.visits_summary_count(idsite, day)
+    for diff in compared.rows:
+        in_topic = compared.topic.sent[diff.day]
+        summary = matomo.visits_summary_count(idsite, diff.day)
         rows.append(
             DayAudit(
-                day=day,
+                day=diff.day,
                 sent=sum(in_topic.values()),
                 distinct=len(in_topic),
                 summary=summary,
-                live=len(live),
-                missing=len(live - set(in_topic)),
-                extra=len(set(in_topic) - live),
+                live=diff.live,
+                missing=diff.missing,
+                extra=diff.erased,
+                changed=diff.changed,
             )
         )
-    return SiteAudit(rows, read)
+    return SiteAudit(rows, compared.topic)

@@ -56,6 +56,9 @@ class SiteOutcome:
     rescan_new: int = 0
     rescan_changed: int = 0
     pages_split: int = 0  # asked for again smaller after hitting Matomo's limits
+    tombstones: int = 0  # visits erased in Matomo, tombstoned by the re-scan
+    erase_withheld: int = 0  # erased visits not tombstoned (over MATOMO_MAX_ERASE)
+    purged_days: list[date] = field(default_factory=list)  # listed empty now: not erased
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +81,11 @@ class SiteOutcome:
                 "changed": self.rescan_changed,
             },
             "pages_split": self.pages_split,
+            "erasures": {
+                "tombstones": self.tombstones,
+                "withheld": self.erase_withheld,
+                "purged_days": [day.isoformat() for day in self.purged_days],
+            },
         }
 
 
@@ -201,6 +209,9 @@ def site_outcomes(
                 rescan_new=site.rescan_new,
                 rescan_changed=site.rescan_changed,
                 pages_split=site.pages_split,
+                tombstones=site.rescan_erased,
+                erase_withheld=site.erase_withheld,
+                purged_days=list(site.purged_days),
             )
         )
     return rows

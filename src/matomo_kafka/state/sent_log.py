@@ -11,6 +11,11 @@ The record is an optimisation, never a source of loss: a visit missing from it (
 the append, a deleted file, a first re-scan) is simply re-sent, as an update of the same key.
 So appends are not fsynced, a torn last record is ignored, and repeated records are harmless
 (the last one wins).
+
+An erased visit (its tombstone acknowledged by Kafka) is forgotten by appending its idVisit
+with the digest ERASED (eight zero bytes): `load` leaves it out, so it is neither tombstoned
+again nor taken for sent. The file format is unchanged: code that predates tombstones reads
+such a record as a visit sent with another digest (re-sent if Matomo lists it again).
 """
 
 from __future__ import annotations
@@ -27,7 +32,15 @@ from matomo_kafka.model import Message
 _RECORD = struct.Struct("<Q8s")
 
 
-def digest(value: bytes) -> bytes:
+#: The digest recorded for a visit whose tombstone Kafka acknowledged: forgotten by `load`.
+#: (A real digest equal to it, one chance in 2**64, would make its visit be re-sent once.)
+ERASED = bytes(8)
+
+
+def digest(value: bytes | None) -> bytes:
+    """What is recorded of a message sent: 8 bytes of BLAKE2b, or ERASED for a tombstone."""
+    if value is None:
+        return ERASED
     return hashlib.blake2b(value, digest_size=8).digest()
 
 
@@ -49,7 +62,8 @@ class SentLog:
         return self.directory(idsite) / f"{day.isoformat()}.bin"
 
     def load(self, idsite: int, day: date) -> dict[int, bytes]:
-        """idVisit -> digest of what was last sent for it (empty: nothing recorded)."""
+        """idVisit -> digest of what was last sent for it (empty: nothing recorded); erased
+        visits are left out."""
         path = self.path(idsite, day)
         try:
             data = path.read_bytes()
@@ -58,7 +72,8 @@ class SentLog:
         except OSError as exc:
             raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
         whole = len(data) - len(data) % _RECORD.size  # a torn last record is ignored
-        return dict(_RECORD.iter_unpack(data[:whole]))
+        known = dict(_RECORD.iter_unpack(data[:whole]))
+        return {idvisit: sent for idvisit, sent in known.items() if sent != ERASED}
 
     def append(self, idsite: int, day: date, messages: Iterable[Message]) -> None:
         records = b"".join(_RECORD.pack(visit_id(m), digest(m.value)) for m in messages)
