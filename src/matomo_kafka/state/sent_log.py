@@ -16,6 +16,7 @@ So appends are not fsynced, a torn last record is ignored, and repeated records 
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from collections.abc import Iterable
 from datetime import date
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from matomo_kafka.errors import CheckpointError
 from matomo_kafka.model import Message
+from matomo_kafka.state import no_follow
 
 _RECORD = struct.Struct("<Q8s")
 
@@ -52,11 +54,11 @@ class SentLog:
         """idVisit -> digest of what was last sent for it (empty: nothing recorded)."""
         path = self.path(idsite, day)
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return {}
+            data = no_follow.read_bytes(path)
         except OSError as exc:
             raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if data is None:
+            return {}
         whole = len(data) - len(data) % _RECORD.size  # a torn last record is ignored
         return dict(_RECORD.iter_unpack(data[:whole]))
 
@@ -65,7 +67,8 @@ class SentLog:
         path = self.path(idsite, day)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("ab") as handle:
+            fd = no_follow.open_fd(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            with os.fdopen(fd, "ab") as handle:
                 torn = handle.tell() % _RECORD.size
                 if torn:  # a crash cut the last append: drop its piece, keep the rest aligned
                     handle.truncate(handle.tell() - torn)
