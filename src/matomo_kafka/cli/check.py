@@ -19,6 +19,7 @@ from matomo_kafka.cli.common import (
     stdout,
 )
 from matomo_kafka.errors import EXIT_FAILED, MatomoKafkaError
+from matomo_kafka.ops.terminal import plain
 from matomo_kafka.sink.producer import KafkaSink
 from matomo_kafka.source.days import last_closed_day, site_timezone
 from matomo_kafka.source.sites import LOG_DISABLED_MESSAGE
@@ -41,7 +42,7 @@ def check(
     def record(name: str, ok: bool, detail: str, result: str | None = None) -> None:
         nonlocal failures
         failures += 0 if ok else 1
-        table.add_row(name, result or ("ok" if ok else "FAIL"), _redactor(detail))
+        table.add_row(name, result or ("ok" if ok else "FAIL"), plain(_redactor(detail)))
 
     count = "all sites" if selection == "all" else f"{len(selection)} site(s)"
     record("config", True, f"{count}, topic {settings.KAFKA_TOPIC}")
