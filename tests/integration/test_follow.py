@@ -7,10 +7,14 @@ from each other's checkpoints."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
 import signal
+import socket
 import time
 from collections import Counter
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ import orjson
 import pytest
 
 from matomo_kafka.model import Cursor
+from matomo_kafka.ops.health import MAX_CONNECTIONS
 from matomo_kafka.simulator import Fault, MatomoSimulator, SimConfig, SimSite
 from matomo_kafka.state.checkpoint_files import CheckpointStore
 from support.cli import run_cli
@@ -238,6 +243,75 @@ def _until(predicate: Any, follow: FollowProcess, timeout: float = 30) -> None:
     wait_until(predicate, timeout, lambda: follow.output[-3000:])
 
 
+#: `ulimit -n` of the flood test (issue 27 saw cycles fail with 249 idle requests under 256).
+FLOOD_OPEN_FILES = 256
+
+
+def test_health_endpoint_under_a_flood_of_idle_connections(
+    tmp_path: Path, topic: str, sim_factory: Any
+) -> None:
+    """More idle, half-sent requests than the endpoint serves at once and than the process may
+    open files (`ulimit -n` 256): the cycles meanwhile still succeed (no "Too many open
+    files"), each idle connection is closed at its deadline, /livez answers again, and no
+    traceback reaches the output."""
+    simulator = sim_factory(sites())
+    clock = MovingClock(tmp_path / "clock", [simulator], utc("2024-03-05 10:00"))
+    port = free_port()
+    parm = follow_parm(tmp_path, simulator, topic, port)
+    follow = FollowProcess(parm, follow_env(clock), tmp_path / "follow.log", port)
+    follow.start(open_files=FLOOD_OPEN_FILES)
+    flood: list[socket.socket] = []
+    try:
+        follow.wait_cycle(SITES, clock.horizon)
+        assert follow.process is not None
+        in_use = len(os.listdir(f"/proc/{follow.process.pid}/fd"))
+        assert in_use + 64 < FLOOD_OPEN_FILES, f"{in_use} files open: no room for a cycle"
+        for _ in range(FLOOD_OPEN_FILES):
+            connection = socket.socket()
+            connection.settimeout(2)
+            try:
+                connection.connect(("127.0.0.1", port))
+                connection.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n")  # never ends
+            except OSError:  # the kernel's queue is full: the flood is big enough
+                connection.close()
+                continue
+            flood.append(connection)
+        assert len(flood) > 2 * MAX_CONNECTIONS
+        for _ in range(2):  # two cycles with new visits while every idle connection is open
+            clock.advance(3600)
+            done = f"up to {datetime.fromtimestamp(clock.horizon, UTC):%Y-%m-%d %H:%M:%S}Z: "
+            _until(lambda done=done: done in follow.output, follow, 60)
+            lines = [line for line in follow.output.splitlines() if done in line]
+            assert not any("failed" in line for line in lines), follow.output[-3000:]
+        still_open = _left_open_by_server(flood, 60)
+        assert not still_open, f"{still_open} idle connection(s) still open after 60s"
+        _until(lambda: follow.get("/livez")[0] == 200, follow)
+        want = expected_up_to(simulator, SITES, FIRST, clock.horizon)
+        counts = topic_counts(topic)
+        assert set(counts) == set(want) and max(counts.values()) == 1
+    finally:
+        for connection in flood:
+            connection.close()
+        code = follow.stop(signal.SIGTERM)
+    assert code == 0, follow.output[-3000:]
+    assert "Too many open files" not in follow.output, follow.output[-3000:]
+    assert "Traceback" not in follow.output, follow.output[-3000:]
+
+
+def _left_open_by_server(connections: list[socket.socket], timeout: float) -> int:
+    """How many of these idle connections the server has not ended (EOF or reset) within
+    `timeout` seconds."""
+    waiting = set(connections)
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        readable, _, _ = select.select(list(waiting), [], [], 0.5)
+        for connection in readable:
+            with contextlib.suppress(OSError):  # the server never answers: readable = ended
+                connection.recv(1024)
+            waiting.discard(connection)
+    return len(waiting)
+
+
 def test_a_refused_token_stops_follow_at_once(tmp_path: Path, topic: str) -> None:
     """Exit 1 after one request: retrying a refused login every cycle risks an IP ban."""
     other = SimConfig(token=TOKEN + "-not-this-one", sites=sites())
@@ -256,6 +330,7 @@ def test_a_refused_token_stops_follow_at_once(tmp_path: Path, topic: str) -> Non
         ("MATOMO_FOLLOW_INTERVAL", "0.5", "MATOMO_FOLLOW_INTERVAL"),
         ("MATOMO_VISIT_LENGTH", "-1", "MATOMO_VISIT_LENGTH"),
         ("MATOMO_HEALTH_PORT", "70000", "MATOMO_HEALTH_PORT"),
+        ("MATOMO_HEALTH_BIND", "localhost", "MATOMO_HEALTH_BIND"),
     ],
 )
 def test_invalid_follow_keys_exit_2(

@@ -52,6 +52,7 @@ def test_statefulset_parses_and_agrees_with_its_parm() -> None:
     env_lines = docs["ConfigMap"]["data"]["wa7.env"].splitlines()
     parm = dict(line.split("=", 1) for line in env_lines if "=" in line)
     port = int(parm["MATOMO_HEALTH_PORT"].strip('"'))
+    assert parm["MATOMO_HEALTH_BIND"] == '"0.0.0.0"', "the kubelet's probes come from outside"
     sts = docs["StatefulSet"]
     spec = sts["spec"]
     (container,) = spec["template"]["spec"]["containers"]

@@ -83,6 +83,13 @@ def test_scanner_flags_planted_leaks_and_only_them() -> None:
     assert problems(messages=(message('{"actionDetails":[{"url":"https://x/"}]}'),))
     reported = problems(f"password {rel.GATEWAY_PASSWORD} here")
     assert reported and rel.GATEWAY_PASSWORD not in reported[0], "the report leaks it again"
+    # Cut short (issue 27): an excerpt cut inside a token, the end of a wrapped salt.
+    excerpt = repr(f'MATOMO_API_TOKEN="{rel.TOKEN}"'[:30])
+    (reported,) = problems(f"checkpoint holds {excerpt}")
+    assert reported.startswith("output: a secret in clear (cut short): ") and "***" in reported
+    assert rel.TOKEN[:8] not in reported, "the report leaks the piece again"
+    assert problems(f"...{rel.SALT[-8:]} (wrapped)")
+    assert problems(f"{rel.SALT[:7]} and {rel.SALT[-7:]}") == []  # 7 characters: chance
 
 
 @pytest.mark.kafka
@@ -156,6 +163,13 @@ def test_the_suite_scan_flags_each_secret_where_it_shows_and_only_there() -> Non
         wrapped = f"error: refused {secret[:5]}\n{secret[5:]} (as a console wraps a long line)"
         assert leaks([wrapped]) == [f"output 1, wrapped over lines: {name}"]
         assert secret not in "".join(leaks([secret])), "the report shows the secret again"
+        # Cut short (issue 27): its first or last 8 characters or more, not 7.
+        for piece in (secret[:8], secret[:-1], secret[-8:], secret[1:]):
+            assert leaks([f"holds '{piece}'"]) == [f"output 1 line 1: {name} (cut short)"]
+        assert leaks([f"holds '{secret[:4]}\n{secret[4:9]}'"]) == [
+            f"output 1, wrapped over lines: {name} (cut short)"
+        ]
+        assert leaks([f"{secret[:7]}, {secret[-7:]}"]) == []
 
 
 @pytest.mark.kafka

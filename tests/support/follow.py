@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -100,12 +101,19 @@ class FollowProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.collected = False
 
-    def start(self, *args: str) -> FollowProcess:
+    def start(self, *args: str, open_files: int | None = None) -> FollowProcess:
+        """`open_files`: its RLIMIT_NOFILE (`ulimit -n`), when a test lowers it."""
+
+        def limit() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         with self.log.open("ab") as handle:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "matomo_kafka.cli", "follow", "--parm-dir",
                  str(self.parm), *args],
                 env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+                preexec_fn=limit if open_files is not None else None,
             )  # fmt: skip
         return self
 

@@ -61,6 +61,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from matomo_kafka.model import Cursor
+from matomo_kafka.ops.redaction import Redactor
 from matomo_kafka.simulator import Fault, MatomoSimulator, SimConfig, SimSite
 from matomo_kafka.simulator.config import MSG_UNKNOWN_SITE
 from matomo_kafka.state.checkpoint_files import CheckpointStore
@@ -78,6 +79,7 @@ from support.kafka import (
     delete_topic,
 )
 from support.parm import write_parm as write_parm_files
+from support.secrets import shows
 
 SHARED_BOOTSTRAP = BOOTSTRAP
 
@@ -401,22 +403,27 @@ class Collector:
         lines = 0
         for output in self.outputs:
             lines += output.count("\n") + 1
-            leaked = _leaks(output, self.raw_values, self.secrets)
+            leaked = _leaks(output, self.raw_values, self.secrets, pieces=True)
             if leaked and len(problems) < 40:
                 line = next(
-                    (ln for ln in output.splitlines() if _leaks(ln, self.raw_values, self.secrets)),
+                    (ln for ln in output.splitlines()
+                     if _leaks(ln, self.raw_values, self.secrets, pieces=True)),
                     "",
-                )
-                for secret in self.secrets:  # the report must not leak it again
-                    line = line.replace(secret, "<SECRET>")
+                )  # fmt: skip
+                line = Redactor(self.secrets)(line)  # the report must not leak it again
                 problems.append(f"output: {leaked}: {line[:160]!r}")
         return ScanFigures(lines, self.messages, len(self.raw_values), problems)
 
 
-def _leaks(text: str, raw_values: set[str], secrets: Iterable[str]) -> str | None:
+def _leaks(
+    text: str, raw_values: set[str], secrets: Iterable[str], pieces: bool = False
+) -> str | None:
+    """`pieces`: a secret cut short counts too (outputs; messages hold 64-hex pseudonyms, where
+    8 hex characters of a secret could show by chance, and never go through the redactor)."""
     for secret in secrets:
-        if secret in text:
-            return "a secret in clear"
+        shown = shows(text, secret) if pieces else ("" if secret in text else None)
+        if shown is not None:
+            return f"a secret in clear{shown}"
     tokens = set(_TOKEN_SPLIT.split(text))
     tokens |= {token.strip(".:!?*#") for token in tokens}  # "203.0.113.9:" or "id 42."
     found = tokens & raw_values

@@ -7,7 +7,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from matomo_kafka.errors import CheckpointError, LockedError
 from matomo_kafka.model import Cursor
+from matomo_kafka.ops.metrics import SuccessTimes
 from matomo_kafka.state import checkpoint_files as checkpoint_module
 from matomo_kafka.state.checkpoint_files import CheckpointStore
 
@@ -254,3 +255,109 @@ def test_lock_removes_temp_files_a_killed_run_left(tmp_path: Path) -> None:
         assert not any(path.exists() for path in left)
         assert all(path.exists() for path in other)
     assert s.load(1) == Cursor(date(2024, 3, 1), 10)
+
+
+# -- issue 27: never through a symbolic link, never quoting what a file holds --------------------
+
+#: What an env file planted behind a link, or copied over a checkpoint, would show.
+ENV_FILE_TEXT = 'MATOMO_API_TOKEN="tok-0123456789abcdef0123456789"\nSALAGE="salt-9f8e7d6c5b4a"\n'
+
+
+def _secret_file(tmp_path: Path) -> Path:
+    target = tmp_path / "elsewhere" / "wa7.env"
+    target.parent.mkdir(exist_ok=True)
+    target.write_text(ENV_FILE_TEXT)
+    return target
+
+
+def _shows_nothing_of_it(message: str) -> None:
+    for line in ENV_FILE_TEXT.splitlines():
+        for piece in (line[:8], line[-8:], line[10:18], line[20:28]):
+            assert piece not in message, message
+
+
+@pytest.mark.parametrize("kind", ["date", "offset", "marker", "boundary"])
+def test_a_link_at_a_checkpoint_path_is_refused_on_load_and_save(tmp_path: Path, kind: str) -> None:
+    checkpoints = store(tmp_path)
+    checkpoints.save(6, Cursor(date(2024, 3, 10), 40))
+    paths = {"date": checkpoints.date_path, "offset": checkpoints.offset_path,
+             "marker": checkpoints.marker_path, "boundary": checkpoints.boundary_path}  # fmt: skip
+    link = paths[kind](6)
+    target = _secret_file(tmp_path)
+    link.unlink(missing_ok=True)
+    link.symlink_to(target)
+    for action in (lambda: checkpoints.load(6),
+                   lambda: checkpoints.save(6, Cursor(date(2024, 3, 11), 0))):  # fmt: skip
+        with pytest.raises(CheckpointError) as refused:
+            action()
+        message = str(refused.value)
+        assert message.startswith(f"{link} is a symbolic link: refused"), message
+        assert "\n" not in message
+        _shows_nothing_of_it(message)
+    assert link.is_symlink() and target.read_text() == ENV_FILE_TEXT
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_link_at_a_lock_path_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    checkpoints = store(tmp_path)
+    target = _secret_file(tmp_path)
+    checkpoints.lock_path(6).symlink_to(target)
+    with pytest.raises(CheckpointError, match="is a symbolic link: refused"):
+        checkpoints.lock([5, 6]).__enter__()
+    assert target.read_text() == ENV_FILE_TEXT  # followed, it was truncated to a pid
+    with checkpoints.lock([5]):  # the other site's lock was released with the refusal
+        pass
+
+
+@pytest.mark.parametrize("name", ["filterdate6.txt", "last_filter_offset6.txt"])
+def test_a_corrupt_checkpoint_error_quotes_nothing_of_the_file(tmp_path: Path, name: str) -> None:
+    (tmp_path / "filterdate6.txt").write_text("2024-03-10")
+    (tmp_path / "last_filter_offset6.txt").write_text("40")
+    (tmp_path / name).write_text(ENV_FILE_TEXT)  # an env file copied over a checkpoint
+    with pytest.raises(CheckpointError) as refused:
+        store(tmp_path).load(6)
+    assert str(tmp_path / name) in str(refused.value)
+    _shows_nothing_of_it(str(refused.value))
+
+
+def test_a_fifo_at_a_checkpoint_path_is_refused_not_waited_on(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "filterdate6.txt")
+    with pytest.raises(CheckpointError, match="is not a regular file"):
+        store(tmp_path).load(6)
+
+
+def test_a_lock_held_by_a_file_of_other_content_does_not_quote_it(tmp_path: Path) -> None:
+    checkpoints = store(tmp_path)
+    path = checkpoints.lock_path(6)
+    path.write_text(ENV_FILE_TEXT)
+    fd = os.open(path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(LockedError) as held:
+            checkpoints.lock([6]).__enter__()
+        assert held.value.holder == ""
+        assert "another matomo-kafka run (pid another process)" in str(held.value)
+        _shows_nothing_of_it(str(held.value))
+    finally:
+        os.close(fd)
+
+
+def test_the_last_success_file_is_never_written_through_a_link(tmp_path: Path) -> None:
+    """`<FILE_PATH_FILTERDATE><idsite>.success` and its temp file (a name anyone can guess):
+    a link at either is refused (an error logged, as for any metrics failure), not followed."""
+    checkpoints = store(tmp_path)
+    times = SuccessTimes(checkpoints)
+    moment = datetime(2024, 3, 10, 12, tzinfo=UTC)
+    times.write(6, moment)
+    assert times.read(6) == moment.timestamp()
+    target = _secret_file(tmp_path)
+    temp = times.path(6).with_name(f".{times.path(6).name}.{os.getpid()}.tmp")
+    temp.symlink_to(target)
+    times.write(6, moment + timedelta(days=1))
+    assert target.read_text() == ENV_FILE_TEXT
+    temp.unlink(missing_ok=True)  # the refused write removed the link at its temp name
+    times.path(6).unlink()
+    times.path(6).symlink_to(target)
+    assert times.read(6) is None
+    times.write(6, moment)
+    assert target.read_text() == ENV_FILE_TEXT and times.path(6).is_symlink()

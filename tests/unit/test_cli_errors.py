@@ -94,3 +94,25 @@ def test_logging_conf_is_used(tmp_path: Path) -> None:
     broken.write_text("[loggers]\nkeys=root\n")
     result = run_cli("status", "--parm-dir", str(parm))
     assert result.code == 2 and "logging.conf" in result.stderr
+
+
+def test_status_shows_nothing_of_a_checkpoint_that_is_an_env_file(tmp_path: Path) -> None:
+    """Issue 27: `status` quoted 40 characters of a corrupt checkpoint, so an env file copied
+    over one showed the start of the token (too short for the redactor, then). Now: the file
+    named, nothing of it shown; a link there refused, named as such."""
+    token = "tok-5c1f0e9d8b7a69584736251403"
+    values = base_values(tmp_path, "http://127.0.0.1:9/index.php", "t", MATOMO_API_TOKEN=token,
+                         MATOMO_ID_SITE="1,2")  # fmt: skip
+    parm = write_parm(tmp_path / "parm", **values)
+    env_file = parm / "wa7.env"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "filterdate1.txt").write_text(env_file.read_text())  # copied over it
+    (data / "filterdate2.txt").symlink_to(env_file)  # linked to it
+    result = run_cli("status", "--parm-dir", str(parm), env=clean_env(COLUMNS="400"))
+    assert result.code == 1, result.output
+    assert "filterdate1.txt does not hold a YYYY-MM-DD day" in result.stdout
+    assert "filterdate2.txt is a symbolic link: refused" in result.stdout
+    for piece in (token[:8], token[-8:], token[8:16]):
+        assert piece not in result.output, result.output
+    assert env_file.read_text().count(token) == 1

@@ -38,15 +38,22 @@ def test_follow_keys_defaults_and_bounds() -> None:
     assert settings.MATOMO_FOLLOW_INTERVAL == 300
     assert settings.MATOMO_VISIT_LENGTH == 1800
     assert settings.MATOMO_HEALTH_PORT is None
+    assert settings.MATOMO_HEALTH_BIND == "127.0.0.1"
     assert settings.follow_margin_seconds == 1800 + 600
     tuned = Settings.model_validate({**REQUIRED, "MATOMO_FOLLOW_INTERVAL": "1.5",
                                      "MATOMO_VISIT_LENGTH": "0", "MATOMO_SETTLE_MINUTES": "0",
                                      "MATOMO_HEALTH_PORT": "8080"})  # fmt: skip
     assert (tuned.MATOMO_FOLLOW_INTERVAL, tuned.follow_margin_seconds) == (1.5, 0)
     assert tuned.MATOMO_HEALTH_PORT == 8080
+    for bind, kept in [("0.0.0.0", "0.0.0.0"), (" ::1 ", "::1"), ("10.1.2.3", "10.1.2.3")]:
+        loaded = Settings.model_validate({**REQUIRED, "MATOMO_HEALTH_BIND": bind})
+        address = loaded.MATOMO_HEALTH_BIND
+        assert address == kept
     for key, bad in [("MATOMO_FOLLOW_INTERVAL", "0.9"), ("MATOMO_FOLLOW_INTERVAL", "inf"),
                      ("MATOMO_FOLLOW_INTERVAL", "86401"), ("MATOMO_VISIT_LENGTH", "86401"),
-                     ("MATOMO_HEALTH_PORT", "0"), ("MATOMO_HEALTH_PORT", "65536")]:  # fmt: skip
+                     ("MATOMO_HEALTH_PORT", "0"), ("MATOMO_HEALTH_PORT", "65536"),
+                     ("MATOMO_HEALTH_BIND", "localhost"), ("MATOMO_HEALTH_BIND", "10.1.2"),
+                     ("MATOMO_HEALTH_BIND", "0.0.0.0:8080")]:  # fmt: skip
         with pytest.raises(ValueError, match=key):
             Settings.model_validate({**REQUIRED, key: bad})
 

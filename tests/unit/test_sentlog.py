@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import pytest
+
+from matomo_kafka.errors import CheckpointError
 from matomo_kafka.model import Message
 from matomo_kafka.state.sent_log import SentLog, digest
 
@@ -36,3 +39,17 @@ def test_an_acknowledged_tombstone_forgets_the_visit(tmp_path: Path) -> None:
     assert log.path(7, day).stat().st_size == 3 * 16
     log.append(7, day, [Message(b"7:11", b'{"b":1}')])
     assert log.load(7, day) == {11: digest(b'{"b":1}'), 12: digest(b"{}")}
+
+
+def test_a_link_at_a_sent_log_path_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    """Issue 27: followed, the link would let a re-scan read another file, or append to it."""
+    log = SentLog(str(tmp_path / "filterdate"))
+    day = date(2024, 3, 2)
+    target = tmp_path / "elsewhere.bin"
+    target.write_bytes(b"not the tool's")
+    log.directory(7).mkdir()
+    log.path(7, day).symlink_to(target)
+    for action in (lambda: log.load(7, day), lambda: log.append(7, day, [Message(b"7:1", b"{}")])):
+        with pytest.raises(CheckpointError, match=f"^{log.path(7, day)} is a symbolic link: "):
+            action()
+    assert target.read_bytes() == b"not the tool's"

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from matomo_kafka.cli.common import (
@@ -25,6 +24,7 @@ from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import EXIT_CONFIG, EXIT_FAILED, MatomoKafkaError
 from matomo_kafka.model import Cursor
 from matomo_kafka.ops.audit import DayAudit, SiteAudit, audit_site
+from matomo_kafka.ops.terminal import plain_console
 
 
 @app.command()
@@ -101,7 +101,7 @@ def _print_audit(
         "not in Live; duplicates are re-sends (at-least-once), not errors."
     )
     # Never truncated, even in a scheduler's log (no terminal: rich would assume 80 columns).
-    wide = stdout if stdout.is_terminal else Console(highlight=False, width=200)
+    wide = stdout if stdout.is_terminal else plain_console(width=200)
     wide.print(table)
     say(
         f"read {read.read:,} records of {read.total:,} in the topic's partitions (from the "

@@ -22,6 +22,7 @@ from matomo_kafka.cli.common import (
 )
 from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import EXIT_FAILED, MatomoKafkaError
+from matomo_kafka.ops.terminal import plain
 from matomo_kafka.pipeline import not_viewable
 from matomo_kafka.sink.producer import KafkaSink
 from matomo_kafka.source.client import MatomoClient
@@ -86,7 +87,7 @@ def check(
     def record(name: str, ok: bool, detail: str, result: str | None = None) -> None:
         nonlocal failures
         failures += 0 if ok else 1
-        table.add_row(name, result or ("ok" if ok else "FAIL"), _redactor(detail))
+        table.add_row(name, result or ("ok" if ok else "FAIL"), plain(_redactor(detail)))
 
     count = "all sites" if selection == "all" else f"{len(selection)} site(s)"
     record("config", True, f"{count}, topic {settings.KAFKA_TOPIC}")

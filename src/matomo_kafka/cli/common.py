@@ -15,7 +15,6 @@ from types import FrameType
 from typing import Annotated, Literal, NoReturn
 
 import typer
-from rich.console import Console
 
 from matomo_kafka.clock import TEST_NOW, Clock, clock_from_environment
 from matomo_kafka.config import kafka_check
@@ -23,6 +22,7 @@ from matomo_kafka.config.settings import Settings, load_config, parse_site_selec
 from matomo_kafka.errors import EXIT_CONFIG, EXIT_INTERRUPTED, ConfigError
 from matomo_kafka.ops.log_setup import setup_logging
 from matomo_kafka.ops.redaction import Redactor
+from matomo_kafka.ops.terminal import escape_controls, plain_console
 from matomo_kafka.source.client import MatomoClient, RequestGate, RetryPolicy
 from matomo_kafka.source.sites import Shard as ShardSpec
 from matomo_kafka.source.sites import parse_shard, resolve_all_sites
@@ -37,9 +37,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-stdout = Console(highlight=False)
+#: Never markup: what it prints comes from Matomo and parm/ (ops/terminal.py).
+stdout = plain_console()
 
-_redactor = Redactor()
+
+class _TerminalRedactor(Redactor):
+    """Masks the secrets, then escapes control characters (ops/terminal.py): every log line
+    and error line passes here, and many quote Matomo's own messages."""
+
+    def __call__(self, text: str) -> str:
+        return escape_controls(super().__call__(text))
+
+
+_redactor = _TerminalRedactor()
 
 ParmDir = Annotated[
     Path,

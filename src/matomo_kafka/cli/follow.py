@@ -147,7 +147,8 @@ def _serve(
     metrics.watch(lambda: health.ready()[0], matomo.gate)
     server = None
     if settings.MATOMO_HEALTH_PORT is not None:
-        server = HealthServer(health, metrics.registry, settings.MATOMO_HEALTH_PORT).start()
+        server = HealthServer(health, metrics.registry, settings.MATOMO_HEALTH_PORT,
+                              settings.MATOMO_HEALTH_BIND).start()  # fmt: skip
     sink = KafkaSink.from_settings(settings)
     try:
         follower = Follower(settings, matomo, sink, store, site_ids, stop, clock, health, metrics,

@@ -44,6 +44,7 @@ from matomo_kafka.model import RunReport, SiteReport
 from matomo_kafka.ops.conclusion import conclude
 from matomo_kafka.ops.progress import progress_observer
 from matomo_kafka.ops.summary import RunRecord, write_json_atomic
+from matomo_kafka.ops.terminal import plain
 from matomo_kafka.pipeline import Pipeline
 from matomo_kafka.sink.producer import KafkaSink
 from matomo_kafka.source.client import MatomoClient
@@ -239,7 +240,7 @@ def print_summary(report: RunReport, store: CheckpointStore) -> None:
         changed = sum(site.rescan_changed for site in report.sites)
         erased = sum(site.rescan_erased for site in report.sites)
         rescan = f" (re-scan: {new} new and {changed} changed visits re-sent, {erased} erased)"
-    table.caption = (
+    table.caption = plain(
         f"{report.visits} visits sent{rescan}; checkpoint = next day to read +visits already "
         f"sent; files {store.filterdate_prefix}<site>.txt"
     )

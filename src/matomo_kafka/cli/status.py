@@ -21,6 +21,7 @@ from matomo_kafka.cli.common import (
     stdout,
 )
 from matomo_kafka.errors import EXIT_FAILED, MatomoKafkaError
+from matomo_kafka.ops.terminal import plain
 from matomo_kafka.source.days import days_behind, last_closed_day
 from matomo_kafka.source.sites import sites_with_checkpoints
 
@@ -52,9 +53,9 @@ def status(
             cursor = store.load(idsite)
         except MatomoKafkaError as exc:
             broken += 1
-            table.add_row(str(idsite), "unreadable", "-", "-", _redactor(str(exc)))
+            table.add_row(str(idsite), "unreadable", "-", "-", plain(_redactor(str(exc))))
             continue
-        files = f"{store.date_path(idsite)}, {store.offset_path(idsite)}"
+        files = plain(f"{store.date_path(idsite)}, {store.offset_path(idsite)}")
         if cursor is None:
             start = settings.START_DATE
             behind = days_behind(start, last_day)

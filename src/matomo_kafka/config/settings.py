@@ -12,6 +12,7 @@ through (kafka_properties.py says how it is named, what is refused and what is s
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -173,6 +174,8 @@ class Settings(BaseModel):
     MATOMO_FOLLOW_INTERVAL: float = Field(default=300.0, ge=1, le=86_400)
     MATOMO_VISIT_LENGTH: int = Field(default=1800, ge=0, le=86_400)
     MATOMO_HEALTH_PORT: int | None = Field(default=None, ge=1, le=65_535)
+    #: The address the health endpoint listens on: this host only unless told otherwise.
+    MATOMO_HEALTH_BIND: str = "127.0.0.1"
     #: KAFKA_PRODUCER_* keys, one per librdkafka property (collected, not a key itself).
     KAFKA_PRODUCER_PROPERTIES: tuple[ProducerProperty, ...] = ()
 
@@ -248,6 +251,19 @@ class Settings(BaseModel):
         if value is not None and not Path(value).is_file():
             raise ValueError("names a file that does not exist")
         return value
+
+    @field_validator("MATOMO_HEALTH_BIND")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        """An IP address, not a host name: which interfaces the endpoint is exposed on is
+        then plain from the configuration, and no name resolution can widen it."""
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValueError(
+                "must be an IP address of this host: 127.0.0.1 (the default, this host only), "
+                "0.0.0.0 (every interface: a pod's probes) or an IPv6 address such as ::1"
+            ) from None
 
     @field_validator("FILE_PATH_LAST_OFFSET", "FILE_PATH_FILTERDATE")
     @classmethod

@@ -8,21 +8,36 @@ monitoring check asks, on a small HTTP server of the standard library, in a thre
   long catch-up, a site failing, Kafka unreachable...), and 503 once a cycle under way has
   shown no progress for `stale_after` seconds (stuck: see follow.stale_after).
 - `/metrics`: the Prometheus metrics of the service (ops/follow_metrics.py).
+
+It listens on MATOMO_HEALTH_BIND (this host only by default) and can never starve the
+service it reports on: at most MAX_CONNECTIONS connections are served at once (more are
+closed as soon as accepted), and each one is closed after CONNECTION_DEADLINE seconds
+whatever it sends, so idle or half-sent requests hold neither threads nor file descriptors
+the cycles need. Its errors go through the (redacting) log, never as a traceback on stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from matomo_kafka.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+#: Connections served at once; more are closed when accepted (a probe is one at a time).
+MAX_CONNECTIONS = 16
+#: Seconds a connection may take, request and answer: a probe's take milliseconds.
+CONNECTION_DEADLINE = 5.0
 
 
 class Health:
@@ -73,19 +88,24 @@ class Health:
 
 
 class HealthServer:
-    """Serves /livez, /readyz and /metrics on `port` (all interfaces) until `close`."""
+    """Serves /livez, /readyz and /metrics on `host`:`port` until `close`."""
 
     def __init__(
-        self, health: Health, registry: CollectorRegistry, port: int, host: str = "0.0.0.0"
+        self,
+        health: Health,
+        registry: CollectorRegistry,
+        port: int,
+        host: str = "127.0.0.1",
+        max_connections: int = MAX_CONNECTIONS,
+        deadline: float = CONNECTION_DEADLINE,
     ) -> None:
-        handler = _handler(health, registry)
+        handler = _handler(health, registry, deadline)
         try:
-            self._server = ThreadingHTTPServer((host, port), handler)
+            self._server = _BoundedServer((host, port), handler, max_connections, deadline)
         except OSError as exc:
-            raise ConfigError(
-                [f"MATOMO_HEALTH_PORT: cannot listen on port {port}: {exc}"]
-            ) from None
-        self._server.daemon_threads = True
+            where = f"port {port} (MATOMO_HEALTH_BIND {host})"
+            raise ConfigError([f"MATOMO_HEALTH_PORT: cannot listen on {where}: {exc}"]) from None
+        self.host = host
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
@@ -94,7 +114,8 @@ class HealthServer:
 
     def start(self) -> HealthServer:
         self._thread.start()
-        log.info("health: http://0.0.0.0:%d/livez, /readyz and /metrics", self.port)
+        log.info("health: http://%s:%d/livez, /readyz and /metrics", _url_host(self.host),
+                 self.port)  # fmt: skip
         return self
 
     def close(self) -> None:
@@ -103,8 +124,71 @@ class HealthServer:
         self._thread.join(timeout=5)
 
 
-def _handler(health: Health, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a cap on connections, a deadline for each, and its errors
+    logged (the standard one prints each traceback on stderr)."""
+
+    daemon_threads = True
+    request_queue_size = 64  # a burst of probes and scrapes waits in the kernel, not here
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        max_connections: int,
+        deadline: float,
+    ) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._deadline = deadline
+        self._open: dict[Any, float] = {}  # connection -> when it is closed at the latest
+        self._open_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # over the cap: closed at once, no thread
+            return
+        with self._open_lock:
+            self._open[request] = time.monotonic() + self._deadline
+        super().process_request(request, client_address)
+
+    def close_request(self, request: Any) -> None:
+        """Every connection ends here (its thread's end, or a failure to start one)."""
+        with self._open_lock:
+            if self._open.pop(request, None) is not None:
+                self._slots.release()
+        super().close_request(request)
+
+    def service_actions(self) -> None:
+        """Between two accepts (every poll interval): connections past their deadline are
+        shut down, which ends the read or write their thread is blocked in."""
+        super().service_actions()
+        now = time.monotonic()
+        with self._open_lock:  # held: none of them is closed (and its fd reused) meanwhile
+            for request, end in self._open.items():
+                if end <= now:
+                    with contextlib.suppress(OSError):
+                        request.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # the client went away, or was cut at its deadline
+            log.debug("health: connection from %s ended: %s", client_address, exc)
+        else:
+            log.warning("health: a request from %s failed", client_address, exc_info=True)
+
+
+def _handler(
+    health: Health, registry: CollectorRegistry, deadline: float
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = deadline  # each read and write; the server cuts the whole at its deadline
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/livez":

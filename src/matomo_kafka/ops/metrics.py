@@ -22,7 +22,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
+from matomo_kafka.errors import CheckpointError
 from matomo_kafka.ops.summary import RunRecord
+from matomo_kafka.state import no_follow
 from matomo_kafka.state.checkpoint_files import CheckpointStore
 
 log = logging.getLogger(__name__)
@@ -42,18 +44,23 @@ class SuccessTimes:
 
     def read(self, idsite: int) -> float | None:
         try:
-            text = self.path(idsite).read_text(encoding="utf-8").strip()
-            return datetime.fromisoformat(text).timestamp()
-        except (OSError, ValueError):
+            data = no_follow.read_bytes(self.path(idsite))
+            return (
+                None if data is None else datetime.fromisoformat(data.decode().strip()).timestamp()
+            )
+        except (OSError, ValueError, CheckpointError):
             return None
 
     def write(self, idsite: int, moment: datetime) -> None:
         path = self.path(idsite)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(moment.astimezone(UTC).isoformat(timespec="seconds") + "\n")
+        try:  # never through a link planted at either name (state/no_follow.py)
+            fd = no_follow.open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(moment.astimezone(UTC).isoformat(timespec="seconds") + "\n")
+            no_follow.refuse_link(path)
             os.replace(tmp, path)
-        except OSError as exc:
+        except (OSError, CheckpointError) as exc:
             tmp.unlink(missing_ok=True)
             log.error("cannot record the last success of site %d in %s: %s", idsite, path, exc)
 

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.text import Text
 
 from matomo_kafka.model import SiteReport
+from matomo_kafka.ops.terminal import plain_console
 from matomo_kafka.pipeline import RunObserver
 from matomo_kafka.source.days import days_behind
 
@@ -158,16 +159,16 @@ class RichProgress(_Base):
     def __init__(self, console: Console) -> None:
         super().__init__()
         self.console = console
-        self.progress = _RunProgress(
-            TextColumn("site {task.fields[site]:>4}"),
+        self.progress = _RunProgress(  # the fields are the tool's own; never markup anyway
+            TextColumn("site {task.fields[site]:>4}", markup=False),
             BarColumn(bar_width=24),
-            TextColumn("{task.completed:.0f}/{task.total:.0f} days"),
-            TextColumn("{task.fields[day]}"),
-            TextColumn("{task.fields[pages]} pages"),
-            TextColumn("{task.fields[visits]} visits"),
-            TextColumn("{task.fields[rate]} visits/s"),
-            TextColumn("ETA {task.fields[eta]}"),
-            TextColumn("{task.fields[outcome]}"),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} days", markup=False),
+            TextColumn("{task.fields[day]}", markup=False),
+            TextColumn("{task.fields[pages]} pages", markup=False),
+            TextColumn("{task.fields[visits]} visits", markup=False),
+            TextColumn("{task.fields[rate]} visits/s", markup=False),
+            TextColumn("ETA {task.fields[eta]}", markup=False),
+            TextColumn("{task.fields[outcome]}", markup=False),
             console=console,
             refresh_per_second=4,
         )
@@ -298,7 +299,7 @@ def progress_observer(
     """The right observer for where the output goes, active for the `with` block."""
     stream = stream or sys.stderr
     if not quiet and not json_logs and stream.isatty():
-        display = RichProgress(Console(file=stream))
+        display = RichProgress(plain_console(file=stream))
         with display.live():
             yield display
         return

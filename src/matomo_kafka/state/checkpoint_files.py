@@ -34,6 +34,7 @@ import orjson
 
 from matomo_kafka.errors import CheckpointError, LockedError
 from matomo_kafka.model import Cursor
+from matomo_kafka.state import no_follow
 
 _DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 #: Beyond this an offset can only be a corrupted file (Matomo's busiest sites log far fewer).
@@ -128,7 +129,7 @@ class CheckpointStore:
             return None
         if not _DAY_RE.match(day_text):
             raise CheckpointError(
-                f"checkpoint {date_path} holds {day_text[:40]!r}, not a YYYY-MM-DD day; "
+                f"checkpoint {date_path} does not hold a YYYY-MM-DD day; "
                 "fix or delete it (deleting restarts the site from START_DATE)"
             )
         try:
@@ -148,13 +149,13 @@ class CheckpointStore:
         # isascii: str.isdigit() also accepts digits such as "²" that int() refuses.
         if not (offset_text.isascii() and offset_text.isdigit()):
             raise CheckpointError(
-                f"checkpoint {offset_path} holds {offset_text[:40]!r}, not a number of visits; "
+                f"checkpoint {offset_path} does not hold a number of visits; "
                 "fix it (0 re-sends the whole day)"
             )
         if int(offset_text) > MAX_VISITS_PER_DAY:
             raise CheckpointError(
-                f"checkpoint {offset_path} holds {offset_text[:40]}, more visits than a day can "
-                "hold; fix it (0 re-sends the whole day)"
+                f"checkpoint {offset_path} holds more visits than a day can hold (over "
+                f"{MAX_VISITS_PER_DAY:,}); fix it (0 re-sends the whole day)"
             )
         return Cursor(day, int(offset_text))
 
@@ -260,12 +261,16 @@ def _boundary_text(cursor: Cursor, previous: tuple[str, int] | None) -> str:
 
 
 def _read(path: Path) -> str | None:
+    """The file's text, None if absent; never through a link. Errors never quote it."""
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {exc}") from None
+        data = no_follow.read_bytes(path)
+        return None if data is None else data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise CheckpointError(f"checkpoint {path} is not UTF-8 text; fix or delete it") from None
+    except OSError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read: {exc.strerror or type(exc).__name__}"
+        ) from None
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -278,6 +283,7 @@ def _write_atomic(path: Path, text: str) -> None:
             handle.write(text + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+        no_follow.refuse_link(path)  # a rename would replace a link: refused instead
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -330,13 +336,14 @@ class CheckpointLock:
 def _lock_one(path: Path) -> int:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = no_follow.open_fd(path, os.O_RDWR | os.O_CREAT)
     except OSError as exc:
         raise CheckpointError(f"cannot create the lock file {path}: {exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        holder = holder if holder.isascii() and holder.isdigit() else ""  # a pid, or unsaid
         os.close(fd)
         raise LockedError(
             f"another matomo-kafka run (pid {holder or 'another process'}) holds {path}: it is "

@@ -21,6 +21,7 @@ such a record as a visit sent with another digest (re-sent if Matomo lists it ag
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from collections.abc import Iterable
 from datetime import date
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from matomo_kafka.errors import CheckpointError
 from matomo_kafka.model import Message
+from matomo_kafka.state import no_follow
 
 _RECORD = struct.Struct("<Q8s")
 
@@ -66,11 +68,11 @@ class SentLog:
         visits are left out."""
         path = self.path(idsite, day)
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return {}
+            data = no_follow.read_bytes(path)
         except OSError as exc:
             raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if data is None:
+            return {}
         whole = len(data) - len(data) % _RECORD.size  # a torn last record is ignored
         known = dict(_RECORD.iter_unpack(data[:whole]))
         return {idvisit: sent for idvisit, sent in known.items() if sent != ERASED}
@@ -80,7 +82,8 @@ class SentLog:
         path = self.path(idsite, day)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("ab") as handle:
+            fd = no_follow.open_fd(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            with os.fdopen(fd, "ab") as handle:
                 torn = handle.tell() % _RECORD.size
                 if torn:  # a crash cut the last append: drop its piece, keep the rest aligned
                     handle.truncate(handle.tell() - torn)
