@@ -87,6 +87,7 @@ EXTRA_KEYS = (
     "MATOMO_FOLLOW_INTERVAL",
     "MATOMO_VISIT_LENGTH",
     "MATOMO_HEALTH_PORT",
+    "MATOMO_MAX_BUFFER_MB",
 )
 
 ALL_KEYS = SEED_KEYS + EXTRA_KEYS
@@ -172,6 +173,8 @@ class Settings(BaseModel):
     MATOMO_FOLLOW_INTERVAL: float = Field(default=300.0, ge=1, le=86_400)
     MATOMO_VISIT_LENGTH: int = Field(default=1800, ge=0, le=86_400)
     MATOMO_HEALTH_PORT: int | None = Field(default=None, ge=1, le=65_535)
+    # Megabytes of Live pages fetched and not yet delivered; a page asks for an eighth of it.
+    MATOMO_MAX_BUFFER_MB: int = Field(default=64, ge=8, le=65_536)
     #: KAFKA_PRODUCER_* keys, one per librdkafka property (collected, not a key itself).
     KAFKA_PRODUCER_PROPERTIES: tuple[ProducerProperty, ...] = ()
 
