@@ -44,6 +44,7 @@ from matomo_kafka.ops.health import Health
 from matomo_kafka.pipeline import Horizon, Pipeline
 from matomo_kafka.sink.producer import KafkaSink
 from matomo_kafka.source.client import MatomoClient
+from matomo_kafka.source.paging import PageSizes
 from matomo_kafka.source.sites import Shard, resolve_all_sites, skip_disabled_sites
 from matomo_kafka.state.checkpoint_files import CheckpointLock, CheckpointStore
 
@@ -149,6 +150,7 @@ class Follower:
         self.listing = listing  # None: an explicit list of sites, never asked again
         self.interval = settings.MATOMO_FOLLOW_INTERVAL
         self.rescanned: dict[int, date] = {}  # Horizon.rescanned, kept across cycles
+        self.page_sizes: PageSizes | None = None  # the bytes a visit measured, kept too
         self.cycles = 0
 
     def run(self) -> MatomoKafkaError | None:
@@ -251,6 +253,9 @@ class Follower:
                                 self.stop, clock=self.clock, horizon=horizon)  # fmt: skip
             if self.cycles == 1:  # the lines a run prints once, once
                 pipeline.once_level = logging.INFO
+            if self.page_sizes is None:  # a later cycle needs no probe of visits' size
+                self.page_sizes = pipeline.page_sizes
+            pipeline.page_sizes = self.page_sizes
             report = pipeline.run(sites)
         except MatomoKafkaError as exc:  # before the pipeline started (the topic)
             report = RunReport([SiteReport(idsite, "skipped") for idsite in sites], fatal=exc)

@@ -227,3 +227,9 @@ def test_a_queued_request_of_the_old_size_is_asked_for_again() -> None:
     ids, _, _ = read(source, Cursor(FIRST, 0), FIRST, sizes, lookahead=4)
     assert sorted(ids) == [i for _, i, _ in days[FIRST]]
     assert any(r.limit == 10 for r in source.requests)
+
+
+def test_no_probe_when_the_limit_is_already_the_floor() -> None:
+    sizes = PageSizes(limit=20, target=100_000, floor=50)
+    assert not sizes.unknown
+    assert sizes.may_ask("one") and sizes.may_ask("two")

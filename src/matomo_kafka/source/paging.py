@@ -129,10 +129,16 @@ class PageSizes:
             return self.floor
         return max(self.floor, min(self.limit, int(self.target / max(visit_bytes, 1.0))))
 
+    @property
+    def unknown(self) -> bool:
+        """No visit measured yet, and a page of `limit` visits could be too big (with a
+        limit no bigger than the floor, every page is already as small as it gets)."""
+        return self.visit_bytes is None and self.floor < self.limit
+
     def may_ask(self, pager: object) -> bool:
         """Whether `pager` may ask for pages now: once a visit was measured, or as the probe
         (the first pager to ask while none was)."""
-        if self.visit_bytes is not None or self._prober is pager:
+        if not self.unknown or self._prober is pager:
             return True
         if self._prober is None:
             self._prober = pager
@@ -449,7 +455,7 @@ class Pager(Generic[T]):
         request = self._adopt(request)
         wanted = [(request, Priority.READ_AHEAD, 0)]
         lookahead = self.lookahead
-        if self.sizes is not None and self.sizes.visit_bytes is None:
+        if self.sizes is not None and self.sizes.unknown:
             lookahead = 1  # the probe: nothing ahead of a page of unknown size
         if day_is_big:
             ahead = lookahead if pages_left is None else min(lookahead, pages_left + 1)
