@@ -563,7 +563,8 @@ class Pipeline:
                 log.warning(
                     "site %d: %s: a page too heavy for Matomo is asked for again in pages of "
                     "%d visits, from %d visits of the day on (%s); the next pages go back to "
-                    "%d", idsite, day, limit, sent, reason, self.settings.MATOMO_FILTER_LIMIT,
+                    "their usual size (at most %d)", idsite, day, limit, sent, reason,
+                    self.settings.MATOMO_FILTER_LIMIT,
                 )  # fmt: skip
 
         horizon = None if rescan or self.horizon is None else self.horizon.second
