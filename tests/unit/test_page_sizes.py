@@ -233,3 +233,32 @@ def test_no_probe_when_the_limit_is_already_the_floor() -> None:
     sizes = PageSizes(limit=20, target=100_000, floor=50)
     assert not sizes.unknown
     assert sizes.may_ask("one") and sizes.may_ask("two")
+
+
+def test_a_probe_that_finds_no_visit_holds_nobody_back() -> None:
+    """The first site's first day is empty: the other site asks at once after that answer,
+    not after every empty day of the first site; pages of unknown size ask for the floor."""
+    empty = WeightedDays({FIRST + timedelta(days=d): [] for d in range(5)})
+    other = WeightedDays({FIRST: spread(1, [100] * 30)})
+    sizes = PageSizes(limit=100, target=100_000, floor=5)
+    last = FIRST + timedelta(days=4)
+    with PageScheduler(slots=4, budget=8) as scheduler:
+        first = iter(Pager(empty.fetch, scheduler.submit, Cursor(FIRST, 0), last, 100, 3,
+                           sizes=sizes))  # fmt: skip
+        second = iter(Pager(other.fetch, scheduler.submit, Cursor(FIRST, 0), FIRST, 100, 3,
+                            sizes=sizes))  # fmt: skip
+        assert next(first) is None and next(second) is None
+        assert other.requests == []
+        page = next(p for p in first if p is not None)  # the empty first day's last page
+        assert page.items == [] and page.last
+        got = []
+        for _ in range(2000):  # bounded: without the fix the second site waits for ever
+            step = next(second, None)
+            if step is not None:
+                got.append(step)
+            if got and got[-1].last:
+                break
+            scheduler.wait(0.005)
+        assert sum(len(p.items) for p in got) == 30
+        assert len(empty.requests) <= 2  # the other site did not wait for all 5 empty days
+        assert other.requests[0].limit == 5  # nothing measured yet: the floor

@@ -112,8 +112,9 @@ class PageSizes:
     Before any visit was measured, a page's size is unknown (1000 visits of 500 actions are
     200 MB), so the run's first Live request (the probe) asks for `floor` visits and the other
     sites ask for nothing until a page with visits has come back: one round trip at the start
-    of a run, and one more request if that first day holds more than `floor` visits.
-    Pagers run on the run's one loop, so this needs no lock.
+    of a run, and one more request if that first day holds more than `floor` visits. A probe
+    that finds no visit (an empty day) ends the wait: until a visit is measured, every page
+    asks for `floor` visits. Pagers run on the run's one loop, so this needs no lock.
     """
 
     def __init__(self, limit: int, target: int, floor: int = MIN_PAGE_VISITS) -> None:
@@ -122,6 +123,7 @@ class PageSizes:
         self.floor = max(1, min(floor, limit))
         self.visit_bytes: float | None = None  # the heaviest a visit of any page of the run
         self._prober: object | None = None
+        self._waiting = True  # the other sites wait for the probe's answer
 
     def limit_for(self, visit_bytes: float | None) -> int:
         """Visits a page asks for when a visit is `visit_bytes` bytes (None: unknown)."""
@@ -138,7 +140,7 @@ class PageSizes:
     def may_ask(self, pager: object) -> bool:
         """Whether `pager` may ask for pages now: once a visit was measured, or as the probe
         (the first pager to ask while none was)."""
-        if not self.unknown or self._prober is pager:
+        if not self.unknown or self._prober is pager or not self._waiting:
             return True
         if self._prober is None:
             self._prober = pager
@@ -148,6 +150,11 @@ class PageSizes:
     def learn(self, visit_bytes: float) -> None:
         """A page measured `visit_bytes` a visit: the heaviest so far sizes first pages."""
         self.visit_bytes = max(self.visit_bytes or 0.0, visit_bytes)
+
+    def found_nothing(self) -> None:
+        """A page came back empty before any visit was measured: nobody waits any more (a
+        site of empty days would otherwise hold every other site back day after day)."""
+        self._waiting = False
 
     def release(self, pager: object) -> None:
         """The pager ends: if it was probing, another one may."""
@@ -306,6 +313,8 @@ class Pager(Generic[T]):
         if self.sizes is not None and batch.size and batch.ids:
             self.visit_bytes = batch.size / len(batch.ids)
             self.sizes.learn(self.visit_bytes)
+        elif self.sizes is not None and not batch.ids and self.sizes.unknown:
+            self.sizes.found_nothing()
 
     def _cost(self, request: Request) -> int:
         """The bytes the request's answer is expected to hold (the scheduler's byte budget):
