@@ -28,6 +28,12 @@ Scenarios (--scenario, comma-separated; default: all but day-1m):
   sites-200    200 sites x 3 days of 20-200 visits; 200 ms a page; concurrency 4 (add the
                variant tool-eos, `--variants floor,naive,tool,tool-eos`, for exactly-once)
   day-1m       1 day of 1M visits, no latency, for the peak RSS (added by --big)
+  heavy-100    visits of 101 actions (about 48 KB of JSON each): site 1 with days of 3,000,
+               150 and 1,500 visits, site 2 with 3 days of 100-250; a Matomo with 4 workers
+               that spends 20 ms + 7 ms a visit of a Live page; concurrency 4
+  heavy-500    visits of 501 actions (about 230 KB each): site 1 with days of 1,500 and 80
+               visits, site 2 with 2 days of 60-120; 4 workers, 20 ms + 35 ms a visit;
+               concurrency 4
 "200 ms a page" is the simulator's latency_s: every page takes it, however many run at once.
 
 For each case the bench prints, per variant: visits/s, wall time, CPU us a visit (user+sys,
@@ -40,6 +46,7 @@ target, with PASS or FAIL:
   naive wall / tool wall        >= 1.8         skew-a and skew-b
   tool CPU / naive CPU          <= 0.65        day-100k without latency
   tool peak RSS                 < 150 MB       day-1m, skew-b and sites-200
+  tool peak RSS                 < 200 MB       heavy-100 and heavy-500
   tool: Matomo requests         <= the floor's Live pages + 1 per 50 sites + 5    sites-200
   tool-eos wall / tool wall     <= 1.3         where tool-eos runs (exactly-once)
   max in flight (tools, floor)  <= concurrency every case: MATOMO_MAX_CONCURRENCY holds
@@ -116,6 +123,7 @@ class Scenario:
 
     name: str
     days: dict[int, tuple[int, ...]] = field(hash=False)
+    actions: int = 0  # entries of every visit's actionDetails (0: the simulator's 1 to 6)
 
     @classmethod
     def uniform(cls, name: str, sites: int, days: int, visits_per_day: int) -> Scenario:
@@ -195,6 +203,10 @@ class Result:
     stats: dict[str, Any] = field(default_factory=dict)  # the simulator's, for this run
 
 
+#: Matomo's time for heavy visits: 4 workers, 20 ms a page + about 70 us an action of a visit.
+HEAVY_100 = Server(workers=4, page_cost_s=0.02, visit_cost_s=0.007)
+HEAVY_500 = Server(workers=4, page_cost_s=0.02, visit_cost_s=0.035)
+
 SKEW_A_BIG = 40_000
 SKEW_B_BIG = 30_000
 LATENCY = Server(latency_s=0.2)
@@ -234,6 +246,21 @@ def skew_b(quick: bool) -> Scenario:
     return Scenario(f"1 site x 3 days of {big:,} + {small_sites} sites x 3 days of 200", days)
 
 
+def heavy(quick: bool, actions: int) -> Scenario:
+    """Visits of `actions` actions, big and small days mixed (see the module docstring)."""
+    scale = 5 if quick else 1
+    if actions <= 101:
+        big = (3_000 // scale, 150, 1_500 // scale)
+        small = tuple(100 + (small_day(2, d) - 50) * 150 // 250 for d in range(3))
+    else:
+        big = (1_500 // scale, 80)
+        small = tuple(60 + (small_day(2, d) - 50) * 60 // 250 for d in range(2))
+    days = {1: big, 2: small}
+    shown = " + ".join(f"site {s}: {', '.join(f'{n:,}' for n in counts)}"
+                       for s, counts in days.items())  # fmt: skip
+    return Scenario(f"visits of {actions} actions, {shown}", days, actions)
+
+
 def cases(quick: bool, keys: list[str], concurrency: list[int] | None) -> list[Case]:
     """The cases of the scenarios asked for, in the order of `keys`."""
     scale = 10 if quick else 1
@@ -253,6 +280,8 @@ def cases(quick: bool, keys: list[str], concurrency: list[int] | None) -> list[C
         "sites-200": (many_sites(quick), [LATENCY], [4]),
         "workers": (skew_b(quick), [TWO_WORKERS], [2, 4]),
         "day-1m": (Scenario.uniform("1 day x 1,000,000", 1, 1, 1_000_000), [Server()], [2]),
+        "heavy-100": (heavy(quick, 101), [HEAVY_100], [4]),
+        "heavy-500": (heavy(quick, 501), [HEAVY_500], [4]),
     }
     unknown = [k for k in keys if k not in table]
     if unknown:
@@ -471,6 +500,7 @@ def start_simulator(scenario: Scenario, server: Server, workdir: Path) -> tuple[
                 "timezone": "UTC",
                 "default_visits": 0,
                 "visits": {day_iso(d): n for d, n in enumerate(counts)},
+                "actions_per_visit": scenario.actions,
             }
             for site, counts in sorted(scenario.days.items())
         ],
@@ -693,6 +723,8 @@ def checks(measured: list[tuple[Case, dict[str, Result]]]) -> list[Check]:
             out.append(Check("tool CPU / naive CPU", label, tool.cpu / naive.cpu, "<=", 0.65))
         if tool and case.key in ("day-1m", "skew-b", "sites-200"):
             out.append(Check("tool peak RSS MB", label, tool.rss_mb, "<", 150, 0))
+        if tool and case.key in ("heavy-100", "heavy-500"):
+            out.append(Check("tool peak RSS MB", label, tool.rss_mb, "<", 200, 0))
         eos = results.get("tool-eos")
         if eos and tool:
             out.append(Check("tool-eos wall / tool wall", label, eos.seconds / tool.seconds,
@@ -716,6 +748,11 @@ def print_checks(measured: list[tuple[Case, dict[str, Result]]]) -> None:
     print(f"  {'target':<34} {'case':<22} {'value':>7} {'limit':>9}  verdict")
     for check in found:
         print(check.line())
+    for case, results in measured:  # heavy visits: pages of fewer visits, so more requests
+        if case.key.startswith("heavy") and "tool" in results:
+            counted = ", ".join(f"{name} {results[name].stats.get('live_requests', 0)}"
+                                for name in ("tool", "floor") if name in results)  # fmt: skip
+            print(f"  note: {case.label()}: Live requests: {counted}")
     for case, results in measured:  # what extra concurrency bought, for the record
         lower = next((r for c, r in measured if (c.key, c.server, c.concurrency) ==
                       (case.key, case.server, 2)), None)  # fmt: skip
@@ -744,7 +781,8 @@ def compile_tool() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=(__doc__ or "").split("\n")[0],
-        epilog="Scenarios: day-100k, sites-20x5, skew-a, skew-b, workers, day-1m.",
+        epilog="Scenarios: day-100k, sites-20x5, skew-a, skew-b, workers, sites-200, day-1m, "
+        "heavy-100, heavy-500.",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     parser.add_argument("--big", action="store_true", help="add the 1M-visit day (day-1m)")

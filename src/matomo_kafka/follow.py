@@ -47,6 +47,7 @@ from matomo_kafka.ops.health import Health
 from matomo_kafka.pipeline import Horizon, NullObserver, Pipeline
 from matomo_kafka.sink.producer import KafkaSink
 from matomo_kafka.source.client import MatomoClient
+from matomo_kafka.source.paging import PageSizes
 from matomo_kafka.source.sites import Shard, resolve_all_sites, skip_disabled_sites
 from matomo_kafka.state.checkpoint_files import CheckpointLock, CheckpointStore
 from matomo_kafka.state.topic_id import TopicGuard
@@ -182,6 +183,7 @@ class Follower:
         self.interval = settings.MATOMO_FOLLOW_INTERVAL
         self.rescanned: dict[int, date] = {}  # Horizon.rescanned, kept across cycles
         self.said: set[str] = set()  # warnings about parm/ said once per process
+        self.page_sizes: PageSizes | None = None  # the bytes a visit measured, kept too
         self.cycles = 0
         self.skew = SkewWatch(60.0 * settings.MATOMO_SETTLE_MINUTES)
         # The topic's id against the checkpoints' (cli: --accept-new-topic sets accept_new).
@@ -291,6 +293,9 @@ class Follower:
                                 horizon=horizon, said=self.said)  # fmt: skip
             if self.cycles == 1:  # the lines a run prints once, once
                 pipeline.once_level = logging.INFO
+            if self.page_sizes is None:  # a later cycle needs no probe of visits' size
+                self.page_sizes = pipeline.page_sizes
+            pipeline.page_sizes = self.page_sizes
             report = pipeline.run(sites)
             self.topic_guard.checkpointed(report)
             self._observe_clocks(margin)

@@ -18,7 +18,9 @@ next request of any site; pages are transformed on its parse thread. One loop
 delivery (delivery.py: at-least-once, or exactly-once with the checkpoint in the same Kafka
 transaction), which writes the checkpoint files of what Kafka acknowledged, each site's in
 order. At most MATOMO_MAX_CONCURRENCY pages are handed over and not yet checkpointed, in all:
-a kill re-sends at most that.
+a kill re-sends at most that. What is fetched and not yet delivered stays under
+MATOMO_MAX_BUFFER_MB, and a page asks for as many visits as fill an eighth of it (paging.py's
+PageSizes), so heavy visits (hundreds of actions) keep the footprint of light ones.
 
 Up to a horizon (`follow`, one cycle): the closed days are those that ended by the horizon
 (visits whose last action is older than MATOMO_VISIT_LENGTH + MATOMO_SETTLE_MINUTES), read as
@@ -64,7 +66,7 @@ from matomo_kafka.sink.delivery import (
 from matomo_kafka.sink.producer import KafkaSink, page_headers
 from matomo_kafka.source.client import MatomoClient, SiteInfo, SiteMetadata
 from matomo_kafka.source.days import day_end, days_behind, last_closed_day, site_timezone
-from matomo_kafka.source.paging import Batch, Pager, Request
+from matomo_kafka.source.paging import Batch, Pager, PageSizes, Request
 from matomo_kafka.source.schedule import Pace, PageScheduler, Priority, Ticket, wait_for
 from matomo_kafka.state.checkpoint_files import CheckpointStore
 from matomo_kafka.state.sent_log import SentLog, digest, visit_id
@@ -224,6 +226,9 @@ class Pipeline:
         # site waits for: the memory bound. Read-ahead reaches it, so a slot that frees up
         # finds its next request queued instead of waiting for the previous page's parse.
         self.budget = 2 * self.slots
+        # ...and their bytes (a page's size follows its visits): an eighth of it a page.
+        self.budget_bytes = settings.MATOMO_MAX_BUFFER_MB * 2**20
+        self.page_sizes = PageSizes(settings.MATOMO_FILTER_LIMIT, self.budget_bytes // 8)
         self.keyset = settings.MATOMO_PAGING == "keyset"
         self.sent_log = (
             SentLog(settings.FILE_PATH_FILTERDATE) if settings.MATOMO_RESCAN_DAYS else None
@@ -231,6 +236,7 @@ class Pipeline:
         self.scheduler: PageScheduler | None = None  # set while run() runs
         self.erase_left = settings.MATOMO_MAX_ERASE  # tombstones this run may still send
         self.peak_buffered = 0  # most pages fetched (or being fetched) and not yet delivered
+        self.peak_buffered_bytes = 0  # ...and the most bytes they held at once
         self.pace = Pace(self.slots)  # Matomo requests in flight now (schedule.Pace)
         self.site_infos: dict[int, SiteInfo] = {}
         self._chunks: list[list[int]] = []
@@ -260,12 +266,20 @@ class Pipeline:
         self.pace.watchers.append(lambda level: self.observer.pace_changed(level, self.pace.cap))
         self.observer.pace_changed(self.pace.level, self.pace.cap)
         try:
-            with PageScheduler(self.slots, self.budget, wake, pace=self.pace) as scheduler:
+            with PageScheduler(
+                self.slots,
+                self.budget,
+                wake,
+                pace=self.pace,
+                budget_bytes=self.budget_bytes,
+                measure=_answer_size,
+            ) as scheduler:
                 self.scheduler = scheduler
                 self._loop(report, handover)
         finally:
             if self.scheduler is not None:
                 self.peak_buffered = self.scheduler.max_outstanding
+                self.peak_buffered_bytes = self.scheduler.max_bytes
             self.scheduler = None
             self.matomo.on_strain = None
             handover.close()
@@ -383,7 +397,10 @@ class Pipeline:
         or checkpoint failure stops the run)."""
         delivered, failed = handover.finished(wait)
         if self.scheduler is not None:
-            self.scheduler.unhold(sum(len(outs) for outs in delivered + [f[0] for f in failed]))
+            ended = delivered + [f[0] for f in failed]
+            self.scheduler.unhold(
+                sum(len(outs) for outs in ended), sum(_held_bytes(outs) for outs in ended)
+            )
         for outs in delivered:
             run = runs[outs[0].idsite]
             run.pending -= 1
@@ -626,7 +643,8 @@ class Pipeline:
                 log.warning(
                     "site %d: %s: a page too heavy for Matomo is asked for again in pages of "
                     "%d visits, from %d visits of the day on (%s); the next pages go back to "
-                    "%d", idsite, day, limit, sent, reason, self.settings.MATOMO_FILTER_LIMIT,
+                    "their usual size (at most %d)", idsite, day, limit, sent, reason,
+                    self.settings.MATOMO_FILTER_LIMIT,
                 )  # fmt: skip
 
         horizon = None if rescan or self.horizon is None else self.horizon.second
@@ -651,6 +669,7 @@ class Pipeline:
         return Pager(
             fetch, submit, cursor, last_day, limit, self.budget, keyset, rescan, parse=parse,
             on_split=split, horizon=horizon, day_end=ends_at if stamps else None,
+            sizes=self.page_sizes,
         )  # fmt: skip
 
     # -- delivery and checkpoints --------------------------------------------------------
@@ -679,7 +698,8 @@ class Pipeline:
             run.pending += 1
             handover.send(outs)
             assert self.scheduler is not None
-            self.scheduler.hold(len(outs))  # in memory until delivered: within the budget
+            # In memory until delivered: within the budget.
+            self.scheduler.hold(len(outs), _held_bytes(outs))
 
     def _rescan_filter(
         self, run: _SiteRun, page: Page[Message]
@@ -790,6 +810,17 @@ class Pipeline:
                 log.info("site %d: %s done, %d visits sent by this cycle (%.1fs)", site.idsite,
                          page.day, visits, seconds)  # fmt: skip
             self.observer.day_done(site, page.day, visits, seconds)
+
+
+def _answer_size(result: object) -> int | None:
+    """The bytes a page fetched holds in memory, for the scheduler's byte budget: its
+    answer's (the messages it became are about as big)."""
+    return result.size if isinstance(result, Batch) and result.size else None
+
+
+def _held_bytes(outs: list[Outgoing]) -> int:
+    """The bytes of the pages handed over (their messages), until their delivery ends."""
+    return sum(len(message.value or b"") for out in outs for message in out.page.items)
 
 
 class _DayProgress:

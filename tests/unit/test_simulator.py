@@ -92,3 +92,24 @@ def test_a_site_added_while_serving_is_listed_and_served() -> None:
         sim.add_site(SimSite(7, "Again"))
     with pytest.raises(ValueError, match="Mars/Base"):
         sim.add_site(SimSite(8, "Bad", "Mars/Base"))
+
+
+def test_actions_per_visit_makes_heavy_visits_and_round_trips() -> None:
+    """Single-page apps and bots: every visit has that many entries, timed to end at its last
+    action, the visit's counts agreeing; sites without it keep their 1 to 6 entries."""
+    heavy = SimSite(idsite=1, name="spa", visits={DAY: 5}, actions_per_visit=101)
+    light = SimSite(idsite=2, name="light", visits={DAY: 5})
+    sim = MatomoSimulator(SimConfig(token=TOKEN, sites=[heavy, light]))
+    for visit in sim.expected_visits(1, DAY):
+        entries = visit["actionDetails"]
+        assert len(entries) == 101
+        assert entries[-1]["timestamp"] - entries[0]["timestamp"] < 86_400
+        assert visit["actions"] == sum(1 for e in entries if e["type"] != "goal")
+        assert len(orjson.dumps(visit)) > 30_000
+    assert all(1 <= len(v["actionDetails"]) <= 6 for v in sim.expected_visits(2, DAY))
+    again = SimSite.from_dict(
+        orjson.loads(orjson.dumps(SimConfig(TOKEN, [heavy]).to_dict()))["sites"][0]
+    )
+    assert again.actions_per_visit == 101
+    with pytest.raises(ValueError, match="actions_per_visit"):
+        SimSite(idsite=3, name="x", actions_per_visit=-1).validate()

@@ -176,6 +176,8 @@ class Settings(BaseModel):
     MATOMO_HEALTH_PORT: int | None = Field(default=None, ge=1, le=65_535)
     #: The address the health endpoint listens on: this host only unless told otherwise.
     MATOMO_HEALTH_BIND: str = "127.0.0.1"
+    # Megabytes of Live pages fetched and not yet delivered; a page asks for an eighth of it.
+    MATOMO_MAX_BUFFER_MB: int = Field(default=64, ge=8, le=65_536)
     #: KAFKA_PRODUCER_* keys, one per librdkafka property (collected, not a key itself).
     KAFKA_PRODUCER_PROPERTIES: tuple[ProducerProperty, ...] = ()
 

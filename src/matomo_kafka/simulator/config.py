@@ -141,7 +141,10 @@ class SimSite:
 
     ``tie_group``: visits come in groups of that many consecutive ones sharing one last
     action second. ``late``: day -> how many of its visits stay hidden (from Live and
-    VisitsSummary) until ``MatomoSimulator.release_late``.
+    VisitsSummary) until ``MatomoSimulator.release_late``. ``actions_per_visit``: every visit
+    has that many entries in actionDetails (single-page apps, bots: about 400 bytes of JSON
+    each; Matomo shows at most 500); 0: 1 to 6, as most sites. Past 8 entries, a visit's
+    pageId values run into those of the next visit's (ids stay below 2**53).
     """
 
     idsite: int
@@ -155,6 +158,7 @@ class SimSite:
     ts_created: str | None = None  # default: first configured day, else 2024-01-01
     tie_group: int = 1
     late: dict[str, int] = field(default_factory=dict)
+    actions_per_visit: int = 0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SimSite:
@@ -171,6 +175,7 @@ class SimSite:
             ts_created=None if d.get("ts_created") is None else str(d["ts_created"]),
             tie_group=int(d.get("tie_group", 1)),
             late={str(k): int(v) for k, v in dict(d.get("late", {})).items()},
+            actions_per_visit=int(d.get("actions_per_visit", 0)),
         )
         site.validate()
         return site
@@ -186,6 +191,8 @@ class SimSite:
             _check_count(n)
         if self.tie_group < 1:
             raise ValueError(f"tie_group must be >= 1, got {self.tie_group}")
+        if not 0 <= self.actions_per_visit <= 5000:
+            raise ValueError(f"actions_per_visit must be in 0..5000, got {self.actions_per_visit}")
         for day, n in self.late.items():
             total = self.count_for(date.fromisoformat(day))
             if not 0 <= n <= total:

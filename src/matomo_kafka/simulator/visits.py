@@ -555,9 +555,12 @@ def _make_visit(p: _DayPlan, i: int, seed: int) -> JSON:
     h2 = hashlib.blake2b(h, digest_size=64).digest()
     ctx = p.ctx
     site = ctx.site
+    entries_wanted = site.actions_per_visit
+    if entries_wanted:  # heavy visits: more bytes to pick each entry's parts from
+        h2 += hashlib.shake_256(h2).digest(3 * entries_wanted + 64)
     last = p.last_ts(i, h)
     id_visit = p.id_base | i
-    kinds, stamps, goal_ids, thank_you = _entry_plan(h, h2, last)
+    kinds, stamps, goal_ids, thank_you = _entry_plan(h, h2, last, entries_wanted)
     first = stamps[0]
     rtype_fields, referrer = _REFERRERS[h[5]]
     walk = _Walk(p, h2, id_visit, referrer)
@@ -630,12 +633,13 @@ def _make_visit(p: _DayPlan, i: int, seed: int) -> JSON:
 
 
 def _entry_plan(
-    h: bytes, h2: bytes, last: int
+    h: bytes, h2: bytes, last: int, count: int = 0
 ) -> tuple[list[str], list[int], list[int], list[bool]]:
     """The kinds of a visit's entries (the first is a page view), their timestamps ending
     exactly at `last`, the goal of each goal entry, and which page view is the thank-you page
-    that goal 1 converts on (the one just before it)."""
-    k = _ENTRY_COUNTS[h[4]]
+    that goal 1 converts on (the one just before it). `count`: that many entries (a
+    single-page app's or a bot's visit, seconds apart), else 1 to 6."""
+    k = count or _ENTRY_COUNTS[h[4]]
     kinds = ["action"]
     for j in range(1, k):
         kinds.append(_ENTRY_KINDS[h2[j]])
@@ -649,6 +653,8 @@ def _entry_plan(
             gaps[j] = 8 + (g * 7) % 420
         else:
             gaps[j] = 3 + g % 120
+        if count:
+            gaps[j] %= 30
     stamps = [last - sum(gaps)] * k
     for j in range(1, k):
         stamps[j] = stamps[j - 1] + gaps[j]

@@ -35,6 +35,14 @@ asked for, so a day that goes on is read to its end). The page scheduler (schedu
 decides when each runs. Pages are yielded strictly in order, so checkpoints stay ordered per
 site; while the next one is not there the pager yields None, so one loop can serve many
 sites.
+
+Page size follows visit size (with `sizes`, PageSizes): a page's memory, Matomo's as much as
+ours, is its visits times their bytes, and a visit of 500 actions is 100 times one of 5. Each
+new request asks for as many visits as fill the target page size at the bytes a visit of the
+site's latest page (before the site's first, the heaviest the run has seen), between a floor
+and the configured limit; the pages already asked for keep their size (offsets are absolute
+positions in the day, so a page of any size continues where the one before it ended, and
+checkpoints keep their meaning: visits of the day sent).
 """
 
 from __future__ import annotations
@@ -57,6 +65,13 @@ MIN_SPLIT_LIMIT = 50
 #: Told when a page is asked for again smaller: (day, visits of the day sent, new page size,
 #: the server's refusal).
 OnSplit = Callable[[date, int, int, str], None]
+
+#: Pages asked for smaller because their visits are heavy keep at least this many visits.
+MIN_PAGE_VISITS = MIN_SPLIT_LIMIT
+
+#: A queued request whose size is within this fraction of the size wanted now is kept (not
+#: asked for again): the bytes a visit jitter from page to page.
+SIZE_TOLERANCE = 0.25
 
 #: A second holding more visits than this cannot be a real site's: a broken answer, which
 #: would otherwise grow the whole-second request without end.
@@ -85,6 +100,66 @@ class Batch(Generic[T]):
     items: Sequence[T]
     ids: Sequence[int]
     stamps: Sequence[int]
+    size: int = 0  # bytes of Matomo's answer (0: not measured)
+
+
+class PageSizes:
+    """How many visits a request asks for, shared by every site of a run: as many as fill
+    `target` bytes at the bytes a visit measured (the site's latest page; for a site's first
+    page, the heaviest visits the run has seen), between `floor` and `limit` (the configured
+    MATOMO_FILTER_LIMIT).
+
+    Before any visit was measured, a page's size is unknown (1000 visits of 500 actions are
+    200 MB), so the run's first Live request (the probe) asks for `floor` visits and the other
+    sites ask for nothing until a page with visits has come back: one round trip at the start
+    of a run, and one more request if that first day holds more than `floor` visits. A probe
+    that finds no visit (an empty day) ends the wait: until a visit is measured, every page
+    asks for `floor` visits. Pagers run on the run's one loop, so this needs no lock.
+    """
+
+    def __init__(self, limit: int, target: int, floor: int = MIN_PAGE_VISITS) -> None:
+        self.limit = limit
+        self.target = target
+        self.floor = max(1, min(floor, limit))
+        self.visit_bytes: float | None = None  # the heaviest a visit of any page of the run
+        self._prober: object | None = None
+        self._waiting = True  # the other sites wait for the probe's answer
+
+    def limit_for(self, visit_bytes: float | None) -> int:
+        """Visits a page asks for when a visit is `visit_bytes` bytes (None: unknown)."""
+        if visit_bytes is None:
+            return self.floor
+        return max(self.floor, min(self.limit, int(self.target / max(visit_bytes, 1.0))))
+
+    @property
+    def unknown(self) -> bool:
+        """No visit measured yet, and a page of `limit` visits could be too big (with a
+        limit no bigger than the floor, every page is already as small as it gets)."""
+        return self.visit_bytes is None and self.floor < self.limit
+
+    def may_ask(self, pager: object) -> bool:
+        """Whether `pager` may ask for pages now: once a visit was measured, or as the probe
+        (the first pager to ask while none was)."""
+        if not self.unknown or self._prober is pager or not self._waiting:
+            return True
+        if self._prober is None:
+            self._prober = pager
+            return True
+        return False
+
+    def learn(self, visit_bytes: float) -> None:
+        """A page measured `visit_bytes` a visit: the heaviest so far sizes first pages."""
+        self.visit_bytes = max(self.visit_bytes or 0.0, visit_bytes)
+
+    def found_nothing(self) -> None:
+        """A page came back empty before any visit was measured: nobody waits any more (a
+        site of empty days would otherwise hold every other site back day after day)."""
+        self._waiting = False
+
+    def release(self, pager: object) -> None:
+        """The pager ends: if it was probing, another one may."""
+        if self._prober is pager:
+            self._prober = None
 
 
 #: Asks Matomo for a request's answer (on a Matomo slot).
@@ -103,6 +178,7 @@ class Submit(Protocol[U]):
         priority: Priority,
         depth: int,
         then: Callable[[Any], U] | None = None,
+        cost: int = 0,
     ) -> Ticket[U]: ...
 
 
@@ -127,6 +203,7 @@ class Pager(Generic[T]):
         on_split: OnSplit | None = None,
         horizon: int | None = None,
         day_end: Callable[[date], int] | None = None,
+        sizes: PageSizes | None = None,
     ) -> None:
         self.fetch = fetch
         self.parse = parse
@@ -145,6 +222,9 @@ class Pager(Generic[T]):
         self.final_day = last_day + timedelta(days=1) if horizon is not None else last_day
         # The Unix second a day ends at (the site's midnight): how far read-ahead may go.
         self.day_end = day_end
+        # Page size follows visit size (see the module docstring); None: always `limit`.
+        self.sizes = sizes
+        self.visit_bytes: float | None = None  # of the site's latest page with visits
         self._tickets: dict[Request, Ticket[Batch[T]]] = {}
 
     def __iter__(self) -> Iterator[Page[T] | None]:
@@ -162,17 +242,21 @@ class Pager(Generic[T]):
         """The day's pages from the cursor; up to `horizon` (the open day, never ended), or
         to its end (its last page is the one that comes back short)."""
         day, sent = cursor.day, cursor.offset
+        while self.sizes is not None and not self.sizes.may_ask(self):
+            yield None  # another site measures how heavy visits are first (PageSizes)
         boundary, seen = cursor.last_action, set(cursor.ids)
         if self.keyset and boundary is not None:
             # Anchored at the boundary second: everything from it, plus room for `seen`.
-            request = Request(day, boundary - 1, self.limit + len(seen), 0)
+            request = Request(day, boundary - 1, self._page_limit() + len(seen), 0)
         else:
-            request = Request(day, None, self.limit, cursor.offset)
+            request = self._adopt(Request(day, None, self._page_limit(), cursor.offset))
             boundary, seen = None, set()
         anchor = request
         day_is_big, left = False, None  # left: the pages estimated after the last full one
         while True:
-            self._fill(request, day_is_big, left)
+            asked = self._fill(request, day_is_big, left)
+            anchor = asked if request is anchor else anchor
+            request = asked
             try:
                 batch = yield from wait_for(self._tickets.pop(request))
             except PageTooHeavy as exc:
@@ -181,20 +265,24 @@ class Pager(Generic[T]):
                 self._drop_day(day)  # pages asked for ahead were cut at the old size
                 request = smaller
                 continue
+            self._learn(batch)
             if not batch.items and request is anchor and request.offset > 0:
                 yield from self._check_offset(request)
             full = len(batch.items) >= request.limit
             beyond = horizon is not None and max(batch.stamps, default=horizon) > horizon
             more = full and not beyond  # the day goes on in this read
-            following = Request(day, request.after, self.limit, request.offset + request.limit)
+            following = Request(
+                day, request.after, self._page_limit(), request.offset + request.limit
+            )
             if more:
                 day_is_big = True
                 left = self._pages_left(batch, day, horizon)
-                self._fill(following, day_is_big, left)  # asked for before handing over
+                following = self._fill(following, day_is_big, left)  # before handing over
             else:
                 self._drop_day(day)
                 if day < self.final_day:
-                    self._fill(Request(day + timedelta(days=1), None, self.limit, 0), False)
+                    next_day = Request(day + timedelta(days=1), None, self._page_limit(), 0)
+                    self._fill(next_day, False)
             items: Sequence[T]
             newest: int | None = None
             if self.keyset:
@@ -225,9 +313,49 @@ class Pager(Generic[T]):
         if not batch.items:
             raise OffsetBeyondDay(request.day, request.offset)
 
+    def _page_limit(self) -> int:
+        """Visits the next request asks for: `limit`, or with `sizes` as many as fill its
+        target page at the bytes a visit of the site's latest page (the run's heaviest
+        before)."""
+        if self.sizes is None:
+            return self.limit
+        known = self.visit_bytes if self.visit_bytes is not None else self.sizes.visit_bytes
+        return self.sizes.limit_for(known)
+
+    def _learn(self, batch: Batch[T]) -> None:
+        """The bytes a visit of this page: the size of the site's next requests."""
+        if self.sizes is not None and batch.size and batch.ids:
+            self.visit_bytes = batch.size / len(batch.ids)
+            self.sizes.learn(self.visit_bytes)
+        elif self.sizes is not None and not batch.ids and self.sizes.unknown:
+            self.sizes.found_nothing()
+
+    def _cost(self, request: Request) -> int:
+        """The bytes the request's answer is expected to hold (the scheduler's byte budget):
+        its visits at the bytes a visit last measured; 0 before any was."""
+        known = self.visit_bytes
+        if known is None and self.sizes is not None:
+            known = self.sizes.visit_bytes
+        return 0 if known is None else int(request.limit * known)
+
+    def _adopt(self, request: Request) -> Request:
+        """The request at the same position already asked for, if it runs (or ran) or its
+        size is close to the one wanted now; a queued one of another size is dropped (asked
+        for again at the size wanted now)."""
+        for key in self._tickets:
+            if (key.day, key.after, key.offset) == (request.day, request.after, request.offset):
+                if key.limit == request.limit:
+                    return key
+                close = abs(key.limit - request.limit) <= SIZE_TOLERANCE * request.limit
+                if self._tickets[key].state != "queued" or close:
+                    return key
+                self._tickets.pop(key).cancel()
+                break
+        return request
+
     def _smaller(self, request: Request, exc: PageTooHeavy, sent: int) -> Request:
         """The same position in a page half as big (down to MIN_SPLIT_LIMIT); the pages
-        after it go back to the configured size. Raises when even the smallest fails."""
+        after it go back to their usual size. Raises when even the smallest fails."""
         if request.limit <= MIN_SPLIT_LIMIT:
             raise MatomoError(
                 f"{exc}; even a page of {request.limit} visits fails on {request.day} after "
@@ -342,49 +470,57 @@ class Pager(Generic[T]):
             return None
         end = self.day_end(day) if horizon is None else min(horizon, self.day_end(day))
         visits_left = max(0, end - last) * len(batch.stamps) / (last - first)
-        return -int(-visits_left // self.limit)  # rounded up
+        return -int(-visits_left // self._page_limit())  # rounded up
 
-    def _fill(self, request: Request, day_is_big: bool, pages_left: int | None = None) -> None:
+    def _fill(self, request: Request, day_is_big: bool, pages_left: int | None = None) -> Request:
         """Asks for `request` (the site's next one in order) and, up to `lookahead` in all,
         the next pages of a big day (no more than `pages_left` beyond it: those past the
-        day's end would be wasted), then the first pages of the following days."""
+        day's end would be wasted), then the first pages of the following days. Returns the
+        site's next request: `request`, or the one already asked for at its position."""
         # Not NEEDED yet: it becomes so when the pager waits for it (wait_for promotes it), so
         # a site never has more than the one request it waits for past the scheduler's budget.
+        request = self._adopt(request)
         wanted = [(request, Priority.READ_AHEAD, 0)]
+        lookahead = self.lookahead
+        if self.sizes is not None and self.sizes.unknown:
+            lookahead = 1  # the probe: nothing ahead of a page of unknown size
         if day_is_big:
-            ahead = self.lookahead if pages_left is None else min(self.lookahead, pages_left + 1)
-            wanted += [
-                (
-                    Request(request.day, request.after, self.limit,
-                            request.offset + request.limit + (k - 1) * self.limit),
-                    Priority.READ_AHEAD, k,
-                )
-                for k in range(1, ahead)
-            ]  # fmt: skip
-            beyond = wanted[-1][0].offset
+            ahead = lookahead if pages_left is None else min(lookahead, pages_left + 1)
+            limit, offset = self._page_limit(), request.offset + request.limit
+            for k in range(1, ahead):
+                key = self._adopt(Request(request.day, request.after, limit, offset))
+                wanted.append((key, Priority.READ_AHEAD, k))
+                offset = key.offset + key.limit
+            chain = {key for key, _, _ in wanted}
             for key in [
                 key
                 for key in self._tickets
                 if key.day == request.day
-                and key.offset > beyond
-                and self._tickets[key].state == "queued"
+                and key not in chain
+                and (self._tickets[key].state == "queued" or key.offset < offset)
             ]:
-                self._tickets.pop(key).cancel()  # asked for ahead, now past the estimated end
+                # Asked for ahead, now past the estimated end (queued), or at a position the
+                # pages of the size wanted now no longer start at.
+                self._tickets.pop(key).cancel()
         following, ahead = request.day + timedelta(days=1), 1
-        while len(wanted) < self.lookahead and following <= self.final_day:
-            wanted.append((Request(following, None, self.limit, 0), Priority.NEXT_DAY, ahead))
+        while len(wanted) < lookahead and following <= self.final_day:
+            first = self._adopt(Request(following, None, self._page_limit(), 0))
+            wanted.append((first, Priority.NEXT_DAY, ahead))
             following, ahead = following + timedelta(days=1), ahead + 1
-        for key, priority, depth in wanted[: self.lookahead]:
+        for key, priority, depth in wanted[:lookahead]:
             ticket = self._tickets.get(key)
             if ticket is None:
                 self._tickets[key] = self._ask(key, priority, depth)
+        return request
 
     def _ask(self, request: Request, priority: Priority, depth: int) -> Ticket[Batch[T]]:
         """Queues one request; its answer is parsed on the parse thread, not on the slot."""
-        fetch, parse = self.fetch, self.parse
+        fetch, parse, cost = self.fetch, self.parse, self._cost(request)
         if parse is None:
-            return self.submit(lambda: fetch(request), priority, depth)
-        return self.submit(lambda: fetch(request), priority, depth, lambda raw: parse(request, raw))
+            return self.submit(lambda: fetch(request), priority, depth, cost=cost)
+        return self.submit(
+            lambda: fetch(request), priority, depth, lambda raw: parse(request, raw), cost=cost
+        )
 
     def _read(self, request: Request) -> Batch[T]:
         """One request and its parse, here and now (a boundary repair, on a slot)."""
@@ -400,6 +536,8 @@ class Pager(Generic[T]):
         for ticket in self._tickets.values():
             ticket.cancel()
         self._tickets.clear()
+        if self.sizes is not None:
+            self.sizes.release(self)
 
 
 def _up_to(batch: Batch[T], horizon: int | None) -> tuple[Sequence[T], int | None]:

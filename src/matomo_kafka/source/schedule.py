@@ -16,9 +16,12 @@ visits is ~25 ms of parsing: idle Matomo time if a slot did it).
 
 Memory stays bounded whatever the sites and days: tickets running or holding a result not
 yet taken (`outstanding`), and results taken but not yet delivered (`hold`), stay under
-`budget`, except NEEDED ones: each site waits for at most one (a request becomes NEEDED when
-its pager waits for it), so a budget full of read-ahead can never keep a site's next page
-from being read.
+`budget` pages and, with `budget_bytes`, under that many bytes (a page's size follows its
+visits: 1000 visits of 500 actions are 200 MB): a ticket counts its estimated `cost` while it
+runs, then its answer's measured size. NEEDED ones go past both: each site waits for at most
+one (a request becomes NEEDED when its pager waits for it), so a budget full of read-ahead can
+never keep a site's next page from being read; and a ticket runs when nothing else is in
+memory, so a page bigger than the byte budget never waits for ever.
 Results are taken by one consumer (the pipeline's loop); slots only run requests.
 """
 
@@ -56,8 +59,8 @@ class Ticket(Generic[T]):
     """One queued request and, once a slot ran it, its result (or its exception)."""
 
     __slots__ = (
-        "_entry", "_error", "_released", "_scheduler", "_value", "depth", "fn", "priority",
-        "state", "then",
+        "_entry", "_error", "_released", "_scheduler", "_value", "cost", "depth", "fn",
+        "priority", "state", "then",
     )  # fmt: skip
 
     def __init__(
@@ -67,12 +70,14 @@ class Ticket(Generic[T]):
         priority: Priority,
         depth: int,
         then: Callable[[object], T] | None = None,
+        cost: int = 0,
     ) -> None:
         self._scheduler = scheduler
         self.fn = fn
         self.then = then
         self.priority = priority
         self.depth = depth
+        self.cost = cost  # bytes in memory: estimated until the answer is in, then measured
         self.state = "queued"  # queued | running | parsing | done | cancelled
         self._value: T | None = None
         self._entry: _Entry | None = None  # its place in the scheduler's heap, while queued
@@ -183,8 +188,9 @@ class Pace:
 
 
 class PageScheduler:
-    """`slots` threads running queued tickets by priority, `budget` tickets outstanding, at
-    most `pace.level` requests in flight."""
+    """`slots` threads running queued tickets by priority, `budget` tickets (and, if given,
+    `budget_bytes` bytes) outstanding, at most `pace.level` requests in flight. `measure`
+    tells the bytes a result holds (None: its estimated cost stays)."""
 
     def __init__(
         self,
@@ -193,9 +199,13 @@ class PageScheduler:
         wake: threading.Event | None = None,
         name: str = "matomo",
         pace: Pace | None = None,
+        budget_bytes: int | None = None,
+        measure: Callable[[object], int | None] | None = None,
     ) -> None:
         self.slots = max(1, slots)
         self.budget = max(self.slots, budget)
+        self.budget_bytes = budget_bytes
+        self.measure = measure
         self.pace = pace or Pace(self.slots)
         self.pace.on_change = self._pace_changed
         self.wake = wake or threading.Event()  # set on every completion, for the consumer
@@ -206,8 +216,10 @@ class PageScheduler:
         self._running = 0
         self._outstanding = 0  # running, or done with a result not taken yet
         self._held = 0  # taken, and not yet delivered (see hold)
+        self._bytes = 0  # the cost of the outstanding tickets and of the held results
         self._closed = False
         self.max_outstanding = 0
+        self.max_bytes = 0  # the most bytes outstanding and held at once
         self.max_running = 0
         self.runs = 0
         self._parsing: deque[tuple[Ticket[object], object]] = deque()
@@ -236,6 +248,7 @@ class PageScheduler:
         priority: Priority = ...,
         depth: int = ...,
         then: None = ...,
+        cost: int = ...,
     ) -> Ticket[T]: ...
 
     @overload
@@ -245,6 +258,7 @@ class PageScheduler:
         priority: Priority = ...,
         depth: int = ...,
         then: Callable[[Any], T] = ...,
+        cost: int = ...,
     ) -> Ticket[T]: ...
 
     def submit(
@@ -253,10 +267,12 @@ class PageScheduler:
         priority: Priority = Priority.NEEDED,
         depth: int = 0,
         then: Callable[[Any], Any] | None = None,
+        cost: int = 0,
     ) -> Ticket[Any]:
         """Queues `fn` (one Matomo request); `then`, if given, turns its answer into the
-        ticket's result on the parse thread."""
-        ticket: Ticket[Any] = Ticket(self, fn, priority, depth, then)
+        ticket's result on the parse thread; `cost`: the bytes its answer is expected to
+        hold (the byte budget)."""
+        ticket: Ticket[Any] = Ticket(self, fn, priority, depth, then, cost)
         with self._cond:
             if self._closed:
                 ticket.state = "cancelled"
@@ -273,20 +289,24 @@ class PageScheduler:
                 self._running < self.pace.level
                 and self._queued == 0
                 and self._outstanding + self._held < self.budget
+                and (self.budget_bytes is None or self._bytes < self.budget_bytes)
             )
 
-    def hold(self, pages: int) -> None:
-        """`pages` taken results are still in memory (handed over to delivery): they keep
-        their budget places until `unhold`, so the budget bounds what is fetched and not yet
-        delivered, not only what waits to be taken."""
+    def hold(self, pages: int, nbytes: int = 0) -> None:
+        """`pages` taken results (`nbytes` bytes) are still in memory (handed over to
+        delivery): they keep their budget places until `unhold`, so the budget bounds what is
+        fetched and not yet delivered, not only what waits to be taken."""
         with self._cond:
             self._held += pages
+            self._bytes += nbytes
             self.max_outstanding = max(self.max_outstanding, self._outstanding + self._held)
+            self.max_bytes = max(self.max_bytes, self._bytes)
 
-    def unhold(self, pages: int) -> None:
+    def unhold(self, pages: int, nbytes: int = 0) -> None:
         """Their delivery ended: their places go back to the budget."""
         with self._cond:
             self._held -= pages
+            self._bytes -= nbytes
             self._cond.notify_all()
 
     def _pace_changed(self, level: int, reason: str) -> None:
@@ -357,6 +377,7 @@ class PageScheduler:
         if not ticket._released:
             ticket._released = True
             self._outstanding -= 1
+            self._bytes -= ticket.cost
 
     def _next_locked(self) -> Ticket[object] | None:
         """The most useful runnable ticket, or None (stale heap entries are dropped here)."""
@@ -367,12 +388,23 @@ class PageScheduler:
             if ticket is None:
                 heapq.heappop(self._heap)  # cancelled, or promoted (pushed again)
                 continue
-            if priority != Priority.NEEDED and self._outstanding + self._held >= self.budget:
+            if priority != Priority.NEEDED and not self._fits_locked(ticket):
                 return None
             heapq.heappop(self._heap)
             ticket._entry = None
             return ticket  # type: ignore[no-any-return]
         return None
+
+    def _fits_locked(self, ticket: Ticket[object]) -> bool:
+        """Room for one more ticket: a page place, and its bytes (when anything else is in
+        memory: a page bigger than the byte budget runs alone)."""
+        if self._outstanding + self._held >= self.budget:
+            return False
+        return (
+            self.budget_bytes is None
+            or self._bytes == 0
+            or self._bytes + ticket.cost <= self.budget_bytes
+        )
 
     def _slot(self) -> None:
         while True:
@@ -387,9 +419,11 @@ class PageScheduler:
                 self._queued -= 1
                 self._running += 1
                 self._outstanding += 1
+                self._bytes += ticket.cost
                 self.runs += 1
                 self.max_running = max(self.max_running, self._running)
                 self.max_outstanding = max(self.max_outstanding, self._outstanding + self._held)
+                self.max_bytes = max(self.max_bytes, self._bytes)
             value: object = None
             try:
                 value = ticket.fn()
@@ -428,11 +462,16 @@ class PageScheduler:
             self.wake.set()
             del ticket, value  # nor does the parse thread, while it waits
 
-    @staticmethod
-    def _done_locked(ticket: Ticket[object]) -> None:
+    def _done_locked(self, ticket: Ticket[object]) -> None:
         ticket.state = "done"
         if ticket._released:  # cancelled meanwhile: nobody takes it
             ticket._value = ticket._error = None
+        elif self.measure is not None and ticket._error is None:
+            size = self.measure(ticket._value)
+            if size is not None:  # the estimate gives way to what the answer holds
+                self._bytes += size - ticket.cost
+                ticket.cost = size
+                self.max_bytes = max(self.max_bytes, self._bytes)
 
 
 def wait_for(ticket: Ticket[T]) -> Generator[None, None, T]:

@@ -293,4 +293,4 @@ def page_messages(
         # orjson's bytes keep its 32 KiB write buffer; a right-sized copy (0.4 us) keeps a
         # page of 1000 messages at 3.5 MB instead of 32 MB while it waits to be sent.
         messages.append(Message((prefix + str(id_visit)).encode(), memoryview(value).tobytes()))
-    return Batch(messages, ids, stamps)
+    return Batch(messages, ids, stamps, len(raw))
