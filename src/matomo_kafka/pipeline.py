@@ -55,16 +55,15 @@ from matomo_kafka.sink.delivery import (
     ExactlyOnce,
     Handover,
     Outgoing,
-    claim_sites,
 )
 from matomo_kafka.sink.producer import KafkaSink, page_headers
+from matomo_kafka.sink.transactions import Transactions
 from matomo_kafka.source.client import MatomoClient, SiteInfo, SiteMetadata
 from matomo_kafka.source.days import day_end, days_behind, last_closed_day, site_timezone
 from matomo_kafka.source.paging import Batch, Pager, Request
 from matomo_kafka.source.schedule import Pace, PageScheduler, Priority, Ticket, wait_for
 from matomo_kafka.state.checkpoint_files import CheckpointStore
 from matomo_kafka.state.sent_log import SentLog, digest, visit_id
-from matomo_kafka.state.state_topic import StateReader, ensure_state_topic
 from matomo_kafka.transform.visits import (
     SiteTransform,
     page_messages,
@@ -110,9 +109,6 @@ class NullObserver:
     def pace_changed(self, level: int, cap: int) -> None:
         pass
 
-
-#: Seconds the state topic may take to be read to its end before all sites are claimed.
-STATE_PATIENCE = 0.5
 
 #: Sites whose custom dimensions and goals are read in one API.getBulkRequest.
 METADATA_CHUNK = 50
@@ -182,8 +178,12 @@ class Pipeline:
         clock: Clock = system_clock,
         horizon: Horizon | None = None,
         said: set[str] | None = None,
+        transactions: Transactions | None = None,
     ) -> None:
         self.settings = settings
+        # Exactly-once: `follow`'s producers and claims, kept across its cycles (None: the
+        # run makes its own and closes them at its end).
+        self.transactions = transactions
         # Warnings about the user's files said once: per run, or per process for `follow`
         # (which passes the same set to each cycle's pipeline).
         self.said = set() if said is None else said
@@ -269,35 +269,31 @@ class Pipeline:
             log.warning("config: %s", line)
 
     def _delivery(self, sites: tuple[int, ...]) -> Delivery:
-        """At-least-once on the run's producer; or exactly-once: the state topic (created
-        compacted if missing) and a reader of its checkpoints. Each site's transactional.id
-        is claimed when the site starts (fencing other instances, aborting what a dead one
-        left open), and its checkpoint read after that. Only when the state topic cannot be
-        read to its end at once (a transaction left open holds read_committed readers back)
-        are all the sites claimed up front, which ends those of a dead instance."""
+        """At-least-once on the run's producer; or exactly-once: a few transactional
+        producers for all the sites, which are claimed first (sink/transactions.py: fencing
+        their earlier owners, which ends the transactions a dead instance left open). The
+        state topic (created compacted if missing) is read after the claim. `follow` keeps
+        its transactions across cycles: only sites new to it are claimed, once."""
         if not self.settings.exactly_once:
             return AtLeastOnce(self.settings, self.sink, self.store, self._record, self.slots)
-        partitions = ensure_state_topic(self.settings)
-        state = StateReader(self.settings, partitions)
+        by = "run" if self.horizon is None else "follow"
+        owns = self.transactions is None
+        transactions = self.transactions or Transactions(self.settings, by)
         try:
-            if not state.read_to_end(patience=STATE_PATIENCE):
-                log.info(
-                    "exactly-once: the state topic %s has a transaction open: claiming the "
-                    "%d site(s) up front, which ends those an instance that died left open",
-                    self.settings.state_topic, len(sites),
-                )  # fmt: skip
-                claim_sites(self.settings, sites)
+            transactions.claim(sites)
         except MatomoKafkaError:
-            state.close()
+            if owns:
+                transactions.close()
             raise
         log.log(
             self.once_level,
-            "exactly-once: state topic %s, transactional ids matomo-kafka.%s.<site>",
-            self.settings.state_topic, self.settings.KAFKA_TOPIC,
+            "exactly-once: state topic %s, transactional ids %s.<0..%d>",
+            self.settings.state_topic, transactions.owner.prefix,
+            transactions.owner.producers - 1,
         )  # fmt: skip
         # Up to the pages a site can have fetched ahead (the scheduler's budget), in one go.
-        by = "run" if self.horizon is None else "follow"
-        return ExactlyOnce(self.settings, self.store, state, self._record, self.budget, by)
+        return ExactlyOnce(self.settings, self.store, transactions, self._record, self.budget,
+                           by, owns)  # fmt: skip
 
     # -- the one loop --------------------------------------------------------------------
 
@@ -447,8 +443,8 @@ class Pipeline:
         self, run: _SiteRun, handover: Handover
     ) -> Generator[Page[Message] | None, None, None]:
         """The site's pages in order (None while waiting): its metadata on a Matomo slot and,
-        meanwhile, its delivery's start on a delivery thread (exactly-once: claiming its
-        transactional producer), then the catch-up from its checkpoint, then the re-scan
+        meanwhile, its delivery's start on a delivery thread (exactly-once: reading its
+        checkpoint in the state topic), then the catch-up from its checkpoint, then the re-scan
         window's days."""
         assert self.scheduler is not None
         site, idsite = run.report, run.idsite

@@ -144,11 +144,14 @@ def _serve(
     if settings.MATOMO_HEALTH_PORT is not None:
         server = HealthServer(health, metrics.registry, settings.MATOMO_HEALTH_PORT).start()
     sink = KafkaSink.from_settings(settings)
+    follower: Follower | None = None
     try:
         follower = Follower(settings, matomo, sink, store, site_ids, stop, clock, health, metrics,
                             listing)  # fmt: skip
         return follower.run()
     finally:
+        if follower is not None:
+            follower.close()
         sink.close()
         if server is not None:
             server.close()

@@ -6,9 +6,9 @@ or Kafka Streams consumer expects. A failed or timed-out delivery raises, which 
 out of the checkpoint: the next run re-sends it (at-least-once; keys make re-sends idempotent
 for compacting or deduplicating consumers).
 
-DELIVERY=exactly_once uses `TransactionalSink` instead: one transactional producer per site
-(transactional.id `matomo-kafka.<KAFKA_TOPIC>.<idsite>`), each page and the site's new
-checkpoint record (state topic) committed in one Kafka transaction (see state.py).
+DELIVERY=exactly_once uses `TransactionalSink` instead: a few transactional producers per
+process, whatever the number of sites (sink/transactions.py), each site's pages and its new
+checkpoint record (state topic) committed in one Kafka transaction (see state_topic.py).
 """
 
 from __future__ import annotations
@@ -229,8 +229,9 @@ _FENCING_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INV
 
 
 class TransactionalSink:
-    """One site's transactional producer: `commit()` writes a page of visits and the site's
-    checkpoint record in one transaction and returns once Kafka committed it.
+    """A transactional producer: `commit()` writes a site's pages of visits and its
+    checkpoint record in one transaction and returns once Kafka committed it. `idsite` names
+    the site in its errors (set by each commit when the producer serves many sites).
 
     Any failure before the commit aborts the transaction (none of its records ever becomes
     visible to read_committed consumers) and raises KafkaDeliveryError; being fenced by a
@@ -238,11 +239,11 @@ class TransactionalSink:
     what was in flight).
     """
 
-    def __init__(self, settings: Settings, idsite: int) -> None:
+    def __init__(self, settings: Settings, idsite: int, txn_id: str | None = None) -> None:
         self.idsite = idsite
         self.topic = settings.KAFKA_TOPIC
         self.state_topic = settings.state_topic
-        self.transactional_id = transactional_id(settings.KAFKA_TOPIC, idsite)
+        self.transactional_id = txn_id or transactional_id(settings.KAFKA_TOPIC, idsite)
         txn_ms = transaction_timeout_ms(settings)
         self.timeout = txn_ms / 1000
         self.connect_timeout = max(settings.KAFKA_CONNECT_TIMEOUT, 30.0)
@@ -273,13 +274,13 @@ class TransactionalSink:
                 and error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
             ):
                 raise KafkaDeliveryError(
-                    f"Kafka refused transactions for site {self.idsite} (transactional.id "
+                    f"Kafka refused transactions (transactional.id "
                     f"{self.transactional_id!r}): ask the Kafka admins for WRITE and DESCRIBE "
                     f"on the transactional ids prefixed 'matomo-kafka.{self.topic}.'"
                 ) from None
             raise KafkaDeliveryError(
-                f"Kafka could not start transactions for site {self.idsite} "
-                f"(transactional.id {self.transactional_id!r}): {_describe(exc)}"
+                f"Kafka could not start transactions (transactional.id "
+                f"{self.transactional_id!r}): {_describe(exc)}"
             ) from None
 
     def commit(
@@ -287,9 +288,12 @@ class TransactionalSink:
         pages: Sequence[tuple[Sequence[Message], Headers]],
         state_key: bytes | None,
         state_value: bytes | None,
+        site: int | None = None,
     ) -> None:
         """Sends pages of visits (each with its headers) and the checkpoint record (if any: a
-        re-scan moves no checkpoint) in one transaction and commits it."""
+        re-scan moves no checkpoint) in one transaction and commits it; `site`: whose."""
+        if site is not None:
+            self.idsite = site
         producer = self._producer
         try:
             producer.begin_transaction()
@@ -304,6 +308,22 @@ class TransactionalSink:
                             producer.poll(0.01)  # local queue full: let acks drain it
             if state_key is not None:
                 producer.produce(self.state_topic, value=state_value, key=state_key)
+            self._commit()
+        except KafkaException as exc:
+            self._fail(exc)
+
+    def commit_state(self, records: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """State topic records (key, value) alone, in one transaction: claims, a reset."""
+        producer = self._producer
+        try:
+            producer.begin_transaction()
+            for key, value in records:
+                while True:
+                    try:
+                        producer.produce(self.state_topic, value=value, key=key)
+                        break
+                    except BufferError:
+                        producer.poll(0.01)  # local queue full: let acks drain it
             self._commit()
         except KafkaException as exc:
             self._fail(exc)
