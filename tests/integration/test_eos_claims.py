@@ -382,3 +382,71 @@ def test_upgrade_carries_on_from_the_previous_versions_state_topic(
         assert state[idsite]["seq"] > old_records[idsite]["seq"]
         assert state[idsite]["txn"] == state[f"claim.{idsite}"]["txn"]
     assert store(data).load(2) == Cursor(date(2024, 3, 6), 0)
+
+
+def _outgoing(idsite: int, day: date, first: int, count: int) -> Any:
+    """A page of `count` visits of `day` from visit `first` on, and the checkpoint after it."""
+    from matomo_kafka.model import Message, Page
+    from matomo_kafka.sink.delivery import Outgoing
+    from matomo_kafka.sink.producer import page_headers
+
+    messages = [Message(f"{idsite}:{first + i}".encode(), b'{"v": 1}') for i in range(count)]
+    cursor = Cursor(day, first + count)
+    page = Page(day, first, messages, False, cursor)
+    return Outgoing(idsite, page, messages, page_headers(idsite, day.isoformat()), cursor)
+
+
+@pytest.mark.parametrize("previous_fails", [False, True])
+def test_a_sites_next_transaction_is_sent_early_and_committed_in_order(
+    tmp_path: Path, topic: str, previous_fails: bool
+) -> None:
+    """Two deliveries of one site, on two producers: both send their visits while the
+    delivery before the first has not ended; neither commits before it has. If it failed,
+    both are aborted (nothing visible to read_committed, nothing recorded, no checkpoint);
+    else both commit, in order (seq 1 then 2, the second's checkpoint last)."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from matomo_kafka.config.settings import load_settings
+    from matomo_kafka.errors import KafkaDeliveryError
+    from matomo_kafka.sink.delivery import ExactlyOnce
+    from matomo_kafka.sink.transactions import Transactions
+
+    values = base_values(tmp_path, "http://127.0.0.1:1/", topic, DELIVERY="exactly_once",
+                         MATOMO_MAX_CONCURRENCY="2")  # fmt: skip
+    settings = load_settings(write_parm(tmp_path / "parm", **values), environ={})
+    transactions = Transactions(settings, "run")
+    transactions.claim((1,))
+    recorded: list[int] = []
+    delivery = ExactlyOnce(settings, store(tmp_path / "data"), transactions,
+                           lambda out: recorded.append(out.cursor.offset), 8)  # fmt: skip
+    day = date(2024, 3, 1)
+    assert delivery.start(1) == Cursor(day, 0)
+    before: Future[None] = Future()
+    pool = ThreadPoolExecutor(2)
+    try:
+        first = pool.submit(delivery.deliver, [_outgoing(1, day, 0, 10)], before.result)
+        second = pool.submit(delivery.deliver, [_outgoing(1, day, 10, 5)], first.result)
+        wait_until(lambda: len(read_records(topic, "read_uncommitted")) == 15, 30)
+        assert not first.done() and not second.done()  # both wait: nothing committed
+        if previous_fails:
+            before.set_exception(KafkaDeliveryError("the delivery before failed"))
+        else:
+            before.set_result(None)
+        for future in (first, second):
+            if previous_fails:
+                with pytest.raises(KafkaDeliveryError, match="the delivery before failed"):
+                    future.result(timeout=60)
+            else:
+                future.result(timeout=60)
+    finally:
+        if not before.done():  # a failed check: the deliveries must not wait for ever
+            before.set_exception(KafkaDeliveryError("the test stopped"))
+        pool.shutdown(wait=True)
+        delivery.close()
+    committed = read_records(topic)
+    checkpoints = [json.loads(v or b"") for k, v in read_records(f"{topic}.state") if k == "1"]
+    if previous_fails:
+        assert committed == [] and recorded == [] and checkpoints == []
+    else:
+        assert len(committed) == 15 and recorded == [10, 15]
+        assert [(c["seq"], c["offset"]) for c in checkpoints] == [(1, 10), (2, 15)]

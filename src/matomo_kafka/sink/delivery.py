@@ -15,7 +15,8 @@ the disk: it hands a page over and later takes back the pages whose delivery end
 pages are recorded strictly in order: each delivery waits (`after`) until the site's previous
 page is recorded before it records its own, and fails if that one failed. At-least-once
 sends a site's next pages while earlier ones wait for their acks (`pages_per_site`);
-exactly-once has one transaction at a time per site.
+exactly-once sends a site's next transaction while the previous one commits, and commits
+them in order.
 """
 
 from __future__ import annotations
@@ -128,9 +129,9 @@ class AtLeastOnce:
 class ExactlyOnce:
     """One transaction per delivery: the pages' visits and the site's checkpoint record, on
     one of the process's few transactional producers (sink/transactions.py), which claimed
-    the sites before. A site has one transaction at a time, so the pages that are ready when
-    it starts go together: a site whose pages come faster than one transaction commits gets
-    fewer, bigger transactions instead of falling behind. A delivery with no visit that
+    the sites before. The pages that are ready when a delivery starts go together, and a
+    site's next delivery sends its visits while the previous one commits (its own commit
+    waits for that one's). A delivery with no visit that
     leaves the site on the day of its latest checkpoint makes no transaction (`follow`'s
     cycles with nothing new): the move is kept in memory until the site's next commit."""
 
@@ -151,7 +152,8 @@ class ExactlyOnce:
         self.record = record
         self.by = by  # the state record's "by": the command that committed it
         self.owns = owns  # closes the transactions when done (a run's; follow keeps its own)
-        self.deliveries_per_site = 1
+        # Sent while earlier ones commit (each on its own producer), committed in order.
+        self.deliveries_per_site = transactions.owner.producers
         self.pages_per_delivery = pages_per_delivery
 
     def start(self, idsite: int) -> Cursor:
@@ -201,27 +203,38 @@ class ExactlyOnce:
         return record.cursor, record.cursor, record.seq
 
     def deliver(self, outs: Sequence[Outgoing], after: After) -> None:
-        after()
+        """The visits are queued in a transaction at once; the transaction commits (with the
+        checkpoint record, whose seq follows the previous one's) only once the site's
+        previous delivery committed, and is aborted if that one failed: a site's pages are
+        sent while its earlier transactions commit, and committed in order."""
         idsite = outs[0].idsite
         pages = [(out.messages, out.headers) for out in outs]
         cursors = [out.cursor for out in outs if out.cursor is not None]
         transactions = self.transactions
-        if not cursors:  # re-scan pages: no checkpoint moves
-            with transactions.producer() as sink:
-                sink.commit(pages, None, None, site=idsite)
-        else:
+        committed_seq = 0
+
+        def checkpoint() -> tuple[bytes, bytes] | None:
+            nonlocal committed_seq
+            after()  # the site's previous transaction committed (raises if it failed)
+            if not cursors:  # re-scan pages: no checkpoint moves
+                return None
             known = transactions.known(idsite)
-            committed, seq = (known[1], known[2]) if known is not None else (None, 0)
-            cursor = cursors[-1]
-            quiet = not any(out.messages for out in outs)
-            if quiet and committed is not None and cursor.day == committed.day:
-                transactions.moved(idsite, cursor)  # nothing sent: nothing to commit yet
-                return
-            value = encode(self.settings, idsite, cursor, seq + 1, self.by,
+            committed_seq = (known[2] if known is not None else 0) + 1
+            value = encode(self.settings, idsite, cursors[-1], committed_seq, self.by,
                            transactions.owner.prefix)  # fmt: skip
-            with transactions.producer() as sink:
-                sink.commit(pages, state_key(idsite), value, site=idsite)
-            transactions.committed(idsite, cursor, seq + 1)
+            return state_key(idsite), value
+
+        if not any(out.messages for out in outs):
+            after()
+            known = transactions.known(idsite)
+            committed = known[1] if known is not None else None
+            if cursors and committed is not None and cursors[-1].day == committed.day:
+                transactions.moved(idsite, cursors[-1])  # nothing sent: nothing to commit yet
+                return
+        with transactions.producer() as sink:
+            sink.commit(pages, None, None, site=idsite, then=checkpoint)
+        if cursors:
+            transactions.committed(idsite, cursors[-1], committed_seq)
         for out in outs:
             self.record(out)
 

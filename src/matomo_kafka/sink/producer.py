@@ -289,9 +289,12 @@ class TransactionalSink:
         state_key: bytes | None,
         state_value: bytes | None,
         site: int | None = None,
+        then: Callable[[], tuple[bytes, bytes] | None] | None = None,
     ) -> None:
         """Sends pages of visits (each with its headers) and the checkpoint record (if any: a
-        re-scan moves no checkpoint) in one transaction and commits it; `site`: whose."""
+        re-scan moves no checkpoint) in one transaction and commits it; `site`: whose.
+        `then`, once the visits are queued: may wait (for the site's previous transaction to
+        commit) and gives the checkpoint record; if it raises, the transaction is aborted."""
         if site is not None:
             self.idsite = site
         producer = self._producer
@@ -306,6 +309,13 @@ class TransactionalSink:
                             break
                         except BufferError:
                             producer.poll(0.01)  # local queue full: let acks drain it
+            if then is not None:
+                try:
+                    record = then()
+                except BaseException:
+                    self.abort()  # none of these visits may be committed
+                    raise
+                state_key, state_value = record if record is not None else (None, None)
             if state_key is not None:
                 producer.produce(self.state_topic, value=state_value, key=state_key)
             self._commit()
