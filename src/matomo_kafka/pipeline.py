@@ -25,11 +25,13 @@ above; then the day the horizon falls in is read up to it and stays open in the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Generator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Protocol
@@ -184,6 +186,7 @@ class Pipeline:
         # Exactly-once: `follow`'s producers and claims, kept across its cycles (None: the
         # run makes its own and closes them at its end).
         self.transactions = transactions
+        self._claimed = False  # exactly-once: _delivery took over the run's transactions
         # Warnings about the user's files said once: per run, or per process for `follow`
         # (which passes the same set to each cycle's pipeline).
         self.said = set() if said is None else said
@@ -217,6 +220,7 @@ class Pipeline:
 
     def run(self, sites: tuple[int, ...]) -> RunReport:
         report = RunReport(sites=[SiteReport(idsite) for idsite in sites])
+        early = self._early_transactions(sites)
         try:
             # One request before the sites start together: a refused token is tried once,
             # not once per site (repeated bad logins can get the caller's IP blocked).
@@ -224,8 +228,11 @@ class Pipeline:
             # Every site's timezone in one request; dimensions and goals in bulk, by chunks.
             self.site_infos = self.matomo.sites_view_info() if sites else {}
             self._chunk_sites([idsite for idsite in sites if idsite in self.site_infos])
-            delivery = self._delivery(sites)
+            delivery = self._delivery(sites, early)
         except MatomoKafkaError as exc:
+            if early is not None and not self._claimed:
+                with contextlib.suppress(MatomoKafkaError):
+                    early.result().close()
             report.fatal = exc
             for site in report.sites:
                 site.status, site.error, site.error_kind = "skipped", str(exc), type(exc).__name__
@@ -268,7 +275,28 @@ class Pipeline:
             self.said.add(key or line)
             log.warning("config: %s", line)
 
-    def _delivery(self, sites: tuple[int, ...]) -> Delivery:
+    def _early_transactions(self, sites: tuple[int, ...]) -> Future[Transactions] | None:
+        """Exactly-once `run`: its transactions made (the state topic checked, the reader
+        and the producers started: nothing fenced, nothing claimed) while Matomo answers the
+        first requests, instead of after them."""
+        if not self.settings.exactly_once or self.transactions is not None or not sites:
+            return None
+        future: Future[Transactions] = Future()
+
+        def make() -> None:
+            try:
+                transactions = Transactions(self.settings, "run")
+                transactions.start_producers()
+                future.set_result(transactions)
+            except BaseException as exc:  # handed to _delivery, which raises it
+                future.set_exception(exc)
+
+        threading.Thread(target=make, name="kafka-start", daemon=True).start()
+        return future
+
+    def _delivery(
+        self, sites: tuple[int, ...], early: Future[Transactions] | None = None
+    ) -> Delivery:
         """At-least-once on the run's producer; or exactly-once: a few transactional
         producers for all the sites, which are claimed first (sink/transactions.py: fencing
         their earlier owners, which ends the transactions a dead instance left open). The
@@ -278,7 +306,13 @@ class Pipeline:
             return AtLeastOnce(self.settings, self.sink, self.store, self._record, self.slots)
         by = "run" if self.horizon is None else "follow"
         owns = self.transactions is None
-        transactions = self.transactions or Transactions(self.settings, by)
+        if self.transactions is not None:
+            transactions = self.transactions
+        elif early is not None:
+            transactions = early.result()
+        else:
+            transactions = Transactions(self.settings, by)
+        self._claimed = True  # closed here on failure, by the delivery otherwise
         try:
             transactions.claim(sites)
         except MatomoKafkaError:

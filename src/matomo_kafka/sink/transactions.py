@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from matomo_kafka.config.kafka_clients import (
@@ -90,6 +90,7 @@ class Transactions:
         self._claimed: set[int] = set()
         self._fenced: set[str] = set()  # owner prefixes and site ids fenced already
         self._pool: list[TransactionalSink] = []
+        self._starting: Future[None] | None = None  # the pool's init_transactions
         self._idle: queue.SimpleQueue[TransactionalSink] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._cursor: dict[int, Cursor] = {}  # where each site stands (committed or not)
@@ -108,13 +109,11 @@ class Transactions:
         if not new:
             return
         try:
-            with ThreadPoolExecutor(1, "kafka-pool") as starter:
-                pool = starter.submit(self._start_pool) if not self._pool else None
-                try:
-                    self._claim(new, pool.result if pool is not None else lambda: None)
-                finally:
-                    if pool is not None:
-                        pool.result()
+            starting = self.start_producers()
+            try:
+                self._claim(new, starting.result)
+            finally:
+                starting.result()
         except MatomoKafkaError:
             self.broken = True
             raise
@@ -189,6 +188,23 @@ class Transactions:
         finally:
             sink.close()
 
+    def start_producers(self) -> Future[None]:
+        """Starts the pool's `init_transactions` (once), in the background: its ids are new,
+        nobody fences them before this process's claim names them."""
+        if self._starting is None:
+            starting: Future[None] = Future()
+            self._starting = starting
+
+            def start() -> None:
+                try:
+                    self._start_pool()
+                    starting.set_result(None)
+                except BaseException as exc:  # raised by claim()
+                    starting.set_exception(exc)
+
+            threading.Thread(target=start, name="kafka-pool", daemon=True).start()
+        return self._starting
+
     def _start_pool(self) -> None:
         sinks = [TransactionalSink(self.settings, 0, txn_id) for txn_id in self.owner.ids()]
         self._pool = sinks  # closed by close(), whatever happens below
@@ -242,6 +258,9 @@ class Transactions:
             self._cursor[idsite] = cursor
 
     def close(self) -> None:
+        if self._starting is not None:
+            with contextlib.suppress(MatomoKafkaError):
+                self._starting.result()  # the pool is complete: every producer is closed
         for sink in self._pool:
             sink.close()
         self._pool = []
