@@ -249,7 +249,13 @@ class TransactionalSink:
         self.connect_timeout = max(settings.KAFKA_CONNECT_TIMEOUT, 30.0)
         self._fatal: str | None = None
         config = producer_config(settings)
-        config.update({"transactional.id": self.transactional_id, "transaction.timeout.ms": txn_ms})
+        config.update(
+            {
+                "transactional.id": self.transactional_id,
+                "transaction.timeout.ms": txn_ms,
+                "enable.sparse.connections": False,
+            }
+        )
         self._producer = Producer({**config, "error_cb": self._on_error, "logger": librdkafka_log})
 
     def _on_error(self, error: KafkaError) -> None:

@@ -91,6 +91,7 @@ class Transactions:
         self._fenced: set[str] = set()  # owner prefixes and site ids fenced already
         self._pool: list[TransactionalSink] = []
         self._starting: Future[None] | None = None  # the pool's init_transactions
+        self._claimer: TransactionalSink | None = None  # the claims' id, initialised early
         self._idle: queue.SimpleQueue[TransactionalSink] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._cursor: dict[int, Cursor] = {}  # where each site stands (committed or not)
@@ -132,10 +133,14 @@ class Transactions:
             for idsite in new
         ]
         claims_id = claims_transactional_id(self.settings.KAFKA_TOPIC)
+        pool_ready()  # and the claims' id initialised with it (step 1 before step 2)
         for attempt in range(1, CLAIM_ATTEMPTS + 1):
-            claimer = TransactionalSink(self.settings, new[0], claims_id)
+            claimer, self._claimer = self._claimer, None  # initialised with the pool, if any
             try:
-                claimer.init()  # 1: ends a claim in flight elsewhere, fences later commits
+                if claimer is None:
+                    claimer = TransactionalSink(self.settings, new[0], claims_id)
+                    claimer.init()  # 1: ends a claim in flight elsewhere, fences later ones
+                claimer.idsite = new[0]
                 if not self.state.read_to_end(STATE_PATIENCE):  # 2
                     # A transaction still open holds the read back: fencing the owners of the
                     # claims read so far ends it if one of them left it (a claim is committed
@@ -158,7 +163,8 @@ class Transactions:
                          "again")  # fmt: skip
                 time.sleep(random.uniform(0.05, 0.25) * attempt)
             finally:
-                claimer.close()
+                if claimer is not None:
+                    claimer.close()
 
     def _fence_owners(self, sites: tuple[int, ...]) -> None:
         """Fences the latest owner of each site (its ids), or, for a site whose latest
@@ -206,9 +212,14 @@ class Transactions:
         return self._starting
 
     def _start_pool(self) -> None:
+        """The pool's producers, and the claims' id for the first claim (step 1 may come
+        before the claim: the read comes after it), all initialised at once: an
+        `init_transactions` alone sometimes waits for librdkafka's 500 ms timer."""
         sinks = [TransactionalSink(self.settings, 0, txn_id) for txn_id in self.owner.ids()]
         self._pool = sinks  # closed by close(), whatever happens below
-        self._run_all([(sink, None) for sink in sinks], lambda sink, _: sink.init())
+        claims_id = claims_transactional_id(self.settings.KAFKA_TOPIC)
+        claimer = self._claimer = TransactionalSink(self.settings, 0, claims_id)
+        self._run_all([(sink, None) for sink in [*sinks, claimer]], lambda sink, _: sink.init())
         for sink in sinks:
             self._idle.put(sink)
 
@@ -264,6 +275,9 @@ class Transactions:
         for sink in self._pool:
             sink.close()
         self._pool = []
+        if self._claimer is not None:
+            self._claimer.close()
+            self._claimer = None
         self.state.close()
 
 
