@@ -249,6 +249,9 @@ class TransactionalSink:
         self.connect_timeout = max(settings.KAFKA_CONNECT_TIMEOUT, 30.0)
         self._fatal: str | None = None
         config = producer_config(settings)
+        # Connected to every broker at once: with sparse connections librdkafka waited up to
+        # 500 ms for the transaction coordinator's connection in one init_transactions of
+        # three (measured); a process has only MATOMO_MAX_CONCURRENCY of these producers.
         config.update(
             {
                 "transactional.id": self.transactional_id,

@@ -141,16 +141,20 @@ class Transactions:
                     claimer = TransactionalSink(self.settings, new[0], claims_id)
                     claimer.init()  # 1: ends a claim in flight elsewhere, fences later ones
                 claimer.idsite = new[0]
+                read_at = time.monotonic()
                 if not self.state.read_to_end(STATE_PATIENCE):  # 2
                     # A transaction still open holds the read back: fencing the owners of the
                     # claims read so far ends it if one of them left it (a claim is committed
                     # before its owner writes anything).
                     self._fence_owners(new)
+                    read_at = time.monotonic()
                     self.state.read_to_end(None)
-                self._fence_owners(new)  # 3
+                fenced = self._fence_owners(new)  # 3
                 pool_ready()
                 claimer.commit_state(records)  # 4
-                self.claimed_at = time.monotonic()  # 5: ExactlyOnce's reads start after it
+                # 5: ExactlyOnce's reads of the checkpoints start after the last fencing; if
+                # it fenced nobody, the read of step 2 came after it and serves.
+                self.claimed_at = time.monotonic() if fenced else read_at
                 return
             except FencedError:
                 if attempt == CLAIM_ATTEMPTS:
@@ -166,9 +170,10 @@ class Transactions:
                 if claimer is not None:
                     claimer.close()
 
-    def _fence_owners(self, sites: tuple[int, ...]) -> None:
+    def _fence_owners(self, sites: tuple[int, ...]) -> bool:
         """Fences the latest owner of each site (its ids), or, for a site whose latest
-        checkpoint came from a version before claims, the site's own id."""
+        checkpoint came from a version before claims, the site's own id. False: none was
+        left to fence."""
         targets: dict[str, tuple[int, list[str]]] = {}
         for idsite in sites:
             owner = self.state.owner(idsite)
@@ -180,12 +185,13 @@ class Transactions:
                 targets.setdefault(own, (idsite, [own]))
         targets = {key: value for key, value in targets.items() if key not in self._fenced}
         if not targets:
-            return
+            return False
         jobs = [(idsite, txn_id) for idsite, ids in targets.values() for txn_id in ids]
         log.debug("exactly-once: fencing %d transactional id(s) of %d earlier owner(s)",
                   len(jobs), len(targets))  # fmt: skip
         self._run_all(jobs, self._fence_one)
         self._fenced.update(targets)
+        return True
 
     def _fence_one(self, idsite: int, txn_id: str) -> None:
         sink = TransactionalSink(self.settings, idsite, txn_id)
