@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from matomo_kafka.clock import Clock
+from matomo_kafka.config.kafka_clients import transaction_timeout_ms
 from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import (
     ConfigError,
@@ -41,7 +42,7 @@ from matomo_kafka.errors import (
 from matomo_kafka.model import DISABLED, RunReport, SiteReport
 from matomo_kafka.ops.follow_metrics import FollowMetrics
 from matomo_kafka.ops.health import Health
-from matomo_kafka.pipeline import Horizon, Pipeline
+from matomo_kafka.pipeline import Horizon, NullObserver, Pipeline
 from matomo_kafka.sink.producer import KafkaSink
 from matomo_kafka.sink.transactions import Transactions
 from matomo_kafka.source.client import MatomoClient
@@ -62,6 +63,34 @@ def backoff(interval: float, failures: int) -> float:
     cycle first, then twice as long each time, up to an hour (or the interval, if longer)."""
     wait: float = interval * 2.0 ** max(0, failures - 1)
     return min(wait, max(interval, MAX_BACKOFF_S))
+
+
+def stale_after(settings: Settings) -> float:
+    """Seconds a cycle may go without progress (a site started or finished, a page
+    delivered) before /readyz says it is stuck: twice the interval, and never less than the
+    longest a healthy cycle can wait for one page: a Matomo request through all its retries
+    (each up to MATOMO_TIMEOUT, each wait up to MATOMO_RETRY_MAX_WAIT), then Kafka's
+    delivery (or transaction) timeout and the sink's 30 s of grace."""
+    attempts = settings.MATOMO_MAX_RETRIES + 1
+    request = attempts * (settings.MATOMO_TIMEOUT + settings.MATOMO_RETRY_MAX_WAIT)
+    kafka = transaction_timeout_ms(settings) / 1000 + 30.0
+    return max(2.0 * settings.MATOMO_FOLLOW_INTERVAL, request + kafka)
+
+
+class _Progress(NullObserver):
+    """Tells the health endpoint that the cycle under way moves on (see stale_after)."""
+
+    def __init__(self, health: Health) -> None:
+        self.health = health
+
+    def site_started(self, site: SiteReport, first_day: date) -> None:
+        self.health.progressed()
+
+    def page_done(self, site: SiteReport, day: date, visits: int) -> None:
+        self.health.progressed()
+
+    def site_finished(self, site: SiteReport) -> None:
+        self.health.progressed()
 
 
 @dataclass(frozen=True)
@@ -269,12 +298,14 @@ class Follower:
         margin = timedelta(seconds=self.settings.follow_margin_seconds)
         horizon = Horizon(self.clock() - margin, self.rescanned)
         started = time.monotonic()
+        self.health.cycle_started()
         try:
             self.sink.check_topic()
             transactions = self._transactions()
             pipeline = Pipeline(self.settings, self.matomo, self.sink, self.store, None,
-                                self.stop, clock=self.clock, horizon=horizon,
-                                said=self.said, transactions=transactions)  # fmt: skip
+                                self.stop, _Progress(self.health), clock=self.clock,
+                                horizon=horizon, said=self.said,
+                                transactions=transactions)  # fmt: skip
             if self.cycles == 1:  # the lines a run prints once, once
                 pipeline.once_level = logging.INFO
             report = pipeline.run(sites)

@@ -126,6 +126,26 @@ def test_exactly_once_run_then_rerun(tmp_path: Path, topic: str, sim_factory: An
     assert status.code == 0 and "2024-03-06" in status.stdout
 
 
+def test_a_full_local_queue_delays_the_state_record_and_fails_nothing(
+    tmp_path: Path, topic: str, sim_factory: Any
+) -> None:
+    """A local queue of 10 records: a page of 10 visits fills it, so the checkpoint record
+    of the same transaction waits for room, as the visits do (it raised BufferError: the
+    transaction was left open and the run ended as an internal error)."""
+    simulator = sim_factory(two_sites(LIMIT))
+    values = eos_values(tmp_path, simulator.url, topic,
+                        KAFKA_PRODUCER_QUEUE_BUFFERING_MAX_MESSAGES="10")  # fmt: skip
+    result = run_cli("run", "--parm-dir", str(write_parm(tmp_path / "parm", **values)),
+                     "--run-date", RUN_DATE)  # fmt: skip
+    assert result.code == 0, result.output
+    counts = visit_counts(topic)
+    assert set(counts) == expected_keys(simulator) and max(counts.values()) == 1
+    assert visit_counts(topic, "read_uncommitted") == counts  # nothing was aborted
+    for idsite in (1, 2):
+        record = state_of(topic)[str(idsite)]
+        assert (record["day"], record["offset"]) == ("2024-03-06", 0)
+
+
 def test_first_exactly_once_run_imports_the_seed_files(
     tmp_path: Path, topic: str, sim_factory: Any
 ) -> None:

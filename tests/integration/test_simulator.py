@@ -784,6 +784,14 @@ def test_fault_truncate(fsim: MatomoSimulator, client: httpx.Client) -> None:
     assert len(live(client, fsim.url, 1, "2024-03-10")) == 5
 
 
+def test_fault_corrupt_encoding(fsim: MatomoSimulator, client: httpx.Client) -> None:
+    """The true answer, labelled gzip but not compressed: the client cannot decode it."""
+    fsim.add_fault(Fault(kind="corrupt_encoding", method="Live.getLastVisitsDetails"))
+    with pytest.raises(httpx.DecodingError):
+        live(client, fsim.url, 1, "2024-03-10")
+    assert len(live(client, fsim.url, 1, "2024-03-10")) == 5
+
+
 def test_fault_disconnect(fsim: MatomoSimulator, client: httpx.Client) -> None:
     fsim.add_fault(Fault(kind="disconnect", times=2))
     for _ in range(2):

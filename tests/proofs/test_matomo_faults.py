@@ -53,11 +53,13 @@ def run(tmp_path: Path, simulator: MatomoSimulator, topic: str, **overrides: str
         Fault(kind="rate_limit", method=LIVE, retry_after=1, times=1),
         Fault(kind="delay", method=LIVE, delay_s=3.0, times=1, offset=10),
         Fault(kind="truncate", method=LIVE, times=2),
+        Fault(kind="corrupt_encoding", method=LIVE, times=2),
         Fault(kind="disconnect", method=LIVE, times=1),
         Fault(
             kind="status", method="SitesManager.getSitesWithAtLeastViewAccess", status=502, times=1
         ),
         Fault(kind="status", method="Goals.getGoals", status=502, times=1),  # in a bulk request
+        Fault(kind="corrupt_encoding", method="Goals.getGoals", times=1),  # the whole bulk
     ],
     ids=[
         "500x2",
@@ -65,9 +67,11 @@ def run(tmp_path: Path, simulator: MatomoSimulator, topic: str, **overrides: str
         "429-retry-after",
         "timeout",
         "truncated",
+        "corrupt-encoding",
         "disconnect",
         "502-sites-info",
         "502-metadata",
+        "corrupt-encoding-metadata",
     ],
 )
 def test_transient_faults_are_retried(
@@ -114,6 +118,25 @@ def test_persistent_500_stops_with_checkpoint_at_last_acked_page(
     counts = Counter(record.key for record in read_topic(topic))
     assert set(counts) == all_keys(simulator)
     assert max(counts.values()) == 1
+
+
+def test_a_site_whose_answers_cannot_be_decoded_fails_alone(
+    tmp_path: Path, topic: str, sim_factory: Any
+) -> None:
+    """Every Live answer of site 2 labelled gzip but not compressed (a proxy's glitch that
+    lasts): retried, then site 2 fails alone with a clear line; site 1 is read to its end
+    (this escaped the client as a raw httpx.DecodingError and ended the whole run)."""
+    fault = Fault(kind="corrupt_encoding", method=LIVE, idsite=2, times=-1)
+    simulator = sim_factory(two_sites(LIMIT), faults=[fault])
+    result = run(tmp_path, simulator, topic, MATOMO_MAX_RETRIES="1", MATOMO_RETRY_BACKOFF="0.1")
+    assert result.code == 1, result.output
+    assert "site 2" in result.stderr and "could not be decoded" in result.stderr
+    assert "still failing after 2 attempts" in result.stderr
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    assert cursor(tmp_path, 1) == Cursor(date(2024, 3, 6), 0)
+    assert cursor(tmp_path, 2) is None
+    counts = Counter(record.key for record in read_topic(topic))
+    assert set(counts) == all_keys(simulator, (1,)) and max(counts.values()) == 1
 
 
 @pytest.mark.parametrize(

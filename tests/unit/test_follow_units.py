@@ -3,6 +3,7 @@ horizon's closed days in UTC and Europe/Paris (winter, summer, DST days)."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,7 +13,7 @@ import pytest
 from matomo_kafka.clock import FileClock, clock_from_environment, parse_instant
 from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import ConfigError
-from matomo_kafka.follow import MAX_BACKOFF_S, backoff
+from matomo_kafka.follow import MAX_BACKOFF_S, backoff, stale_after
 from matomo_kafka.model import RunReport, SiteReport
 from matomo_kafka.ops.follow_metrics import FollowMetrics
 from matomo_kafka.ops.health import Health
@@ -148,3 +149,49 @@ def test_the_days_a_horizon_closes(tz: object, horizon: str, closed: str) -> Non
     """follow's closed days: those that ended by the horizon (settle already in it)."""
     moment = datetime.fromisoformat(horizon)
     assert last_closed_day(tz, None, now=moment) == date.fromisoformat(closed)  # type: ignore[arg-type]
+
+
+def test_readiness_goes_stale_when_a_cycle_stops_progressing() -> None:
+    """A cycle that hangs (a delivery never reported, a deadlock) made /readyz answer 200
+    for good: past `stale_after` seconds without progress it says 503, and why."""
+    now = [1000.0]
+    health = Health(stale_after=600, now=lambda: now[0])
+    health.cycle_started()
+    health.cycle_done(None)
+    assert health.ready() == (True, "ready")
+    now[0] += 3600  # between cycles the service waits on purpose (a back-off): not stale
+    assert health.ready() == (True, "ready")
+    health.cycle_started()
+    for _ in range(5):  # a long catch-up that progresses stays as it was
+        now[0] += 500
+        health.progressed()
+        assert health.ready() == (True, "ready")
+    now[0] += 601
+    ready, reason = health.ready()
+    assert not ready and reason.startswith("stale: the cycle under way has made no progress")
+    health.progressed()
+    assert health.ready() == (True, "ready")
+    health.cycle_done("site(s) 2 failing")
+    now[0] += 5000
+    assert health.ready() == (False, "site(s) 2 failing")
+
+
+def test_the_stale_bound_covers_a_request_through_its_retries() -> None:
+    """Twice the interval, never less than one Matomo request through all its retries and
+    one Kafka delivery: a healthy but slow cycle is never called stuck."""
+    settings = Settings.model_validate(REQUIRED)
+    assert stale_after(settings) == 6 * (120 + 60) + 120 + 30  # the defaults: 20.5 min
+    slow = Settings.model_validate({**REQUIRED, "MATOMO_FOLLOW_INTERVAL": 3600})
+    assert stale_after(slow) == 7200
+
+
+def test_a_scrape_during_a_forget_does_not_fail() -> None:
+    """/metrics is served on its own thread: a scrape that took a site's lag gauge just
+    before the cycle forgot the site read a missing value and failed (KeyError)."""
+    now = datetime(2024, 3, 5, 12, tzinfo=UTC)
+    metrics = FollowMetrics(lambda: now)
+    site = SiteReport(7, status="done", visits=1, newest=int(now.timestamp()) - 60)
+    metrics.cycle_done(now, RunReport([site]), 0.2, "ok")
+    lag_of_7 = metrics._lag  # what the gauge a scrape holds calls
+    metrics.forget(7)
+    assert math.isnan(lag_of_7(7))

@@ -365,3 +365,31 @@ def test_after_a_split_the_next_pages_are_full_size_again(monkeypatch: pytest.Mo
     ids, _ = read_ids(source, Cursor(FIRST, 0), FIRST, 16, 1, keyset=False)
     assert sorted(ids) == sorted(idvisit for _, idvisit in tied_days([[1] * 40])[FIRST])
     assert [r.limit for r in source.requests][:4] == [16, 8, 16, 8]
+
+
+def test_a_repair_abandoned_when_its_site_closes_frees_its_budget_place() -> None:
+    """A boundary-second repair still running when its site closed (failed, stopped) kept
+    one place of the run's page budget for good: a run with many such sites read ahead less
+    and less. Closing the site's pages gives it back."""
+    source = TiedDays(tied_days([[3, 50, 4]]), 1)
+    repairing, release = threading.Event(), threading.Event()
+
+    def fetch(request: Request) -> Batch[int]:
+        if request.after is not None:  # the repair: a read of the boundary second
+            repairing.set()
+            release.wait(10)
+        return source.fetch(request)
+
+    with PageScheduler(slots=4, budget=8) as scheduler:
+        pager = Pager(fetch, scheduler.submit, Cursor(FIRST, 0), FIRST, 7, 2, True)
+        steps = iter(pager)
+        while not repairing.is_set():
+            if next(steps) is None:
+                scheduler.wait(0.05)
+        steps.close()  # the site closes while its repair runs
+        release.set()
+        deadline = time.monotonic() + 10
+        while scheduler._running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert scheduler._running == 0
+        assert scheduler._outstanding == 0, "a budget place is never given back"

@@ -30,7 +30,7 @@ from matomo_kafka.cli.common import (
 from matomo_kafka.clock import Clock
 from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import MatomoAuthError, MatomoKafkaError
-from matomo_kafka.follow import Follower, Listing, backoff
+from matomo_kafka.follow import Follower, Listing, backoff, stale_after
 from matomo_kafka.ops.follow_metrics import FollowMetrics
 from matomo_kafka.ops.health import Health, HealthServer
 from matomo_kafka.ops.metrics import textfile_path
@@ -138,7 +138,7 @@ def _serve(
 ) -> MatomoKafkaError | None:
     """The health endpoint and the cycles, under the sites' locks, until a signal (None) or
     a failure no retry can fix (returned)."""
-    health = Health()
+    health = Health(stale_after(settings))
     metrics = FollowMetrics(clock, textfile)
     server = None
     if settings.MATOMO_HEALTH_PORT is not None:

@@ -12,6 +12,7 @@ service that stopped cycling shows a growing lag, not a frozen one.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
@@ -84,10 +85,11 @@ class FollowMetrics:
 
     def _newest(self, idsite: int, stamp: int) -> None:
         label = str(idsite)
-        if idsite not in self.newest:
+        known = idsite in self.newest
+        newest = self.newest[idsite] = max(stamp, self.newest.get(idsite, stamp))
+        if not known:  # after the value it reads: a scrape may call it at once (its thread)
             self.lag.labels(label).set_function(lambda: self._lag(idsite))
-        self.newest[idsite] = max(stamp, self.newest.get(idsite, stamp))
-        self.newest_gauge.labels(label).set(self.newest[idsite])
+        self.newest_gauge.labels(label).set(newest)
 
     def forget(self, idsite: int) -> None:
         """A site no longer followed (gone from Matomo's list): its gauges go, or its lag
@@ -99,7 +101,10 @@ class FollowMetrics:
         self.newest.pop(idsite, None)
 
     def _lag(self, idsite: int) -> float:
-        return self.clock().timestamp() - self.newest[idsite]
+        """Called by a scrape, on the health server's thread: the site may have been
+        forgotten since the scrape took its gauge (NaN then, rather than a failed scrape)."""
+        newest = self.newest.get(idsite)
+        return math.nan if newest is None else self.clock().timestamp() - newest
 
     def _write(self) -> None:
         if self.textfile is None:

@@ -5,7 +5,8 @@ monitoring check asks, on a small HTTP server of the standard library, in a thre
   cycle is retried, and a failure no retry can fix ends the process).
 - `/readyz`: 200 once the first cycle completed and while the last one succeeded (every site
   brought up to the horizon); 503 with the reason otherwise (first cycle still under way: a
-  long catch-up, a site failing, Kafka unreachable...).
+  long catch-up, a site failing, Kafka unreachable...), and 503 once a cycle under way has
+  shown no progress for `stale_after` seconds (stuck: see follow.stale_after).
 - `/metrics`: the Prometheus metrics of the service (ops/follow_metrics.py).
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -23,21 +26,47 @@ log = logging.getLogger(__name__)
 
 
 class Health:
-    """Whether the service is ready, updated after each cycle (thread-safe)."""
+    """Whether the service is ready, updated as cycles start, progress and end (thread-safe).
 
-    def __init__(self) -> None:
+    `stale_after` (None: never): seconds a cycle under way may go without any progress (a
+    site started or finished, a page delivered) before the service says it is stuck; between
+    cycles the service waits on purpose (the interval, a back-off) and is never stale."""
+
+    def __init__(
+        self, stale_after: float | None = None, now: Callable[[], float] = time.monotonic
+    ) -> None:
         self._lock = threading.Lock()
         self._completed = False
         self._problem: str | None = "the first cycle has not completed yet"
+        self.stale_after = stale_after
+        self._now = now
+        self._running = False
+        self._last_sign = now()  # the cycle's start or its latest progress
+
+    def cycle_started(self) -> None:
+        with self._lock:
+            self._running, self._last_sign = True, self._now()
+
+    def progressed(self) -> None:
+        """The cycle under way moved on (called once a page: cheap)."""
+        with self._lock:
+            self._last_sign = self._now()
 
     def cycle_done(self, problem: str | None) -> None:
         """A cycle ended; `problem` says why the service is not ready (None: it is)."""
         with self._lock:
             self._completed = True
             self._problem = problem
+            self._running = False
 
     def ready(self) -> tuple[bool, str]:
         with self._lock:
+            quiet = self._now() - self._last_sign
+            if self._running and self.stale_after is not None and quiet > self.stale_after:
+                return False, (
+                    f"stale: the cycle under way has made no progress for {quiet:.0f}s (more "
+                    f"than {self.stale_after:.0f}s)"
+                )
             if self._problem is None and self._completed:
                 return True, "ready"
             return False, self._problem or "not ready"

@@ -5,7 +5,8 @@ error messages and status codes as the captured Matomo 5.0.2 samples) without a 
 stack. Visits are generated lazily and deterministically: visit i of a (site, day) is a pure
 function of (seed, idsite, day, i, n), so a page of a 1,000,000-visit day costs only that
 page and two simulators with the same config serve the same bytes. Faults (5xx, 429,
-delays, truncated bodies, dropped connections, error envelopes) exercise client retries.
+delays, truncated bodies, bodies whose Content-Encoding is a lie, dropped connections, error
+envelopes) exercise client retries.
 
 Real-Matomo details reproduced on purpose, because the exporter must cope with them:
 days are cut in the site's timezone on the last action time while ``serverDate`` is the UTC
@@ -731,14 +732,17 @@ class MatomoSimulator:
         if fault is not None:
             if fault.kind == "delay":
                 time.sleep(fault.delay_s)
-            elif fault.kind != "truncate":
+            elif fault.kind not in ("truncate", "corrupt_encoding"):
                 return _fault_reply(fault)
         reply = self._api(params, token_in_query, host)
-        if fault is not None and fault.kind == "truncate":
+        if fault is not None and fault.kind in ("truncate", "corrupt_encoding"):
             if reply.stream is not None:
                 reply.body = b"".join(reply.stream)
                 reply.stream = None
-            reply.action = "truncate"
+            if fault.kind == "truncate":
+                reply.action = "truncate"
+            else:
+                reply.headers = [*reply.headers, ("Content-Encoding", "gzip")]
         return reply
 
     def _api(self, params: dict[str, str], token_in_query: bool, host: str | None = None) -> _Reply:
@@ -833,7 +837,7 @@ class MatomoSimulator:
         a sub-request's method hits it there: an error envelope inline, any other kind the
         whole request (a server failing mid-request fails all of it)."""
         answers: list[Any] = []
-        truncate = False
+        truncate = corrupt = False
         index = 0
         while f"urls[{index}]" in params:
             sub = dict(parse_qsl(params[f"urls[{index}]"], keep_blank_values=True))
@@ -849,6 +853,8 @@ class MatomoSimulator:
                     time.sleep(fault.delay_s)
                 elif fault.kind == "truncate":
                     truncate = True
+                elif fault.kind == "corrupt_encoding":
+                    corrupt = True
                 else:
                     return _fault_reply(fault)
             handler = self._methods().get(method) if method != "API.getBulkRequest" else None
@@ -863,6 +869,8 @@ class MatomoSimulator:
         reply = _json_reply(answers)
         if truncate:
             reply.body = reply.body[: len(reply.body) // 2]
+        if corrupt:
+            reply.headers = [*reply.headers, ("Content-Encoding", "gzip")]
         return reply
 
     def _site_dict(self, site: SimSite) -> JSON:

@@ -17,7 +17,11 @@ MATOMO_VERSION = "5.0.2"
 #: The Matomo versions whose refusals the simulator reproduces (tests/fixtures/matomo-*).
 MATOMO_VERSIONS = ("5.0.2", "4.15.1")
 
-FaultKind = Literal["status", "rate_limit", "delay", "truncate", "envelope", "disconnect"]
+#: corrupt_encoding: the true answer, labelled `Content-Encoding: gzip` but not compressed
+#: (what a gateway or proxy glitch gives: the client cannot decode the body).
+FaultKind = Literal[
+    "status", "rate_limit", "delay", "truncate", "envelope", "disconnect", "corrupt_encoding"
+]
 _FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 
 JSON = dict[str, Any]

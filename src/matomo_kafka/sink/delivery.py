@@ -287,8 +287,13 @@ class Handover:
         with their checkpoints written, and those that failed, with their error."""
         if wait:
             wait_all([future for _, future in self._handed])
-        ended = [(outs, future) for outs, future in self._handed if future.done()]
-        self._handed = [(outs, future) for outs, future in self._handed if not future.done()]
+        # One look at each future: a delivery ending between two looks would be in neither
+        # list, never reported, and its site would never close (the run would hang).
+        ended: list[tuple[list[Outgoing], Future[None]]] = []
+        still: list[tuple[list[Outgoing], Future[None]]] = []
+        for handed in self._handed:
+            (ended if handed[1].done() else still).append(handed)
+        self._handed = still
         ok = [outs for outs, future in ended if future.exception() is None]
         failed = [(outs, error) for outs, f in ended if (error := f.exception()) is not None]
         return ok, failed

@@ -107,28 +107,58 @@ class KafkaSink:
         self.bootstrap = str(config.get("bootstrap.servers", ""))
         self.connect_timeout = connect_timeout
         self.delivery_timeout = float(config.get("message.timeout.ms", 120_000)) / 1000
-        self._hopeless: str | None = None
-        self._producer = Producer({**config, "error_cb": self._on_error, "logger": librdkafka_log})
+        self._hopeless: str | None = None  # a refusal reported by librdkafka (error_cb)
+        self._fatal: str | None = None  # a fatal error: this producer is unusable for good
+        self._config = {**config, "error_cb": self._on_error, "logger": librdkafka_log}
+        self._start()
+
+    def _start(self) -> None:
+        self._producer = Producer(self._config)
         self._closed = threading.Event()
-        self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
+        self._poller = threading.Thread(
+            target=self._poll_loop, args=(self._producer, self._closed), name="kafka-poll",
+            daemon=True,
+        )  # fmt: skip
         self._poller.start()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KafkaSink:
         return cls(producer_config(settings), settings.KAFKA_TOPIC, settings.KAFKA_CONNECT_TIMEOUT)
 
-    def _poll_loop(self) -> None:
-        while not self._closed.is_set():
-            self._producer.poll(0.05)
+    @staticmethod
+    def _poll_loop(producer: Producer, closed: threading.Event) -> None:
+        """Serves one producer's callbacks until it is closed (its own, if rebuilt)."""
+        while not closed.is_set():
+            producer.poll(0.05)
 
     def _on_error(self, error: KafkaError) -> None:
         text = error.str()
         log.debug("Kafka error callback: %s", text)  # librdkafka's own log line says it
+        if error.fatal():
+            self._fatal = text
         if error.code() in _HOPELESS or error.fatal() or kafka_dead_end(text):
             self._hopeless = text
 
+    def recover(self) -> None:
+        """Before each cycle of `follow` (by `check_topic`), which keeps one sink for the
+        service's life: a refusal reported during an earlier cycle is forgotten, else a
+        transient one (a broker restarting its TLS or SASL listener) would fail every later
+        page whose acks take over 0.25 s while the broker is healthy again; if it still
+        holds, librdkafka reports it again and `check_topic` fails with it. A producer that
+        hit a fatal error is unusable by librdkafka's design (every later produce fails): it
+        is rebuilt, with the same configuration. Nothing is in flight between cycles."""
+        if self._fatal is not None:
+            log.warning("Kafka producer rebuilt after a fatal error: %s", self._fatal)
+            self._stop(flush=0.0)
+            self._fatal = None
+            self._start()
+        self._hopeless = None
+
     def check_topic(self) -> int:
-        """Fails fast, before reading Matomo, when Kafka or the topic is out of reach."""
+        """Fails fast, before reading Matomo, when Kafka or the topic is out of reach. Called
+        before a run and before each cycle of `follow`: what an earlier cycle's client met is
+        left behind first (`recover`)."""
+        self.recover()
         deadline = time.monotonic() + self.connect_timeout
         while True:
             try:
@@ -136,8 +166,9 @@ class KafkaSink:
                 break
             except KafkaException as exc:
                 time.sleep(0.1)  # lets the poller serve error_cb: an auth failure shows there
-                if self._hopeless is not None:
-                    raise KafkaDeliveryError(kafka_refusal(self._hopeless)) from None
+                hopeless = self._hopeless  # one read: the poll thread writes it
+                if hopeless is not None:
+                    raise KafkaDeliveryError(kafka_refusal(hopeless)) from None
                 if time.monotonic() >= deadline:
                     detail = exc.args[0].str() if exc.args else str(exc)
                     raise KafkaDeliveryError(
@@ -183,9 +214,10 @@ class KafkaSink:
         """Blocks until every message of the page is acknowledged; raises if any is not."""
         deadline = time.monotonic() + self.delivery_timeout + 30
         while not ack.done.wait(0.25):
-            if self._hopeless is not None:
+            hopeless = self._hopeless  # one read: the poll thread writes it
+            if hopeless is not None:
                 self.abort()
-                raise KafkaDeliveryError(f"Kafka refused the client: {self._hopeless}")
+                raise KafkaDeliveryError(f"Kafka refused the client: {hopeless}")
             if time.monotonic() > deadline:
                 self.abort()
                 raise KafkaDeliveryError(
@@ -212,11 +244,20 @@ class KafkaSink:
         exit, where its threads' log and error callbacks can crash a finalizing interpreter
         (error_cb makes a cycle with this sink, which the CLI's gc.freeze() keeps; a TLS
         refusal test saw exit -11 after the right error line)."""
+        self._stop(flush=timeout)
+
+    def _stop(self, flush: float) -> None:
+        """Flushes for up to `flush` seconds (0: drops what is queued), stops the poller,
+        drops the producer."""
         producer = getattr(self, "_producer", None)
         if producer is None:
             return  # closed already
         try:
-            producer.flush(timeout)
+            if flush > 0:
+                producer.flush(flush)
+            else:
+                with contextlib.suppress(KafkaException, RuntimeError):
+                    producer.purge()
         finally:
             self._closed.set()
             self._poller.join(timeout=2)
@@ -307,17 +348,13 @@ class TransactionalSink:
         if site is not None:
             self.idsite = site
         producer = self._producer
+        committing = False
         try:
             producer.begin_transaction()
-            produce, topic = producer.produce, self.topic
+            topic = self.topic
             for messages, headers in pages:
                 for message in messages:
-                    while True:
-                        try:
-                            produce(topic, value=message.value, key=message.key, headers=headers)
-                            break
-                        except BufferError:
-                            producer.poll(0.01)  # local queue full: let acks drain it
+                    self._produce(topic, message.value, message.key, headers)
             if then is not None:
                 try:
                     record = then()
@@ -325,30 +362,43 @@ class TransactionalSink:
                     self.abort()  # none of these visits may be committed
                     raise
                 state_key, state_value = record if record is not None else (None, None)
-            if state_key is not None:
-                producer.produce(self.state_topic, value=state_value, key=state_key)
+            if state_key is not None:  # the local queue may be full for it too
+                self._produce(self.state_topic, state_value, state_key, None)
+            committing = True
             self._commit()
         except KafkaException as exc:
-            self._fail(exc)
+            self._fail(exc, committing)
+
+    def _produce(
+        self, topic: str, value: bytes | None, key: bytes, headers: Headers | None
+    ) -> None:
+        """Queues one record of the transaction, waiting while the local queue is full."""
+        producer = self._producer
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, headers=headers)
+                return
+            except BufferError:
+                producer.poll(0.01)  # local queue full: let acks drain it
+
+    #: Seconds a commit is retried past the transaction timeout (a retriable error, such as
+    #: librdkafka's own timeout, while the commit goes on in the background).
+    commit_grace = 30.0
 
     def commit_state(self, records: Sequence[tuple[bytes, bytes | None]]) -> None:
         """State topic records (key, value) alone, in one transaction: claims, a reset."""
-        producer = self._producer
+        committing = False
         try:
-            producer.begin_transaction()
+            self._producer.begin_transaction()
             for key, value in records:
-                while True:
-                    try:
-                        producer.produce(self.state_topic, value=value, key=key)
-                        break
-                    except BufferError:
-                        producer.poll(0.01)  # local queue full: let acks drain it
+                self._produce(self.state_topic, value, key, None)
+            committing = True
             self._commit()
         except KafkaException as exc:
-            self._fail(exc)
+            self._fail(exc, committing)
 
     def _commit(self) -> None:
-        deadline = time.monotonic() + self.timeout + 30
+        deadline = time.monotonic() + self.timeout + self.commit_grace
         while True:
             try:
                 self._producer.commit_transaction(max(1.0, deadline - time.monotonic()))
@@ -359,7 +409,12 @@ class TransactionalSink:
                 if not retriable or time.monotonic() >= deadline:
                     raise
 
-    def _fail(self, exc: KafkaException) -> NoReturn:
+    def _fail(self, exc: KafkaException, committing: bool = False) -> NoReturn:
+        """Raises what the failure means for the transaction. `committing`: the commit was
+        asked for, and a retriable error (a timeout) leaves its outcome unknown: librdkafka
+        goes on committing in the background and refuses an abort meanwhile. Whichever way it
+        ends, the site's next claim fences this producer (its transaction is completed or
+        aborted by Kafka) and resumes from the state topic's last committed checkpoint."""
         error = _error_of(exc)
         reason = _describe(exc)
         if self.fenced(error):
@@ -372,6 +427,18 @@ class TransactionalSink:
             raise KafkaDeliveryError(
                 f"Kafka: fatal producer error on site {self.idsite}: {reason}; its transaction "
                 "in flight is never committed (rerun resumes from the last committed page)"
+            ) from None
+        if (
+            committing
+            and error is not None
+            and error.retriable()
+            and not error.txn_requires_abort()
+        ):
+            raise KafkaDeliveryError(
+                f"Kafka did not confirm the commit of site {self.idsite}'s transaction within "
+                f"{self.timeout + self.commit_grace:.0f}s ({reason}): outcome unknown, Kafka "
+                "may still commit it; the rerun resumes from the state topic's last committed "
+                "checkpoint, which says whether it did: nothing lost, nothing sent twice"
             ) from None
         aborted = self.abort()
         outcome = (

@@ -296,17 +296,8 @@ class MatomoClient:
             with self.gate.slot():
                 response = self._http.post(self.api_url, data=data)
                 content = response.content
-        except httpx.TimeoutException as exc:
-            timed_out = ServerLimitError(f"{where}: timed out ({type(exc).__name__})")
-            raise self._strain(timed_out) from None
-        except httpx.TransportError as exc:
-            if self._closed:
-                raise MatomoError(f"{where}: the client was closed") from None
-            refusal = matomo_tls_refusal(exc, self._ca_bundle)
-            if refusal is not None:
-                raise MatomoTLSError(f"{where}: {refusal}") from None
-            dropped = TransientMatomoError(f"{where}: {type(exc).__name__}: {exc}")
-            raise self._strain(dropped) from None
+        except (httpx.HTTPError, httpx.InvalidURL, RuntimeError) as exc:
+            raise self._request_failed(where, exc) from None
         status = response.status_code
         if status in (401, 403) and "WWW-Authenticate" in response.headers:
             raise self._gateway_refused(where, status)  # a challenge: Matomo sends none
@@ -326,6 +317,42 @@ class MatomoClient:
                 )
             )
         return where, status, content
+
+    def _request_failed(self, where: str, exc: Exception) -> MatomoError:
+        """httpx's whole hierarchy as our errors, each with its retry decision (only a
+        TransientMatomoError is retried); any other exception is a bug and goes on as it is.
+
+        - a timeout (connect, read, write, pool): ServerLimitError, retried (a smaller page
+          may pass), and a sign of strain;
+        - a dropped connection, a broken answer, a proxy's failure (the other TransportErrors):
+          retried, and a sign of strain; a gateway certificate refused: MatomoTLSError, not
+          retried (a certificate does not heal);
+        - a body that cannot be decoded as its Content-Encoding says (DecodingError: a
+          gateway's or proxy's glitch): retried, as a truncated answer is;
+        - what the same request would meet again (a URL scheme httpx cannot speak, a request
+          HTTP itself refuses to send, an invalid URL, redirects, which are never followed):
+          MatomoError, not retried;
+        - a request after close() (the run stopped meanwhile): MatomoError, not retried."""
+        if self._closed:
+            return MatomoError(f"{where}: the client was closed")
+        if isinstance(exc, RuntimeError):
+            raise exc  # not httpx's: a bug, never taken for Matomo's failure
+        name = type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException):
+            return self._strain(ServerLimitError(f"{where}: timed out ({name})"))
+        if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+            return MatomoError(f"{where}: the request cannot be sent ({name}: {exc})")
+        if isinstance(exc, httpx.TransportError):
+            refusal = matomo_tls_refusal(exc, self._ca_bundle)
+            if refusal is not None:
+                return MatomoTLSError(f"{where}: {refusal}")
+            return self._strain(TransientMatomoError(f"{where}: {name}: {exc}"))
+        if isinstance(exc, httpx.DecodingError):
+            return TransientMatomoError(
+                f"{where}: the answer's body could not be decoded as its Content-Encoding says "
+                f"({exc})"
+            )
+        return MatomoError(f"{where}: the request failed ({name}: {exc})")
 
     def _strain(self, error: TransientMatomoError) -> TransientMatomoError:
         """Tells the pace (if any) that Matomo struggles; returns the error to raise."""

@@ -253,7 +253,11 @@ class Pager(Generic[T]):
             ticket = self.submit(
                 lambda: self._whole_second(day, second, known + 16, known), Priority.NEEDED, 0
             )
-            group = yield from wait_for(ticket)
+            try:
+                group = yield from wait_for(ticket)
+            except GeneratorExit:  # the site closed meanwhile: its place goes back to the budget
+                ticket.cancel()
+                raise
         earlier = [i for i, stamp in enumerate(stamps) if stamp < boundary and ids[i] not in seen]
         if earlier:
             log.warning(
