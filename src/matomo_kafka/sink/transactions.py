@@ -120,9 +120,9 @@ class Transactions:
             raise
         self._claimed.update(new)
         log.info(
-                "exactly-once: %d site(s) claimed for the transactional ids %s.0..%d",
-                len(new), self.owner.prefix, self.owner.producers - 1,
-            )  # fmt: skip
+            "exactly-once: %d site(s) claimed for the transactional ids %s.0..%d",
+            len(new), self.owner.prefix, self.owner.producers - 1,
+        )  # fmt: skip
 
     def _claim(self, new: tuple[int, ...], pool_ready: Callable[[], object]) -> None:
         """Steps 1 to 5 (module docstring). `pool_ready` waits for this process's own
