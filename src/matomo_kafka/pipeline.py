@@ -220,11 +220,13 @@ class Pipeline:
 
     def run(self, sites: tuple[int, ...]) -> RunReport:
         report = RunReport(sites=[SiteReport(idsite) for idsite in sites])
-        early = self._early_transactions(sites)
+        early: Future[Transactions] | None = None
         try:
             # One request before the sites start together: a refused token is tried once,
             # not once per site (repeated bad logins can get the caller's IP blocked).
             log.log(self.once_level, "Matomo %s at %s", self.matomo.version(), self.matomo.api_url)
+            # Matomo answers: nothing is created in Kafka for a run Matomo refuses.
+            early = self._early_transactions(sites)
             # Every site's timezone in one request; dimensions and goals in bulk, by chunks.
             self.site_infos = self.matomo.sites_view_info() if sites else {}
             self._chunk_sites([idsite for idsite in sites if idsite in self.site_infos])
@@ -278,7 +280,7 @@ class Pipeline:
     def _early_transactions(self, sites: tuple[int, ...]) -> Future[Transactions] | None:
         """Exactly-once `run`: its transactions made (the state topic checked, the reader
         and the producers started: nothing fenced, nothing claimed) while Matomo answers the
-        first requests, instead of after them."""
+        list of sites, instead of after it."""
         if not self.settings.exactly_once or self.transactions is not None or not sites:
             return None
         future: Future[Transactions] = Future()
