@@ -46,6 +46,7 @@ from matomo_kafka.ops.follow_metrics import FollowMetrics
 from matomo_kafka.ops.health import Health
 from matomo_kafka.pipeline import Horizon, NullObserver, Pipeline
 from matomo_kafka.sink.producer import KafkaSink
+from matomo_kafka.sink.transactions import Transactions
 from matomo_kafka.source.client import MatomoClient
 from matomo_kafka.source.paging import PageSizes
 from matomo_kafka.source.sites import Shard, resolve_all_sites, skip_disabled_sites
@@ -188,6 +189,28 @@ class Follower:
         self.skew = SkewWatch(60.0 * settings.MATOMO_SETTLE_MINUTES)
         # The topic's id against the checkpoints' (cli: --accept-new-topic sets accept_new).
         self.topic_guard = TopicGuard(settings)
+        # Exactly-once: the producers and the claims of the sites, for the process's life
+        # (made again, claiming every site anew, only after a transaction failed).
+        self.transactions: Transactions | None = None
+
+    def close(self) -> None:
+        """Drops the transactional producers (exactly-once), if any."""
+        if self.transactions is not None:
+            self.transactions.close()
+            self.transactions = None
+
+    def _transactions(self) -> Transactions | None:
+        """Exactly-once: the process's transactions, made at the first cycle, and again after
+        one failed (its producers may be unusable, a commit's outcome unknown): the new ones
+        claim every site again, which fences the old ones' ids."""
+        if not self.settings.exactly_once:
+            return None
+        if self.transactions is not None and self.transactions.broken:
+            log.info("follow: exactly-once: new transactional producers after the failure")
+            self.close()
+        if self.transactions is None:
+            self.transactions = Transactions(self.settings, "follow")
+        return self.transactions
 
     def run(self) -> MatomoKafkaError | None:
         """Cycles until a signal (None: exit 0) or a failure no retry can fix (returned: the
@@ -288,9 +311,11 @@ class Follower:
             self.sink.check_topic()
             self.topic_guard.check()
             horizon = Horizon(self._settled_until(margin), self.rescanned)
+            transactions = self._transactions()
             pipeline = Pipeline(self.settings, self.matomo, self.sink, self.store, None,
                                 self.stop, _Progress(self.health), clock=self.clock,
-                                horizon=horizon, said=self.said)  # fmt: skip
+                                horizon=horizon, said=self.said,
+                                transactions=transactions)  # fmt: skip
             if self.cycles == 1:  # the lines a run prints once, once
                 pipeline.once_level = logging.INFO
             if self.page_sizes is None:  # a later cycle needs no probe of visits' size

@@ -30,11 +30,13 @@ above; then the day the horizon falls in is read up to it and stays open in the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Generator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Protocol
@@ -61,16 +63,15 @@ from matomo_kafka.sink.delivery import (
     ExactlyOnce,
     Handover,
     Outgoing,
-    claim_sites,
 )
 from matomo_kafka.sink.producer import KafkaSink, page_headers
+from matomo_kafka.sink.transactions import Transactions
 from matomo_kafka.source.client import MatomoClient, SiteInfo, SiteMetadata
 from matomo_kafka.source.days import day_end, days_behind, last_closed_day, site_timezone
 from matomo_kafka.source.paging import Batch, Pager, PageSizes, Request
 from matomo_kafka.source.schedule import Pace, PageScheduler, Priority, Ticket, wait_for
 from matomo_kafka.state.checkpoint_files import CheckpointStore
 from matomo_kafka.state.sent_log import SentLog, digest, visit_id
-from matomo_kafka.state.state_topic import StateReader, ensure_state_topic
 from matomo_kafka.transform.visits import (
     SiteTransform,
     page_messages,
@@ -122,9 +123,6 @@ class NullObserver:
     def pace_changed(self, level: int, cap: int) -> None:
         pass
 
-
-#: Seconds the state topic may take to be read to its end before all sites are claimed.
-STATE_PATIENCE = 0.5
 
 #: Sites whose custom dimensions and goals are read in one API.getBulkRequest.
 METADATA_CHUNK = 50
@@ -205,8 +203,13 @@ class Pipeline:
         clock: Clock = system_clock,
         horizon: Horizon | None = None,
         said: set[str] | None = None,
+        transactions: Transactions | None = None,
     ) -> None:
         self.settings = settings
+        # Exactly-once: `follow`'s producers and claims, kept across its cycles (None: the
+        # run makes its own and closes them at its end).
+        self.transactions = transactions
+        self._claimed = False  # exactly-once: _delivery took over the run's transactions
         # Warnings about the user's files said once: per run, or per process for `follow`
         # (which passes the same set to each cycle's pipeline).
         self.said = set() if said is None else said
@@ -247,15 +250,21 @@ class Pipeline:
 
     def run(self, sites: tuple[int, ...]) -> RunReport:
         report = RunReport(sites=[SiteReport(idsite) for idsite in sites])
+        early: Future[Transactions] | None = None
         try:
             # One request before the sites start together: a refused token is tried once,
             # not once per site (repeated bad logins can get the caller's IP blocked).
             log.log(self.once_level, "Matomo %s at %s", self.matomo.version(), self.matomo.api_url)
+            # Matomo answers: nothing is created in Kafka for a run Matomo refuses.
+            early = self._early_transactions(sites)
             # Every site's timezone in one request; dimensions and goals in bulk, by chunks.
             self.site_infos = self.matomo.sites_view_info() if sites else {}
             self._chunk_sites([idsite for idsite in sites if idsite in self.site_infos])
-            delivery = self._delivery(sites)
+            delivery = self._delivery(sites, early)
         except MatomoKafkaError as exc:
+            if early is not None and not self._claimed:
+                with contextlib.suppress(MatomoKafkaError):
+                    early.result().close()
             report.fatal = exc
             for site in report.sites:
                 site.status, site.error, site.error_kind = "skipped", str(exc), type(exc).__name__
@@ -306,36 +315,59 @@ class Pipeline:
             self.said.add(key or line)
             log.warning("config: %s", line)
 
-    def _delivery(self, sites: tuple[int, ...]) -> Delivery:
-        """At-least-once on the run's producer; or exactly-once: the state topic (created
-        compacted if missing) and a reader of its checkpoints. Each site's transactional.id
-        is claimed when the site starts (fencing other instances, aborting what a dead one
-        left open), and its checkpoint read after that. Only when the state topic cannot be
-        read to its end at once (a transaction left open holds read_committed readers back)
-        are all the sites claimed up front, which ends those of a dead instance."""
+    def _early_transactions(self, sites: tuple[int, ...]) -> Future[Transactions] | None:
+        """Exactly-once `run`: its transactions made (the state topic checked, the reader
+        and the producers started: nothing fenced, nothing claimed) while Matomo answers the
+        list of sites, instead of after it."""
+        if not self.settings.exactly_once or self.transactions is not None or not sites:
+            return None
+        future: Future[Transactions] = Future()
+
+        def make() -> None:
+            try:
+                transactions = Transactions(self.settings, "run")
+                transactions.start_producers()
+                future.set_result(transactions)
+            except BaseException as exc:  # handed to _delivery, which raises it
+                future.set_exception(exc)
+
+        threading.Thread(target=make, name="kafka-start", daemon=True).start()
+        return future
+
+    def _delivery(
+        self, sites: tuple[int, ...], early: Future[Transactions] | None = None
+    ) -> Delivery:
+        """At-least-once on the run's producer; or exactly-once: a few transactional
+        producers for all the sites, which are claimed first (sink/transactions.py: fencing
+        their earlier owners, which ends the transactions a dead instance left open). The
+        state topic (created compacted if missing) is read after the claim. `follow` keeps
+        its transactions across cycles: only sites new to it are claimed, once."""
         if not self.settings.exactly_once:
             return AtLeastOnce(self.settings, self.sink, self.store, self._record, self.slots)
-        partitions = ensure_state_topic(self.settings)
-        state = StateReader(self.settings, partitions)
+        by = "run" if self.horizon is None else "follow"
+        owns = self.transactions is None
+        if self.transactions is not None:
+            transactions = self.transactions
+        elif early is not None:
+            transactions = early.result()
+        else:
+            transactions = Transactions(self.settings, by)
+        self._claimed = True  # closed here on failure, by the delivery otherwise
         try:
-            if not state.read_to_end(patience=STATE_PATIENCE):
-                log.info(
-                    "exactly-once: the state topic %s has a transaction open: claiming the "
-                    "%d site(s) up front, which ends those an instance that died left open",
-                    self.settings.state_topic, len(sites),
-                )  # fmt: skip
-                claim_sites(self.settings, sites)
+            transactions.claim(sites)
         except MatomoKafkaError:
-            state.close()
+            if owns:
+                transactions.close()
             raise
         log.log(
             self.once_level,
-            "exactly-once: state topic %s, transactional ids matomo-kafka.%s.<site>",
-            self.settings.state_topic, self.settings.KAFKA_TOPIC,
+            "exactly-once: state topic %s, transactional ids %s.<0..%d>",
+            self.settings.state_topic, transactions.owner.prefix,
+            transactions.owner.producers - 1,
         )  # fmt: skip
         # Up to the pages a site can have fetched ahead (the scheduler's budget), in one go.
-        by = "run" if self.horizon is None else "follow"
-        return ExactlyOnce(self.settings, self.store, state, self._record, self.budget, by)
+        return ExactlyOnce(self.settings, self.store, transactions, self._record, self.budget,
+                           by, owns)  # fmt: skip
 
     # -- the one loop --------------------------------------------------------------------
 
@@ -496,8 +528,8 @@ class Pipeline:
         self, run: _SiteRun, handover: Handover
     ) -> Generator[Page[Message] | None, None, None]:
         """The site's pages in order (None while waiting): its metadata on a Matomo slot and,
-        meanwhile, its delivery's start on a delivery thread (exactly-once: claiming its
-        transactional producer), then the catch-up from its checkpoint, then the re-scan
+        meanwhile, its delivery's start on a delivery thread (exactly-once: reading its
+        checkpoint in the state topic), then the catch-up from its checkpoint, then the re-scan
         window's days."""
         assert self.scheduler is not None
         site, idsite = run.report, run.idsite

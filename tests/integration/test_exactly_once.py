@@ -53,11 +53,20 @@ def expected_keys(
 
 
 def state_of(topic: str) -> dict[str, dict[str, Any]]:
-    """The latest committed state record per site key (what a run starts from)."""
+    """The latest committed checkpoint per site key (what a run starts from)."""
     latest: dict[str, dict[str, Any]] = {}
     for key, value in read_all(f"{topic}.state"):
-        if value is not None:
+        if value is not None and key.isdigit():
             latest[key] = json.loads(value)
+    return latest
+
+
+def claims_of(topic: str) -> dict[str, dict[str, Any]]:
+    """The latest committed claim per site (key `claim.<idsite>`): its owner's ids."""
+    latest: dict[str, dict[str, Any]] = {}
+    for key, value in read_all(f"{topic}.state"):
+        if value is not None and key.startswith("claim."):
+            latest[key.removeprefix("claim.")] = json.loads(value)
     return latest
 
 
@@ -96,9 +105,12 @@ def test_exactly_once_run_then_rerun(tmp_path: Path, topic: str, sim_factory: An
     assert config["cleanup.policy"].value == "compact"
     state = state_of(topic)
     assert set(state) == {"1", "2"}
+    claims = claims_of(topic)
+    assert set(claims) == {"1", "2"}  # one owner: the run's producers
     for idsite in (1, 2):
         record = state[str(idsite)]
         assert (record["site"], record["day"], record["offset"]) == (idsite, "2024-03-06", 0)
+        assert record["txn"] == claims[str(idsite)]["txn"]
         assert files(tmp_path / "data", idsite) == Cursor(date(2024, 3, 6), 0)
     records = read_all(f"{topic}.state")
     # One record per transaction: a site's pages that are ready together share one, so at
@@ -254,7 +266,7 @@ def test_death_mid_transaction_is_aborted_by_the_next_run(
     tmp_path: Path, topic: str, sim_factory: Any
 ) -> None:
     """A process that dies (SIGKILL) inside a transaction, after its records reached the
-    broker: the next run fences its transactional.id, Kafka aborts the records, and
+    broker: the next run's claim fences its transactional ids, Kafka aborts the records, and
     read_committed consumers never see them; read_uncommitted ones do."""
     simulator = sim_factory(two_sites(LIMIT))
     values = eos_values(tmp_path, simulator.url, topic, MATOMO_ID_SITE="1")
@@ -267,12 +279,12 @@ def test_death_mid_transaction_is_aborted_by_the_next_run(
         import datetime, os, pathlib, signal
         from matomo_kafka.config.settings import load_settings
         from matomo_kafka.model import Cursor
-        from matomo_kafka.sink.producer import TransactionalSink
+        from matomo_kafka.sink.transactions import Transactions
         from matomo_kafka.state.state_topic import encode, state_key
         settings = load_settings(pathlib.Path({str(parm)!r}), environ={{}})
-        sink = TransactionalSink(settings, 1)
-        sink.init()
-        producer = sink._producer
+        transactions = Transactions(settings, "run", producers=1)
+        transactions.claim((1,))  # as a run does: the site is this process's
+        producer = transactions._pool[0]._producer
         producer.begin_transaction()
         for key in {keys[:LIMIT]!r}:
             producer.produce(settings.KAFKA_TOPIC, key=key.encode(), value=b'{{"aborted": 1}}')

@@ -222,8 +222,9 @@ def test_https_gateway_and_sasl_ssl_end_to_end(
     assert all(r["token_in"] == "body" for r in sim.requests)
     if delivery == "exactly_once":
         state = dict(read_records(f"{topic}.state"))
-        assert {key for key, value in state.items() if value} == {"1", "2"}
-        assert all(b'"day":"2024-03-06"' in (value or b"") for value in state.values())
+        checkpoints = {key: value for key, value in state.items() if key.isdigit()}
+        assert {key for key, value in checkpoints.items() if value} == {"1", "2"}
+        assert all(b'"day":"2024-03-06"' in (value or b"") for value in checkpoints.values())
 
     check = run_cli("check", "--parm-dir", str(parm), env=clean_env(COLUMNS="400"))
     assert check.code == 0, check.output

@@ -150,12 +150,15 @@ def _serve(
         server = HealthServer(health, metrics.registry, settings.MATOMO_HEALTH_PORT,
                               settings.MATOMO_HEALTH_BIND).start()  # fmt: skip
     sink = KafkaSink.from_settings(settings)
+    follower: Follower | None = None
     try:
         follower = Follower(settings, matomo, sink, store, site_ids, stop, clock, health, metrics,
                             listing)  # fmt: skip
         follower.topic_guard.accept_new = accept_new_topic
         return follower.run()
     finally:
+        if follower is not None:
+            follower.close()
         sink.close()
         if server is not None:
             server.close()

@@ -30,8 +30,20 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
 
 def transactional_id(topic: str, idsite: int) -> str:
-    """Stable across runs and hosts, so a second instance on the same site fences the first."""
+    """A site's own id, as versions before claims used it (one producer per site): fenced
+    when a site whose checkpoint such a version wrote is claimed (state_topic.Owner)."""
     return f"matomo-kafka.{topic}.{idsite}"
+
+
+def claims_transactional_id(topic: str) -> str:
+    """The one id every instance claims sites with: claims of the topic's sites are
+    serialised by it (a newer claimer fences an older one's claim in progress)."""
+    return f"matomo-kafka.{topic}.claims"
+
+
+def pool_prefix(topic: str, token: str) -> str:
+    """The prefix of one process's transactional ids (`<prefix>.<k>`), new at each start."""
+    return f"matomo-kafka.{topic}.pool-{token}"
 
 
 def transaction_timeout_ms(settings: Settings) -> int:

@@ -13,9 +13,9 @@ from datetime import date
 from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import CheckpointError, MatomoKafkaError
 from matomo_kafka.model import Cursor
-from matomo_kafka.sink.producer import TransactionalSink
+from matomo_kafka.sink.transactions import Transactions
 from matomo_kafka.state.checkpoint_files import CheckpointStore
-from matomo_kafka.state.state_topic import StateReader, encode, ensure_state_topic, state_key
+from matomo_kafka.state.state_topic import encode, state_key
 
 
 @dataclass(frozen=True)
@@ -56,21 +56,19 @@ def apply_reset(store: CheckpointStore, plan: ResetPlan) -> None:
 
 
 def write_checkpoint(settings: Settings, idsite: int, cursor: Cursor, by: str = "reset") -> int:
-    """Writes a site's checkpoint to the state topic in its own transaction (`reset`): fences
-    any instance working on the site. Returns the record's seq."""
-    partitions = ensure_state_topic(settings)
-    sink = TransactionalSink(settings, idsite)
+    """Writes a site's checkpoint to the state topic in a transaction of its own (`reset`),
+    after claiming the site: fences any instance working on it. Returns the record's seq."""
+    transactions = Transactions(settings, by, producers=1)
     try:
-        sink.init()
-        reader = StateReader(settings, partitions)
+        transactions.claim((idsite,))
         try:
-            previous = reader.latest(idsite)
+            previous = transactions.state.latest(idsite, since=transactions.claimed_at)
         except CheckpointError:
             previous = None  # an invalid checkpoint is what a reset repairs
-        finally:
-            reader.close()
         seq = (previous.seq if previous else 0) + 1
-        sink.commit([], state_key(idsite), encode(settings, idsite, cursor, seq, by))
+        value = encode(settings, idsite, cursor, seq, by, transactions.owner.prefix)
+        with transactions.producer() as sink:
+            sink.commit([], state_key(idsite), value, site=idsite)
         return seq
     finally:
-        sink.close()
+        transactions.close()

@@ -4,7 +4,8 @@
 - `AtLeastOnce`: the idempotent producer sends the page and waits for every message's ack,
   then the checkpoint files are written;
 - `ExactlyOnce`: the page and the site's checkpoint record (state topic) are committed in one
-  Kafka transaction of the site's transactional producer, then the files are written.
+  Kafka transaction of one of the process's transactional producers (sink/transactions.py),
+  then the files are written.
 Offsets are committed only for what the producer acknowledged, as in Kafka Connect's
 SourceTask. `start()` says where a site resumes: its checkpoint files (at-least-once), or the
 state topic's latest committed checkpoint, which wins over the files (exactly-once).
@@ -14,14 +15,14 @@ the disk: it hands a page over and later takes back the pages whose delivery end
 pages are recorded strictly in order: each delivery waits (`after`) until the site's previous
 page is recorded before it records its own, and fails if that one failed. At-least-once
 sends a site's next pages while earlier ones wait for their acks (`pages_per_site`);
-exactly-once has one transaction at a time per site.
+exactly-once sends a site's next transaction while the previous one commits, and commits
+them in order.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
@@ -30,11 +31,12 @@ from datetime import date
 from typing import Protocol
 
 from matomo_kafka.config.settings import Settings
-from matomo_kafka.errors import CheckpointError
+from matomo_kafka.errors import CheckpointError, KafkaDeliveryError
 from matomo_kafka.model import Cursor, Headers, Message, Page
-from matomo_kafka.sink.producer import KafkaSink, TransactionalSink
+from matomo_kafka.sink.producer import KafkaSink
+from matomo_kafka.sink.transactions import Transactions
 from matomo_kafka.state.checkpoint_files import CheckpointStore
-from matomo_kafka.state.state_topic import StateReader, encode, state_key
+from matomo_kafka.state.state_topic import encode, state_key
 
 log = logging.getLogger(__name__)
 
@@ -125,42 +127,52 @@ class AtLeastOnce:
 
 
 class ExactlyOnce:
-    """One transaction per delivery: the pages' visits and the site's checkpoint record. A
-    site has one transaction at a time (its transactional producer's), so the pages that are
-    ready when it starts go together: a site whose pages come faster than one transaction
-    commits gets fewer, bigger transactions instead of falling behind."""
+    """One transaction per delivery: the pages' visits and the site's checkpoint record, on
+    one of the process's few transactional producers (sink/transactions.py), which claimed
+    the sites before. The pages that are ready when a delivery starts go together, and a
+    site's next delivery sends its visits while the previous one commits (its own commit
+    waits for that one's). A delivery with no visit that
+    leaves the site on the day of its latest checkpoint makes no transaction (`follow`'s
+    cycles with nothing new): the move is kept in memory until the site's next commit."""
 
     def __init__(
         self,
         settings: Settings,
         store: CheckpointStore,
-        state: StateReader,
+        transactions: Transactions,
         record: Record,
         pages_per_delivery: int = 1,
         by: str = "run",
+        owns: bool = True,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.state = state
+        self.transactions = transactions
+        self.state = transactions.state
         self.record = record
         self.by = by  # the state record's "by": the command that committed it
-        self.deliveries_per_site = 1
+        self.owns = owns  # closes the transactions when done (a run's; follow keeps its own)
+        # Sent while earlier ones commit (each on its own producer), committed in order.
+        self.deliveries_per_site = transactions.owner.producers
         self.pages_per_delivery = pages_per_delivery
-        self._sinks: dict[int, TransactionalSink] = {}
-        self._seq: dict[int, int] = {}
 
     def start(self, idsite: int) -> Cursor:
-        sink = TransactionalSink(self.settings, idsite)
-        self._sinks[idsite] = sink
-        sink.init()  # from here on, an older producer of this site is fenced
-        cursor, self._seq[idsite] = self._resume(idsite, time.monotonic())
+        """Where the site stands: once claimed, its latest checkpoint in the state topic (or
+        the files'); after that, what this process committed (or moved to) itself."""
+        known = self.transactions.known(idsite)
+        if known is not None:
+            return known[0]
+        if not self.transactions.claimed(idsite):
+            raise KafkaDeliveryError(f"exactly-once: site {idsite} was not claimed")
+        cursor, committed, seq = self._resume(idsite, self.transactions.claimed_at)
+        self.transactions.resumed(idsite, cursor, committed, seq)
         return cursor
 
-    def _resume(self, idsite: int, fenced_at: float) -> tuple[Cursor, int]:
+    def _resume(self, idsite: int, claimed_at: float) -> tuple[Cursor, Cursor | None, int]:
         """The state topic's latest committed checkpoint, which wins over the files (rewritten
-        to match); without one, the files are imported (or START_DATE). Read from `fenced_at`
-        on: nothing else commits for the site after its producer fenced the others."""
-        record = self.state.latest(idsite, since=fenced_at)
+        to match); without one, the files are imported (or START_DATE). Read from `claimed_at`
+        on: nothing else commits for the site after its claim fenced the others."""
+        record = self.state.latest(idsite, since=claimed_at)
         topic = self.settings.state_topic
         if record is None:
             files = self.store.load(idsite)
@@ -170,7 +182,7 @@ class ExactlyOnce:
                 "site %d: no checkpoint in the state topic %s yet: %s offset %d (%s)",
                 idsite, topic, cursor.day, cursor.offset, source,
             )  # fmt: skip
-            return cursor, 0
+            return cursor, None, 0
         try:
             files = self.store.load(idsite)
         except CheckpointError as exc:
@@ -188,32 +200,50 @@ class ExactlyOnce:
                 log.info("site %d: checkpoint files written from the state topic %s", idsite,
                          topic)  # fmt: skip
             self.store.save(idsite, record.cursor)
-        return record.cursor, record.seq
+        return record.cursor, record.cursor, record.seq
 
     def deliver(self, outs: Sequence[Outgoing], after: After) -> None:
-        after()
+        """The visits are queued in a transaction at once; the transaction commits (with the
+        checkpoint record, whose seq follows the previous one's) only once the site's
+        previous delivery committed, and is aborted if that one failed: a site's pages are
+        sent while its earlier transactions commit, and committed in order."""
         idsite = outs[0].idsite
         pages = [(out.messages, out.headers) for out in outs]
         cursors = [out.cursor for out in outs if out.cursor is not None]
-        if not cursors:  # re-scan pages: no checkpoint moves
-            self._sinks[idsite].commit(pages, None, None)
-        else:
-            seq = self._seq[idsite] + 1
-            value = encode(self.settings, idsite, cursors[-1], seq, self.by)
-            self._sinks[idsite].commit(pages, state_key(idsite), value)
-            self._seq[idsite] = seq
+        transactions = self.transactions
+        committed_seq = 0
+
+        def checkpoint() -> tuple[bytes, bytes] | None:
+            nonlocal committed_seq
+            after()  # the site's previous transaction committed (raises if it failed)
+            if not cursors:  # re-scan pages: no checkpoint moves
+                return None
+            known = transactions.known(idsite)
+            committed_seq = (known[2] if known is not None else 0) + 1
+            value = encode(self.settings, idsite, cursors[-1], committed_seq, self.by,
+                           transactions.owner.prefix)  # fmt: skip
+            return state_key(idsite), value
+
+        if not any(out.messages for out in outs):
+            after()
+            known = transactions.known(idsite)
+            committed = known[1] if known is not None else None
+            if cursors and committed is not None and cursors[-1].day == committed.day:
+                transactions.moved(idsite, cursors[-1])  # nothing sent: nothing to commit yet
+                return
+        with transactions.producer() as sink:
+            sink.commit(pages, None, None, site=idsite, then=checkpoint)
+        if cursors:
+            transactions.committed(idsite, cursors[-1], committed_seq)
         for out in outs:
             self.record(out)
 
     def finish_site(self, idsite: int) -> None:
-        sink = self._sinks.pop(idsite, None)
-        if sink is not None:
-            sink.close()
+        pass  # the producers serve every site
 
     def close(self) -> None:
-        for idsite in list(self._sinks):
-            self.finish_site(idsite)
-        self.state.close()
+        if self.owns:
+            self.transactions.close()
 
 
 class Handover:
@@ -227,8 +257,8 @@ class Handover:
         self._last: dict[int, Future[None]] = {}  # each site's latest delivery
 
     def start(self, idsite: int) -> Future[Cursor]:
-        """`delivery.start` on a delivery thread (exactly-once claims a transactional
-        producer there: ~50 ms the loop would otherwise wait, for every site)."""
+        """`delivery.start` on a delivery thread (exactly-once may read the state topic
+        there, while the loop goes on)."""
         future = self._pool.submit(self.delivery.start, idsite)
         future.add_done_callback(lambda _: self.wake.set())
         return future
@@ -271,22 +301,3 @@ class Handover:
     def close(self) -> None:
         """Waits for the deliveries under way (each bounded by Kafka's delivery timeout)."""
         self._pool.shutdown(wait=True)
-
-
-def claim_sites(settings: Settings, sites: tuple[int, ...], workers: int = 32) -> None:
-    """Registers every site's transactional.id once, up front: fences any other instance
-    working on them and aborts the transactions an instance that died left open, so reading
-    the state topic never waits for those. Raises the first failure."""
-    if not sites:
-        return
-
-    def claim(idsite: int) -> None:
-        sink = TransactionalSink(settings, idsite)
-        try:
-            sink.init()
-        finally:
-            sink.close()
-
-    with ThreadPoolExecutor(max(1, min(workers, len(sites))), "kafka-claim") as pool:
-        for future in [pool.submit(claim, idsite) for idsite in sites]:
-            future.result()

@@ -6,9 +6,9 @@ or Kafka Streams consumer expects. A failed or timed-out delivery raises, which 
 out of the checkpoint: the next run re-sends it (at-least-once; keys make re-sends idempotent
 for compacting or deduplicating consumers).
 
-DELIVERY=exactly_once uses `TransactionalSink` instead: one transactional producer per site
-(transactional.id `matomo-kafka.<KAFKA_TOPIC>.<idsite>`), each page and the site's new
-checkpoint record (state topic) committed in one Kafka transaction (see state.py).
+DELIVERY=exactly_once uses `TransactionalSink` instead: a few transactional producers per
+process, whatever the number of sites (sink/transactions.py), each site's pages and its new
+checkpoint record (state topic) committed in one Kafka transaction (see state_topic.py).
 """
 
 from __future__ import annotations
@@ -270,8 +270,9 @@ _FENCING_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INV
 
 
 class TransactionalSink:
-    """One site's transactional producer: `commit()` writes a page of visits and the site's
-    checkpoint record in one transaction and returns once Kafka committed it.
+    """A transactional producer: `commit()` writes a site's pages of visits and its
+    checkpoint record in one transaction and returns once Kafka committed it. `idsite` names
+    the site in its errors (set by each commit when the producer serves many sites).
 
     Any failure before the commit aborts the transaction (none of its records ever becomes
     visible to read_committed consumers) and raises KafkaDeliveryError; being fenced by a
@@ -279,17 +280,26 @@ class TransactionalSink:
     what was in flight).
     """
 
-    def __init__(self, settings: Settings, idsite: int) -> None:
+    def __init__(self, settings: Settings, idsite: int, txn_id: str | None = None) -> None:
         self.idsite = idsite
         self.topic = settings.KAFKA_TOPIC
         self.state_topic = settings.state_topic
-        self.transactional_id = transactional_id(settings.KAFKA_TOPIC, idsite)
+        self.transactional_id = txn_id or transactional_id(settings.KAFKA_TOPIC, idsite)
         txn_ms = transaction_timeout_ms(settings)
         self.timeout = txn_ms / 1000
         self.connect_timeout = max(settings.KAFKA_CONNECT_TIMEOUT, 30.0)
         self._fatal: str | None = None
         config = producer_config(settings)
-        config.update({"transactional.id": self.transactional_id, "transaction.timeout.ms": txn_ms})
+        # Connected to every broker at once: with sparse connections librdkafka waited up to
+        # 500 ms for the transaction coordinator's connection in one init_transactions of
+        # three (measured); a process has only MATOMO_MAX_CONCURRENCY of these producers.
+        config.update(
+            {
+                "transactional.id": self.transactional_id,
+                "transaction.timeout.ms": txn_ms,
+                "enable.sparse.connections": False,
+            }
+        )
         self._producer = Producer({**config, "error_cb": self._on_error, "logger": librdkafka_log})
 
     def _on_error(self, error: KafkaError) -> None:
@@ -314,13 +324,13 @@ class TransactionalSink:
                 and error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
             ):
                 raise KafkaDeliveryError(
-                    f"Kafka refused transactions for site {self.idsite} (transactional.id "
+                    f"Kafka refused transactions (transactional.id "
                     f"{self.transactional_id!r}): ask the Kafka admins for WRITE and DESCRIBE "
                     f"on the transactional ids prefixed 'matomo-kafka.{self.topic}.'"
                 ) from None
             raise KafkaDeliveryError(
-                f"Kafka could not start transactions for site {self.idsite} "
-                f"(transactional.id {self.transactional_id!r}): {_describe(exc)}"
+                f"Kafka could not start transactions (transactional.id "
+                f"{self.transactional_id!r}): {_describe(exc)}"
             ) from None
 
     def commit(
@@ -328,9 +338,15 @@ class TransactionalSink:
         pages: Sequence[tuple[Sequence[Message], Headers]],
         state_key: bytes | None,
         state_value: bytes | None,
+        site: int | None = None,
+        then: Callable[[], tuple[bytes, bytes] | None] | None = None,
     ) -> None:
         """Sends pages of visits (each with its headers) and the checkpoint record (if any: a
-        re-scan moves no checkpoint) in one transaction and commits it."""
+        re-scan moves no checkpoint) in one transaction and commits it; `site`: whose.
+        `then`, once the visits are queued: may wait (for the site's previous transaction to
+        commit) and gives the checkpoint record; if it raises, the transaction is aborted."""
+        if site is not None:
+            self.idsite = site
         producer = self._producer
         committing = False
         try:
@@ -339,6 +355,13 @@ class TransactionalSink:
             for messages, headers in pages:
                 for message in messages:
                     self._produce(topic, message.value, message.key, headers)
+            if then is not None:
+                try:
+                    record = then()
+                except BaseException:
+                    self.abort()  # none of these visits may be committed
+                    raise
+                state_key, state_value = record if record is not None else (None, None)
             if state_key is not None:  # the local queue may be full for it too
                 self._produce(self.state_topic, state_value, state_key, None)
             committing = True
@@ -362,6 +385,18 @@ class TransactionalSink:
     #: librdkafka's own timeout, while the commit goes on in the background).
     commit_grace = 30.0
 
+    def commit_state(self, records: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """State topic records (key, value) alone, in one transaction: claims, a reset."""
+        committing = False
+        try:
+            self._producer.begin_transaction()
+            for key, value in records:
+                self._produce(self.state_topic, value, key, None)
+            committing = True
+            self._commit()
+        except KafkaException as exc:
+            self._fail(exc, committing)
+
     def _commit(self) -> None:
         deadline = time.monotonic() + self.timeout + self.commit_grace
         while True:
@@ -378,8 +413,8 @@ class TransactionalSink:
         """Raises what the failure means for the transaction. `committing`: the commit was
         asked for, and a retriable error (a timeout) leaves its outcome unknown: librdkafka
         goes on committing in the background and refuses an abort meanwhile. Whichever way it
-        ends, the next start of the site fences this producer (its transaction is completed
-        or aborted by Kafka) and resumes from the state topic's last committed checkpoint."""
+        ends, the site's next claim fences this producer (its transaction is completed or
+        aborted by Kafka) and resumes from the state topic's last committed checkpoint."""
         error = _error_of(exc)
         reason = _describe(exc)
         if self.fenced(error):

@@ -14,12 +14,19 @@ of aborted transactions are never seen. Per site the record with the highest `se
 (within a partition, the last one): `seq` grows by one per commit, so the order holds even
 if partitions are added to the topic. A tombstone (null value) deletes the site's checkpoint:
 the next run starts again from the seed checkpoint files.
+
+Claims (`claim.<idsite>`, ignored by readers that only know checkpoints): which instance owns
+a site, i.e. which transactional ids may write its checkpoint (`Owner`: a prefix and a count
+of producers). An instance claims its sites once, in one transaction of the claims' own
+transactional id, after fencing the ids of each site's previous owner: see
+sink/transactions.py and docs/exactly-once.md for why this fences a zombie.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -56,35 +63,96 @@ _REFUSED = {
 
 @dataclass(frozen=True)
 class StateRecord:
-    """A site's checkpoint as read from the state topic."""
+    """A site's checkpoint as read from the state topic. `txn`: the transactional id prefix
+    of the instance that committed it (None: written before claims existed, by a site's own
+    transactional id `matomo-kafka.<KAFKA_TOPIC>.<idsite>`)."""
 
     idsite: int
     cursor: Cursor
     seq: int
+    txn: str | None = None
 
 
-def encode(settings: Settings, idsite: int, cursor: Cursor, seq: int, by: str) -> bytes:
-    """The state record's value: the cursor, plus who wrote it, for people reading the topic."""
-    return orjson.dumps(
-        {
-            "site": idsite,
-            "day": cursor.day.isoformat(),
-            "offset": cursor.offset,
-            "last_action": cursor.last_action,
-            "ids": sorted(cursor.ids),
-            "seq": seq,
-            "topic": settings.KAFKA_TOPIC,
-            "by": by,
-            "host": socket.gethostname(),
-            "clusterid": settings.CLUSTERID,
-            "producer": f"matomo-kafka/{__version__}",
-            "committed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        }
-    )
+@dataclass(frozen=True)
+class Owner:
+    """The transactional ids of one instance: `<prefix>.0` .. `<prefix>.<producers - 1>`."""
+
+    prefix: str
+    producers: int
+
+    def ids(self) -> list[str]:
+        return [f"{self.prefix}.{k}" for k in range(self.producers)]
+
+
+def encode(
+    settings: Settings, idsite: int, cursor: Cursor, seq: int, by: str, txn: str | None = None
+) -> bytes:
+    """The state record's value: the cursor, plus who wrote it, for people reading the topic
+    (and `txn`, the writer's transactional id prefix, for the claims' checks)."""
+    body: dict[str, object] = {
+        "site": idsite,
+        "day": cursor.day.isoformat(),
+        "offset": cursor.offset,
+        "last_action": cursor.last_action,
+        "ids": sorted(cursor.ids),
+        "seq": seq,
+        "topic": settings.KAFKA_TOPIC,
+        "by": by,
+        "host": socket.gethostname(),
+        "clusterid": settings.CLUSTERID,
+        "producer": f"matomo-kafka/{__version__}",
+        "committed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+    }
+    if txn is not None:
+        body["txn"] = txn
+    return orjson.dumps(body)
 
 
 def state_key(idsite: int) -> bytes:
     return str(idsite).encode()
+
+
+#: The prefix of a claim's key: `claim.<idsite>` (not all digits: older readers skip it).
+CLAIM_PREFIX = "claim."
+
+
+def claim_key(idsite: int) -> bytes:
+    return f"{CLAIM_PREFIX}{idsite}".encode()
+
+
+def encode_claim(settings: Settings, idsite: int, owner: Owner, by: str) -> bytes:
+    """A claim's value: the owner's transactional ids, plus who claimed, for people."""
+    return orjson.dumps(
+        {
+            "site": idsite,
+            "txn": owner.prefix,
+            "producers": owner.producers,
+            "topic": settings.KAFKA_TOPIC,
+            "by": by,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "producer": f"matomo-kafka/{__version__}",
+            "claimed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
+    )
+
+
+def decode_claim(idsite: int, value: bytes) -> Owner:
+    """ValueError when the value is not a claim of this site."""
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise ValueError("not JSON") from None
+    if not isinstance(body, dict):
+        raise ValueError("not a JSON object")
+    prefix, producers = body.get("txn"), body.get("producers")
+    if not isinstance(prefix, str) or not prefix:
+        raise ValueError("no txn")
+    if isinstance(producers, bool) or not isinstance(producers, int) or not 1 <= producers <= 64:
+        raise ValueError("producers is not a count of producers")
+    if body.get("site", idsite) != idsite:
+        raise ValueError(f"its site is {body.get('site')!r}, not its key")
+    return Owner(prefix, producers)
 
 
 def decode(idsite: int, value: bytes) -> StateRecord:
@@ -119,7 +187,10 @@ def decode(idsite: int, value: bytes) -> StateRecord:
         raise ValueError("ids is not a list of visit ids")
     if ids and last_action is None:
         raise ValueError("ids without last_action")
-    return StateRecord(idsite, Cursor(parsed, offset, last_action, frozenset(ids)), seq)
+    txn = body.get("txn")
+    if txn is not None and not isinstance(txn, str):
+        raise ValueError("txn is not a transactional id prefix")
+    return StateRecord(idsite, Cursor(parsed, offset, last_action, frozenset(ids)), seq, txn)
 
 
 def _admin_refusal(topic: str, settings: Settings, reason: str) -> KafkaDeliveryError:
@@ -237,6 +308,8 @@ class StateReader:
         )
         self._latest: dict[int, StateRecord] = {}
         self._invalid: dict[int, str] = {}
+        self._owners: dict[int, Owner] = {}  # each site's latest claim
+        self._invalid_claims: dict[int, str] = {}
         self._lock = threading.Lock()
         self._read_since = float("-inf")  # the last complete read began then (monotonic)
 
@@ -258,7 +331,28 @@ class StateReader:
                 )
             return self._latest.get(idsite)
 
-    def read_to_end(self, patience: float) -> bool:
+    def owner(self, idsite: int) -> Owner | None:
+        """The owner named by the site's latest claim read so far (None: never claimed).
+        CheckpointError if that claim is not one."""
+        with self._lock:
+            problem = self._invalid_claims.get(idsite)
+            if problem is not None:
+                raise CheckpointError(
+                    f"state topic {self.topic!r}: the latest claim of site {idsite} is invalid "
+                    f"({problem}): delete it with a tombstone (key "
+                    f"'{CLAIM_PREFIX}{idsite}', null value), then run again"
+                )
+            return self._owners.get(idsite)
+
+    def legacy(self, idsite: int) -> bool:
+        """The site's latest checkpoint read so far was committed by its own transactional
+        id (a version before claims), and no claim names an owner since."""
+        with self._lock:
+            record = self._latest.get(idsite)
+            unclaimed = idsite not in self._owners and idsite not in self._invalid_claims
+            return record is not None and record.txn is None and unclaimed
+
+    def read_to_end(self, patience: float | None) -> bool:
         """Reads what is committed up to the partitions' current ends; False (nothing lost:
         a later read goes on) if a transaction still open holds the read back longer than
         `patience` seconds."""
@@ -319,6 +413,9 @@ class StateReader:
             raise KafkaDeliveryError(f"Kafka state topic {self.topic!r}: {error.str()}")
         key = message.key()
         text = key.decode(errors="replace") if key else ""
+        if text.startswith(CLAIM_PREFIX) and text[len(CLAIM_PREFIX) :].isdigit():
+            self._apply_claim(int(text[len(CLAIM_PREFIX) :]), message)
+            return
         if not text.isdigit():
             return  # not a site's checkpoint: ignored
         idsite = int(text)
@@ -337,6 +434,19 @@ class StateReader:
         if current is None or record.seq >= current.seq or idsite in self._invalid:
             self._latest[idsite] = record
             self._invalid.pop(idsite, None)
+
+    def _apply_claim(self, idsite: int, message: Any) -> None:
+        value = message.value()
+        self._invalid_claims.pop(idsite, None)
+        if value is None:  # tombstone: the claim was deleted on purpose
+            self._owners.pop(idsite, None)
+            return
+        try:
+            self._owners[idsite] = decode_claim(idsite, value)
+        except ValueError as exc:
+            self._owners.pop(idsite, None)
+            where = f"partition {message.partition()}, offset {message.offset()}"
+            self._invalid_claims[idsite] = f"{where}: {exc}"
 
     def close(self) -> None:
         for consumer in (self._consumer, self._ends):
