@@ -16,9 +16,10 @@ transformed into the message the tool would send today, whose digest is compared
 A day Matomo lists empty while the topic holds values for it was purged by Matomo (retention):
 reported, never erased unless asked (`--erase-purged-days`). With `apply`, a page's missing and
 changed visits go as keyed records (matomo.op insert/update, matomo.reconcile: 1) and the day's
-tombstones with its last page (exactly-once: one transaction per page, the site's
-transactional.id, so a `run` of the site is fenced); at most MATOMO_MAX_ERASE tombstones, unless
-`yes`. Memory: ids and digests of the days, one page of messages at a time.
+tombstones with its last page (exactly-once: one transaction per page, after claiming the
+site in the state topic, so a `run` or `follow` of the site is fenced); at most
+MATOMO_MAX_ERASE tombstones, unless `yes`. Memory: ids and digests of the days, one page of
+messages at a time.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import MatomoError, MatomoKafkaError, MatomoResponseError
 from matomo_kafka.model import Cursor, Headers, Message
 from matomo_kafka.ops.audit import SentRead, read_sent, read_start
-from matomo_kafka.sink.producer import KafkaSink, TransactionalSink, page_headers
+from matomo_kafka.sink.producer import KafkaSink, page_headers
+from matomo_kafka.sink.transactions import Transactions
 from matomo_kafka.source.client import MatomoClient
 from matomo_kafka.source.days import day_range, site_timezone
 from matomo_kafka.source.paging import Batch, Pager, Request
@@ -118,18 +120,23 @@ class EraseBudget:
 
 class TopicWriter:
     """Sends a site's reconciled records: the run's idempotent producer (at-least-once), or
-    the site's transactional producer (exactly-once: `init` fences a run of the site and
-    aborts what a killed one left open, before the topic is read). Records what it sent in
-    the site's sent log for the days the re-scan window keeps one."""
+    a transactional producer after claiming the site in the state topic (exactly-once: the
+    claim fences whatever instance worked on the site, a run, a `follow` or a killed
+    reconcile, and so aborts what it left open, before the topic is read). Records what it
+    sent in the site's sent log for the days the re-scan window keeps one."""
 
     def __init__(self, settings: Settings, idsite: int) -> None:
         self.idsite = idsite
         self.sent_log = SentLog(settings.FILE_PATH_FILTERDATE)
         self.sink: KafkaSink | None = None
-        self.txn: TransactionalSink | None = None
+        self.transactions: Transactions | None = None
         if settings.exactly_once:
-            self.txn = TransactionalSink(settings, idsite)
-            self.txn.init()
+            self.transactions = Transactions(settings, "reconcile", producers=1)
+            try:
+                self.transactions.claim((idsite,))
+            except BaseException:
+                self.transactions.close()
+                raise
         else:
             self.sink = KafkaSink.from_settings(settings)
             self.sink.check_topic()
@@ -141,8 +148,9 @@ class TopicWriter:
         pages: list[tuple[Sequence[Message], Headers]] = [
             (messages, [*base, ("matomo.op", op)]) for messages, op in groups
         ]
-        if self.txn is not None:
-            self.txn.commit(pages, None, None)
+        if self.transactions is not None:
+            with self.transactions.producer() as txn:
+                txn.commit(pages, None, None, site=self.idsite)
         else:
             assert self.sink is not None
             for messages, headers in pages:
@@ -151,8 +159,8 @@ class TopicWriter:
             self.sent_log.append(self.idsite, day, [m for messages, _ in groups for m in messages])
 
     def close(self) -> None:
-        if self.txn is not None:
-            self.txn.close()
+        if self.transactions is not None:
+            self.transactions.close()
         if self.sink is not None:
             self.sink.close()
 
