@@ -217,49 +217,25 @@ def read_topic(topic: str, bootstrap: str = BOOTSTRAP, **extra: Any) -> list[Rec
 
 
 def read_records(topic: str, isolation: str = "read_committed") -> list[tuple[str, bytes | None]]:
-    """(key, value) of every record a consumer with this isolation level gets, read up to each
-    partition's high watermark (positions, not the last offset: transactional topics end with
-    commit/abort markers that are never delivered)."""
+    """(key, value) of every record a consumer with this isolation level gets (read_isolated)."""
+    return [(record.key, record.value) for record in read_isolated(topic, isolation)]
+
+
+def read_committed(topic: str) -> list[Record]:
+    """Every record a read_committed consumer gets, with headers (read_isolated)."""
+    return read_isolated(topic, "read_committed")
+
+
+def read_isolated(topic: str, isolation: str) -> list[Record]:
+    """Every record a consumer with this isolation level gets, read up to each partition's
+    high watermark by position, not by the last offset: transactional topics end with
+    commit/abort markers that are never delivered."""
     config = {
         "bootstrap.servers": BOOTSTRAP,
         "group.id": f"reader-{uuid.uuid4().hex}",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "isolation.level": isolation,
-    }
-    consumer, probe = Consumer(config), Consumer({**config, "isolation.level": "read_uncommitted"})
-    try:
-        partitions = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
-        ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), 30, cached=False)[1]
-                for p in partitions}  # fmt: skip
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        todo = {p for p in partitions if ends[p] > 0}
-        records: list[tuple[str, bytes | None]] = []
-        deadline = time.monotonic() + 60
-        while todo:
-            assert time.monotonic() < deadline, f"{topic}: partitions {todo} not read to the end"
-            for message in consumer.consume(500, timeout=0.5):
-                if message.error():
-                    raise RuntimeError(message.error().str())
-                records.append((message.key().decode(), message.value()))
-            for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
-                if tp.offset >= ends[tp.partition]:
-                    todo.discard(tp.partition)
-        return records
-    finally:
-        consumer.close()
-        probe.close()
-
-
-def read_committed(topic: str) -> list[Record]:
-    """Every record a read_committed consumer gets, with headers, read up to each partition's
-    high watermark by position (transactional topics end with markers never delivered)."""
-    config = {
-        "bootstrap.servers": BOOTSTRAP,
-        "group.id": f"reader-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed",
     }
     consumer, probe = Consumer(config), Consumer({**config, "isolation.level": "read_uncommitted"})
     try:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from rich.table import Table
 
 from matomo_kafka.cli.common import (
+    FirstDay,
+    LastDay,
     ParmDir,
     SiteId,
     app,
@@ -30,8 +30,8 @@ from matomo_kafka.ops.terminal import plain_console
 @app.command()
 def audit(
     site: SiteId,
-    first_text: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD).")],
-    last_text: Annotated[str, typer.Option("--to", help="Last day (YYYY-MM-DD).")],
+    first_text: FirstDay,
+    last_text: LastDay,
     parm_dir: ParmDir = Path("parm"),
 ) -> None:
     """Compares, per day, the visits in the topic with Matomo's; exit 1 if any differ.

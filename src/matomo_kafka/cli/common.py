@@ -83,6 +83,9 @@ AcceptNewTopic = Annotated[
 ]
 
 SiteId = Annotated[int, typer.Option("--site", min=1, help="The Matomo idSite.")]
+#: A range of days (audit, reconcile), parsed by parse_day.
+FirstDay = Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD).")]
+LastDay = Annotated[str, typer.Option("--to", help="Last day (YYYY-MM-DD).")]
 
 Shard = Annotated[
     str | None,

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from matomo_kafka.cli.common import (
+    FirstDay,
+    LastDay,
     ParmDir,
     SiteId,
     app,
@@ -38,8 +40,8 @@ from matomo_kafka.ops.summary import write_json_atomic
 @app.command()
 def reconcile(
     site: SiteId,
-    first_text: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD).")],
-    last_text: Annotated[str, typer.Option("--to", help="Last day (YYYY-MM-DD).")],
+    first_text: FirstDay,
+    last_text: LastDay,
     apply: Annotated[
         bool, typer.Option("--apply", help="Send what differs (without: a dry run).")
     ] = False,
