@@ -137,14 +137,20 @@ def encode_claim(settings: Settings, idsite: int, owner: Owner, by: str) -> byte
     )
 
 
-def decode_claim(idsite: int, value: bytes) -> Owner:
-    """ValueError when the value is not a claim of this site."""
+def _json_object(value: bytes) -> dict[str, Any]:
+    """ValueError when the value is not one JSON object."""
     try:
         body = orjson.loads(value)
     except orjson.JSONDecodeError:
         raise ValueError("not JSON") from None
     if not isinstance(body, dict):
         raise ValueError("not a JSON object")
+    return body
+
+
+def decode_claim(idsite: int, value: bytes) -> Owner:
+    """ValueError when the value is not a claim of this site."""
+    body = _json_object(value)
     prefix, producers = body.get("txn"), body.get("producers")
     if not isinstance(prefix, str) or not prefix:
         raise ValueError("no txn")
@@ -157,12 +163,7 @@ def decode_claim(idsite: int, value: bytes) -> Owner:
 
 def decode(idsite: int, value: bytes) -> StateRecord:
     """ValueError when the value is not a checkpoint of this site."""
-    try:
-        body = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        raise ValueError("not JSON") from None
-    if not isinstance(body, dict):
-        raise ValueError("not a JSON object")
+    body = _json_object(value)
     day, offset, seq = body.get("day"), body.get("offset", 0), body.get("seq", 0)
     if not isinstance(day, str):
         raise ValueError("no day")
