@@ -5,8 +5,6 @@ still going on), with same-second ties ordered anew by every request."""
 
 from __future__ import annotations
 
-import random
-import threading
 from datetime import date, timedelta
 
 import pytest
@@ -14,38 +12,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from matomo_kafka.model import Cursor, Page
-from matomo_kafka.source.paging import Batch, Pager, Request
+from matomo_kafka.source.paging import Pager
 from matomo_kafka.source.schedule import PageScheduler, drive
+from support.paging_sources import FIRST, TiedDays
 
-FIRST = date(2024, 3, 1)
 BASE = 1_709_251_200  # 2024-03-01 00:00 UTC: day d is [BASE + d * 86400, BASE + (d + 1) * 86400)
 DAY_S = 86_400
 STEP = 2_800  # seconds between the groups of a day (30 groups fill it)
 
 
-class ClockDays:
-    """Visits as (last action second, idVisit) per day, served only once `now` reached their
-    last action; visits of one second come in a fresh random order on every request."""
+class ClockDays(TiedDays):
+    """TiedDays whose Matomo clock starts at 0: a test moves `now` along the day."""
 
     def __init__(self, days: dict[date, list[tuple[int, int]]], seed: int) -> None:
-        self.days = days
-        self.now = 0
-        self.random = random.Random(seed)
-        self.lock = threading.Lock()
-        self.requests: list[Request] = []
-
-    def fetch(self, request: Request) -> Batch[int]:
-        with self.lock:
-            self.requests.append(request)
-            visits = [
-                (stamp, self.random.random(), idvisit)
-                for stamp, idvisit in self.days.get(request.day, [])
-                if stamp <= self.now and (request.after is None or stamp > request.after)
-            ]
-        visits.sort()
-        chosen = visits[request.offset : request.offset + request.limit]
-        ids = [idvisit for _, _, idvisit in chosen]
-        return Batch(ids, ids, [stamp for stamp, _, _ in chosen])
+        super().__init__(days, seed, now=0)
 
     def stamp_of(self) -> dict[int, int]:
         return {idvisit: stamp for visits in self.days.values() for stamp, idvisit in visits}

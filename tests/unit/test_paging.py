@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,25 +17,9 @@ from matomo_kafka.source import paging
 from matomo_kafka.source.client import RequestGate
 from matomo_kafka.source.paging import Batch, Pager, Request
 from matomo_kafka.source.schedule import PageScheduler, drive
+from support.paging_sources import FIRST, FakeDays, TiedDays
 
 LIMIT = 10
-FIRST = date(2024, 3, 1)
-
-
-class FakeDays:
-    """A day's visits by count (one per second: no ties); records every (day, offset)."""
-
-    def __init__(self, counts: list[int]) -> None:
-        self.counts = {FIRST + timedelta(days=i): n for i, n in enumerate(counts)}
-        self.requests: list[tuple[date, int]] = []
-        self.lock = threading.Lock()
-
-    def fetch(self, request: Request) -> Batch[int]:
-        with self.lock:
-            self.requests.append((request.day, request.offset))
-        n = self.counts.get(request.day, 0)
-        ids = list(range(request.offset, min(n, request.offset + request.limit)))
-        return Batch(ids, ids, [1_700_000_000 + i for i in ids])
 
 
 def read_all(
@@ -144,30 +127,6 @@ def test_start_after_last_day_reads_nothing() -> None:
     days = FakeDays([5])
     assert read_all(days, Cursor(FIRST + timedelta(days=1), 0), 2) == []
     assert days.requests == []
-
-
-class TiedDays:
-    """Visits as (last action second, idVisit); every request orders visits of the same
-    second at random, as MySQL may for ORDER BY ... LIMIT without a tie-breaker."""
-
-    def __init__(self, days: dict[date, list[tuple[int, int]]], seed: int) -> None:
-        self.days = days
-        self.random = random.Random(seed)
-        self.lock = threading.Lock()
-        self.requests: list[Request] = []
-
-    def fetch(self, request: Request) -> Batch[int]:
-        with self.lock:
-            self.requests.append(request)
-            visits = [
-                (stamp, self.random.random(), idvisit)
-                for stamp, idvisit in self.days.get(request.day, [])
-                if request.after is None or stamp > request.after
-            ]
-        visits.sort()
-        chosen = visits[request.offset : request.offset + request.limit]
-        ids = [idvisit for _, _, idvisit in chosen]
-        return Batch(ids, ids, [stamp for stamp, _, _ in chosen])
 
 
 def tied_days(groups: list[list[int]]) -> dict[date, list[tuple[int, int]]]:

@@ -4,35 +4,17 @@ offset equal to the day's visits (a run stopped after the day's last page) still
 
 from __future__ import annotations
 
-import threading
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 
 from matomo_kafka.errors import CheckpointError, OffsetBeyondDay
 from matomo_kafka.model import Cursor
-from matomo_kafka.source.paging import Batch, Pager, Request
+from matomo_kafka.source.paging import Pager
 from matomo_kafka.source.schedule import PageScheduler, drive
+from support.paging_sources import FIRST, FakeDays
 
 LIMIT = 10
-FIRST = date(2024, 3, 1)
-
-
-class FakeDays:
-    """A day's visits by count, one per second (as in test_paging.py); records each request's
-    (day, offset)."""
-
-    def __init__(self, counts: list[int]) -> None:
-        self.counts = {FIRST + timedelta(days=i): n for i, n in enumerate(counts)}
-        self.requests: list[tuple[date, int]] = []
-        self.lock = threading.Lock()
-
-    def fetch(self, request: Request) -> Batch[int]:
-        with self.lock:
-            self.requests.append((request.day, request.offset))
-        n = self.counts.get(request.day, 0)
-        ids = list(range(request.offset, min(n, request.offset + request.limit)))
-        return Batch(ids, ids, [1_700_000_000 + i for i in ids])
 
 
 def pages(days: FakeDays, start: Cursor, keyset: bool) -> list[tuple[object, int, int]]:
