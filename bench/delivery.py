@@ -26,10 +26,10 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.kafka import read_committed
 from support.simulator_process import start_simulator_process
 
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
@@ -54,27 +54,7 @@ def new_topic(admin: AdminClient) -> str:
 
 
 def committed_keys(topic: str) -> Counter[str]:
-    base = {"bootstrap.servers": BOOTSTRAP, "group.id": f"bench-{uuid.uuid4().hex}",
-            "enable.auto.commit": False, "auto.offset.reset": "earliest"}  # fmt: skip
-    consumer = Consumer({**base, "isolation.level": "read_committed"})
-    probe = Consumer({**base, "isolation.level": "read_uncommitted"})
-    try:
-        parts = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
-        ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), 30, cached=False)[1]
-                for p in parts}  # fmt: skip
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        todo = {p for p in parts if ends[p] > 0}
-        keys: Counter[str] = Counter()
-        while todo:
-            for message in consumer.consume(1000, timeout=0.5):
-                keys[message.key().decode()] += 1
-            for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
-                if tp.offset >= ends[tp.partition]:
-                    todo.discard(tp.partition)
-        return keys
-    finally:
-        consumer.close()
-        probe.close()
+    return Counter(record.key for record in read_committed(topic))
 
 
 def run_once(workdir: Path, url: str, topic: str, delivery: str, limit: int) -> tuple[float, float]:

@@ -22,34 +22,22 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from matomo_kafka.model import Cursor
-from matomo_kafka.simulator import MatomoSimulator, SimSite
+from matomo_kafka.simulator import SimSite
 from matomo_kafka.state.checkpoint_files import CheckpointStore
 from support.cli import clean_env, run_cli
 from support.kafka import BOOTSTRAP
 from support.kafka import read_records as read_all
 from support.parm import base_values, write_parm
-from support.runs import two_sites
+from support.runs import expected_keys, two_sites
 
 pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
 
 LIMIT = 10
 RUN_DATE = "2024-03-06"  # reads 2024-03-01 .. 2024-03-05
-DAYS = [date(2024, 3, d) for d in range(1, 6)]
 
 
 def visit_counts(topic: str, isolation: str = "read_committed") -> Counter[str]:
     return Counter(key for key, _ in read_all(topic, isolation))
-
-
-def expected_keys(
-    simulator: MatomoSimulator, sites: tuple[int, ...] = (1, 2), days: list[date] = DAYS
-) -> set[str]:
-    return {
-        f"{idsite}:{int(visit['idVisit'])}"
-        for idsite in sites
-        for day in days
-        for visit in simulator.expected_visits(idsite, day)
-    }
 
 
 def state_of(topic: str) -> dict[str, dict[str, Any]]:

@@ -11,9 +11,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,50 +169,10 @@ class Record:
     timestamp: tuple[int, int] = (0, 0)  # (TIMESTAMP_CREATE_TIME or ..., milliseconds)
 
 
-def read_topic(topic: str, bootstrap: str = BOOTSTRAP, **extra: Any) -> list[Record]:
-    """Every message of the topic, read from the beginning up to the current high marks."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            **extra,
-        }
-    )
-    try:
-        metadata = consumer.list_topics(topic, timeout=30)
-        partitions = sorted(metadata.topics[topic].partitions)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-                for p in partitions}  # fmt: skip
-        todo = {p for p in partitions if ends[p] > 0}
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        records: list[Record] = []
-        idle = 0
-        while todo and idle < 30:
-            message = consumer.poll(1.0)
-            if message is None:
-                idle += 1
-                continue
-            if message.error():
-                raise RuntimeError(message.error().str())
-            idle = 0
-            records.append(
-                Record(
-                    key=message.key().decode(),
-                    value=message.value(),
-                    headers={k: v for k, v in (message.headers() or [])},
-                    partition=message.partition(),
-                    timestamp=message.timestamp(),
-                )
-            )
-            if message.offset() + 1 >= ends[message.partition()]:
-                todo.discard(message.partition())
-        if todo:
-            raise RuntimeError(f"could not read partitions {todo} of {topic} to the end")
-        return records
-    finally:
-        consumer.close()
+def read_topic(topic: str, bootstrap: str = BOOTSTRAP) -> list[Record]:
+    """Every message of the topic, read from the beginning up to the current high marks (as
+    librdkafka's default consumer sees them: read_committed)."""
+    return read_isolated(topic, "read_committed", bootstrap)
 
 
 def read_records(topic: str, isolation: str = "read_committed") -> list[tuple[str, bytes | None]]:
@@ -226,12 +185,12 @@ def read_committed(topic: str) -> list[Record]:
     return read_isolated(topic, "read_committed")
 
 
-def read_isolated(topic: str, isolation: str) -> list[Record]:
+def read_isolated(topic: str, isolation: str, bootstrap: str = BOOTSTRAP) -> list[Record]:
     """Every record a consumer with this isolation level gets, read up to each partition's
     high watermark by position, not by the last offset: transactional topics end with
     commit/abort markers that are never delivered."""
     config = {
-        "bootstrap.servers": BOOTSTRAP,
+        "bootstrap.servers": bootstrap,
         "group.id": f"reader-{uuid.uuid4().hex}",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
@@ -251,15 +210,8 @@ def read_isolated(topic: str, isolation: str) -> list[Record]:
             for message in consumer.consume(500, timeout=0.5):
                 if message.error():
                     raise RuntimeError(message.error().str())
-                records.append(
-                    Record(
-                        key=message.key().decode(),
-                        value=message.value(),
-                        headers={k: v for k, v in (message.headers() or [])},
-                        partition=message.partition(),
-                        timestamp=message.timestamp(),
-                    )
-                )
+                records.append(_record(message))
+                deadline = time.monotonic() + 60  # 60 s without a record: stuck
             for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
                 if tp.offset >= ends[tp.partition]:
                     todo.discard(tp.partition)
@@ -267,3 +219,13 @@ def read_isolated(topic: str, isolation: str) -> list[Record]:
     finally:
         consumer.close()
         probe.close()
+
+
+def _record(message: Message) -> Record:
+    return Record(
+        key=message.key().decode(),
+        value=message.value(),
+        headers={k: v for k, v in (message.headers() or [])},
+        partition=message.partition(),
+        timestamp=message.timestamp(),
+    )

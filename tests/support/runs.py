@@ -53,7 +53,7 @@ def parm(tmp_path: Path, simulator: MatomoSimulator, topic: str, **overrides: st
 
 
 def expected_keys(
-    simulator: MatomoSimulator, sites: tuple[int, ...], days: list[date] = DAYS
+    simulator: MatomoSimulator, sites: tuple[int, ...] = (1, 2), days: list[date] = DAYS
 ) -> set[str]:
     return {
         f"{idsite}:{int(visit['idVisit'])}"
