@@ -344,7 +344,8 @@ def test_upgrade_carries_on_from_the_previous_versions_state_topic(
     keys = [f"1:{int(v['idVisit'])}" for v in simulator.expected_visits(1, date(2024, 3, 4))]
     script = textwrap.dedent(f"""
         import datetime, os, pathlib, signal
-        from matomo_kafka.config.load import load_settings
+        # The previous version's own module (PREVIOUS_VERSION had it in config/settings.py).
+        from matomo_kafka.config.settings import load_settings
         from matomo_kafka.model import Cursor
         from matomo_kafka.sink.producer import TransactionalSink
         from matomo_kafka.state.state_topic import encode, state_key
