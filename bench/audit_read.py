@@ -35,7 +35,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from matomo_kafka.config.settings import load_settings
+from matomo_kafka.config.load import load_settings
 from matomo_kafka.ops.audit import read_sent, read_start
 from support.kafka import create_retained_topic, delete_topics, fill_older
 from support.simulator_process import start_simulator_process

@@ -344,6 +344,7 @@ def test_upgrade_carries_on_from_the_previous_versions_state_topic(
     keys = [f"1:{int(v['idVisit'])}" for v in simulator.expected_visits(1, date(2024, 3, 4))]
     script = textwrap.dedent(f"""
         import datetime, os, pathlib, signal
+        # The previous version's own module (PREVIOUS_VERSION had it in config/settings.py).
         from matomo_kafka.config.settings import load_settings
         from matomo_kafka.model import Cursor
         from matomo_kafka.sink.producer import TransactionalSink
@@ -406,7 +407,7 @@ def test_a_sites_next_transaction_is_sent_early_and_committed_in_order(
     else both commit, in order (seq 1 then 2, the second's checkpoint last)."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from matomo_kafka.config.settings import load_settings
+    from matomo_kafka.config.load import load_settings
     from matomo_kafka.errors import KafkaDeliveryError
     from matomo_kafka.sink.delivery import ExactlyOnce
     from matomo_kafka.sink.transactions import Transactions

@@ -265,7 +265,7 @@ def test_death_mid_transaction_is_aborted_by_the_next_run(
     keys = [f"1:{int(v['idVisit'])}" for v in simulator.expected_visits(1, date(2024, 3, 4))]
     script = textwrap.dedent(f"""
         import datetime, os, pathlib, signal
-        from matomo_kafka.config.settings import load_settings
+        from matomo_kafka.config.load import load_settings
         from matomo_kafka.model import Cursor
         from matomo_kafka.sink.transactions import Transactions
         from matomo_kafka.state.state_topic import encode, state_key
@@ -385,7 +385,7 @@ def test_a_second_instance_fences_the_first(tmp_path: Path, topic: str, sim_fact
 def test_state_topic_creation_refused_names_the_topic(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kafka_bootstrap: str
 ) -> None:
-    from matomo_kafka.config.settings import load_settings
+    from matomo_kafka.config.load import load_settings
     from matomo_kafka.errors import KafkaDeliveryError
     from matomo_kafka.state import state_topic as state
 

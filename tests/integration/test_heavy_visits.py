@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from matomo_kafka.config.settings import load_settings
+from matomo_kafka.config.load import load_settings
 from matomo_kafka.pipeline import Pipeline
 from matomo_kafka.simulator import MatomoSimulator, SimSite
 from matomo_kafka.sink.producer import KafkaSink

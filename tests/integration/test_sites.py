@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from matomo_kafka.config.settings import load_settings
+from matomo_kafka.config.load import load_settings
 from matomo_kafka.model import Cursor
 from matomo_kafka.simulator import SimSite
 from matomo_kafka.source.sites import shard_of

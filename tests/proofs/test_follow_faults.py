@@ -25,7 +25,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from matomo_kafka.cli.common import checkpoint_store, matomo_client
-from matomo_kafka.config.settings import load_settings
+from matomo_kafka.config.load import load_settings
 from matomo_kafka.follow import Follower, stale_after
 from matomo_kafka.ops.follow_metrics import FollowMetrics
 from matomo_kafka.ops.health import Health

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from matomo_kafka.config.settings import ALL_KEYS
+from matomo_kafka.config.keys import ALL_KEYS
 
 #: Every CLI output of the current test: tests/conftest.py scans it for the known secrets
 #: (support/secrets.py) after each test, then empties it.

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from matomo_kafka.config.settings import ALL_KEYS
+from matomo_kafka.config.keys import ALL_KEYS
 from matomo_kafka.simulator import MatomoSimulator
 from support.cli import CLI_OUTPUTS
 

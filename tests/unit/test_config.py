@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from matomo_kafka.config.settings import load_settings
+from matomo_kafka.config.load import load_settings
 from matomo_kafka.errors import ConfigError
 from support.parm import SEED_ENV, SEED_INI
 

@@ -11,7 +11,7 @@ from support.parm import base_values, write_parm
 
 
 def test_delivery_keys_are_validated(tmp_path: Path) -> None:
-    from matomo_kafka.config.settings import load_settings
+    from matomo_kafka.config.load import load_settings
     from matomo_kafka.errors import ConfigError
 
     values = base_values(tmp_path, "http://127.0.0.1:1/", "t.visits")

@@ -10,7 +10,8 @@ import pytest
 
 from matomo_kafka.config.kafka_clients import client_config, producer_config
 from matomo_kafka.config.kafka_properties import is_secret, property_name
-from matomo_kafka.config.settings import collect, load_settings
+from matomo_kafka.config.load import load_settings
+from matomo_kafka.config.sources import collect
 from support.parm import base_values, write_parm
 
 

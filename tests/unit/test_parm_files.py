@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from matomo_kafka.config.settings import Settings, load_config
+from matomo_kafka.config.load import load_config
+from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import ConfigError
 from support.parm import SEED_ENV, SEED_INI
 

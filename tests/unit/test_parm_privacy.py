@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from matomo_kafka.config.load import load_config
 from matomo_kafka.config.review import PLACEHOLDER_SALTS
-from matomo_kafka.config.settings import load_config
 from matomo_kafka.errors import ConfigError
 from support.parm import SEED_ENV, SEED_INI
 

@@ -18,7 +18,8 @@ import typer
 
 from matomo_kafka.clock import TEST_NOW, Clock, clock_from_environment
 from matomo_kafka.config import kafka_check
-from matomo_kafka.config.settings import Settings, load_config, parse_site_selection
+from matomo_kafka.config.load import load_config
+from matomo_kafka.config.settings import Settings, parse_site_selection
 from matomo_kafka.errors import EXIT_CONFIG, EXIT_INTERRUPTED, ConfigError
 from matomo_kafka.ops.log_setup import setup_logging
 from matomo_kafka.ops.redaction import Redactor

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 from matomo_kafka.config.keys import ALL_KEYS, CONF_FILE, PRIVACY_KEYS, SECRET_KEYS
 
 if TYPE_CHECKING:
-    from matomo_kafka.config.settings import RawConfig, Settings
+    from matomo_kafka.config.settings import Settings
+    from matomo_kafka.config.sources import RawConfig
 
 #: Below this many bytes, an HMAC key can be searched for from the pseudonyms of values
 #: with few possibilities (the 2^32 IPv4 addresses): a warning, never a refusal, since a
