@@ -26,8 +26,8 @@ import pytest
 from matomo_kafka.simulator import Fault, MatomoSimulator, SimConfig, SimSite
 from matomo_kafka.simulator import api as sim_api
 from matomo_kafka.simulator import config as sim_config
-from matomo_kafka.simulator import visits as sim_visits
-from matomo_kafka.simulator.visits import php_json
+from matomo_kafka.simulator.visits import visit as sim_visit
+from matomo_kafka.simulator.visits.php_json import php_json
 from support.samples import (
     MATOMO_4,
     MATOMO_5,
@@ -1006,7 +1006,7 @@ def test_million_visit_day_and_speed(sim: MatomoSimulator, client: httpx.Client)
     plan = sim._plan(3, date(2024, 3, 10))
     n = 5000
     t0 = time.perf_counter()
-    visits = [sim_visits._make_visit(plan, i, 1) for i in range(200_000, 200_000 + n)]
+    visits = [sim_visit._make_visit(plan, i, 1) for i in range(200_000, 200_000 + n)]
     gen_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     body = php_json(visits)

@@ -86,6 +86,7 @@ from matomo_kafka.simulator.config import (
     _MAX_DAYS,
     _STREAM_BATCH,
     _STREAM_THRESHOLD,
+    _SUMMARY_SAMPLE,
     JSON,
     MSG_BAD_DATE,
     MSG_BAD_METHOD_NAME,
@@ -114,21 +115,12 @@ from matomo_kafka.simulator.privacy import (
     split_purged,
 )
 from matomo_kafka.simulator.server import _error, _json_reply, _Reply, _Server, tls_context
-from matomo_kafka.simulator.visits import (
-    _CURRENCIES,
-    _GOALS,
-    _TZ_NAMES,
-    _aggregate,
-    _DayPlan,
-    _grow_delay,
-    _hidden_indices,
-    _make_plan,
-    _make_visit,
-    _shuffle_ties,
-    _site_ctx,
-    _SiteCtx,
-    php_json,
-)
+from matomo_kafka.simulator.visits.catalogue import _CURRENCIES, _GOALS, _TZ_NAMES
+from matomo_kafka.simulator.visits.grown import _grow_delay, _render
+from matomo_kafka.simulator.visits.hazards import _hidden_indices, _shuffle_ties
+from matomo_kafka.simulator.visits.php_json import php_json
+from matomo_kafka.simulator.visits.plan import _DayPlan, _make_plan, _site_ctx, _SiteCtx
+from matomo_kafka.simulator.visits.visit import _make_visit
 from matomo_kafka.source.days import site_timezone
 
 
@@ -1189,3 +1181,31 @@ def run_simulator(
     finally:
         server.server_close()
         server.close_connections()
+
+
+def _aggregate(
+    p: _DayPlan, indices: Sequence[int], grown: dict[int, int] | None, seed: int
+) -> JSON:
+    """VisitsSummary.get from the visits themselves (exact up to _SUMMARY_SAMPLE visits,
+    extrapolated from an even sample above), so it agrees with Live."""
+    n = len(indices)
+    m = min(n, _SUMMARY_SAMPLE)
+    sample = _render(p, [indices[(j * n) // m] for j in range(m)], seed, grown)
+    scale = n / m
+    actions = sum(v["actions"] for v in sample)
+    bounces = sum(1 for v in sample if v["actions"] <= 1)
+    length = sum(v["visitDuration"] for v in sample)
+    summary: JSON = {
+        "nb_uniq_visitors": round(len({v["visitorId"] for v in sample}) * scale),
+        "nb_users": round(len({v["userId"] for v in sample} - {None}) * scale),
+        "nb_visits": n,
+        "nb_actions": round(actions * scale),
+        "nb_visits_converted": round(sum(v["visitConverted"] for v in sample) * scale),
+        "bounce_count": round(bounces * scale),
+        "sum_visit_length": round(length * scale),
+        "max_actions": max(v["actions"] for v in sample),
+        "bounce_rate": f"{round(100 * bounces / m)}%",
+        "nb_actions_per_visit": round(actions / m, 1),
+        "avg_time_on_site": round(length / m),
+    }
+    return summary

@@ -53,7 +53,9 @@ from typing import TYPE_CHECKING
 
 from matomo_kafka.simulator.config import _EPOCH_2000, _MAX_DAYS, JSON, MSG_BAD_DATE
 from matomo_kafka.simulator.server import _error, _json_reply, _Reply
-from matomo_kafka.simulator.visits import _GEO_UNKNOWN, _DayPlan, _render
+from matomo_kafka.simulator.visits.grown import _render
+from matomo_kafka.simulator.visits.locations import _GEO_UNKNOWN
+from matomo_kafka.simulator.visits.plan import _DayPlan
 
 if TYPE_CHECKING:
     from matomo_kafka.simulator.api import MatomoSimulator

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from matomo_kafka.simulator.config import STATS_PATH
-from matomo_kafka.simulator.visits import php_json
+from matomo_kafka.simulator.visits.php_json import php_json
 
 
 class Served(Protocol):
