@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from matomo_kafka.simulator import MATOMO_VERSIONS, MatomoSimulator, SimConfig, SimSite
-from matomo_kafka.simulator.visits import php_json
+from matomo_kafka.simulator.visits.php_json import php_json
 from matomo_kafka.source.client import MatomoClient
 from matomo_kafka.transform.schema import message_schema, message_schema_text
 from matomo_kafka.transform.visits import (

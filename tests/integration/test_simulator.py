@@ -24,10 +24,10 @@ import orjson
 import pytest
 
 from matomo_kafka.simulator import Fault, MatomoSimulator, SimConfig, SimSite
-from matomo_kafka.simulator import api as sim_api
 from matomo_kafka.simulator import config as sim_config
-from matomo_kafka.simulator import visits as sim_visits
-from matomo_kafka.simulator.visits import php_json
+from matomo_kafka.simulator.modules import live as sim_live
+from matomo_kafka.simulator.visits import visit as sim_visit
+from matomo_kafka.simulator.visits.php_json import php_json
 from support.samples import (
     MATOMO_4,
     MATOMO_5,
@@ -978,8 +978,8 @@ def test_concurrent_clients(sim: MatomoSimulator) -> None:
 def test_large_pages_are_streamed(
     sim: MatomoSimulator, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sim_api, "_STREAM_THRESHOLD", 100)
-    monkeypatch.setattr(sim_api, "_STREAM_BATCH", 64)
+    monkeypatch.setattr(sim_live, "_STREAM_THRESHOLD", 100)
+    monkeypatch.setattr(sim_live, "_STREAM_BATCH", 64)
     r = api(client, sim.url, "Live.getLastVisitsDetails", idSite=2, period="day",
             date="2024-03-10", filter_limit=-1, filter_sort_order="asc")  # fmt: skip
     assert r.headers.get("transfer-encoding") == "chunked"
@@ -1006,7 +1006,7 @@ def test_million_visit_day_and_speed(sim: MatomoSimulator, client: httpx.Client)
     plan = sim._plan(3, date(2024, 3, 10))
     n = 5000
     t0 = time.perf_counter()
-    visits = [sim_visits._make_visit(plan, i, 1) for i in range(200_000, 200_000 + n)]
+    visits = [sim_visit._make_visit(plan, i, 1) for i in range(200_000, 200_000 + n)]
     gen_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     body = php_json(visits)
@@ -1380,8 +1380,8 @@ def test_grow_visits_stays_inside_the_site_day(client: httpx.Client) -> None:
 def test_hazard_days_stream_and_survive_concurrency(
     client: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sim_api, "_STREAM_THRESHOLD", 50)
-    monkeypatch.setattr(sim_api, "_STREAM_BATCH", 16)
+    monkeypatch.setattr(sim_live, "_STREAM_THRESHOLD", 50)
+    monkeypatch.setattr(sim_live, "_STREAM_BATCH", 16)
     with MatomoSimulator(hazard_config()) as s:
         s.grow_visits(2, DAY, 10)
         r = api(client, s.url, "Live.getLastVisitsDetails", idSite=2, period="day", date=DAY,

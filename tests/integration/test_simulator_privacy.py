@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from matomo_kafka.simulator import MATOMO_VERSIONS, MatomoSimulator, SimSite
-from matomo_kafka.simulator.privacy import SIM_PASSWORD, masked_ip
+from matomo_kafka.simulator.modules.privacy_manager import SIM_PASSWORD, masked_ip
 from support.parm import TOKEN
 from support.samples import MATOMO_4, MATOMO_5, sample_bytes, sample_status
 

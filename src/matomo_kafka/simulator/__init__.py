@@ -1,9 +1,12 @@
 """A Matomo 5.0.2 (or 4.15.1) HTTP API simulator for tests, benchmarks and the demo: `config`
-(sites, faults, settings), `visits` (deterministic visits), `api` (the API's methods and
-errors), `privacy` (PrivacyManager: erasure, anonymisation, purge), `server` (HTTP and
-HTTPS). See `api` for what it reproduces of a real Matomo."""
+(sites, faults, settings), `matomo` (MatomoSimulator: its state, clock and control from
+Python; its docstring says what it reproduces of a real Matomo), `api` (the API's front door:
+auth, faults, the method table, bulk requests), `modules/` (one file per Matomo API module:
+Live, VisitsSummary, SitesManager, CustomDimensions, Goals, PrivacyManager), `errors`
+(Matomo's failure answers), `days` (which visits of a day are served), `visits/`
+(deterministic visits, by what a visit is made of), `load` (workers and stats), `server`
+(HTTP and HTTPS)."""
 
-from matomo_kafka.simulator.api import MatomoSimulator, run_simulator
 from matomo_kafka.simulator.config import (
     MATOMO_VERSION,
     MATOMO_VERSIONS,
@@ -12,6 +15,7 @@ from matomo_kafka.simulator.config import (
     SimConfig,
     SimSite,
 )
+from matomo_kafka.simulator.matomo import MatomoSimulator, run_simulator
 from matomo_kafka.simulator.server import tls_context
 
 __all__ = [

@@ -269,7 +269,7 @@ class SimConfig:
     # execution time ... exceeded" (time), as a real Matomo does on too big a page.
     page_limit_visits: int = 0
     page_limit_kind: str = "memory"
-    #: Which Matomo's answers to give (see MATOMO_VERSIONS and the module docstring).
+    #: Which Matomo's answers to give (see MATOMO_VERSIONS and matomo.py's docstring).
     matomo_version: str = MATOMO_VERSION
     #: The simulator's clock (Unix seconds; None: no clock, every visit of every day is
     #: served). With a clock, Live and VisitsSummary serve only visits whose last action is at

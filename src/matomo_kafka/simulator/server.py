@@ -1,5 +1,5 @@
 """The simulator over HTTP or HTTPS: a threading server, its request handler (basic auth,
-GET and POST, streaming, dropped connections), and `run_simulator` for the CLI."""
+GET and POST, streaming, dropped connections); `matomo.run_simulator` serves it for the CLI."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from matomo_kafka.simulator.config import STATS_PATH
-from matomo_kafka.simulator.visits import php_json
+from matomo_kafka.simulator.visits.php_json import php_json
 
 
 class Served(Protocol):
-    """What the HTTP server asks of the simulator (api.MatomoSimulator)."""
+    """What the HTTP server asks of the simulator (matomo.MatomoSimulator)."""
 
     def handle(
         self,

@@ -53,10 +53,12 @@ from typing import TYPE_CHECKING
 
 from matomo_kafka.simulator.config import _EPOCH_2000, _MAX_DAYS, JSON, MSG_BAD_DATE
 from matomo_kafka.simulator.server import _error, _json_reply, _Reply
-from matomo_kafka.simulator.visits import _GEO_UNKNOWN, _DayPlan, _render
+from matomo_kafka.simulator.visits.grown import _render
+from matomo_kafka.simulator.visits.locations import _GEO_UNKNOWN
+from matomo_kafka.simulator.visits.plan import _DayPlan
 
 if TYPE_CHECKING:
-    from matomo_kafka.simulator.api import MatomoSimulator
+    from matomo_kafka.simulator.matomo import MatomoSimulator
 
 #: The password the simulator's PrivacyManager expects in passwordConfirmation.
 SIM_PASSWORD = "demo-password"
@@ -157,7 +159,7 @@ def _flag(params: Mapping[str, str], name: str) -> bool:
 class PrivacyManager:
     """One simulator's erased, anonymised and purged visits, and its PrivacyManager API.
 
-    State is read by MatomoSimulator._day_state (under the simulator's lock) to hide, change
+    State is read by days.day_state (under the simulator's lock) to hide, change
     or keep visits; every change here bumps the simulator's version so no stale day is served.
     """
 
