@@ -8,7 +8,7 @@ older days, 60-byte values, timestamps spread over the 30 days before the first 
 `matomo-kafka audit --site 1 --from <yesterday> --to <yesterday>` runs once on each topic
 (a child process: wall time includes interpreter start and Matomo's Live listing), and, for
 comparison, the former way of reading is timed in this process: the whole older topic read
-from its first offset (audit.read_sent from the epoch).
+from its first offset (topic_read.read_sent from the epoch).
 
 The run's records are all produced now, so the recent read holds every day run, not only
 yesterday's (a daily run would have produced the older days' records on their own days).
@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from matomo_kafka.config.load import load_settings
-from matomo_kafka.ops.audit import read_sent, read_start
+from matomo_kafka.ops.topic_read import read_sent, read_start
 from support.kafka import create_retained_topic, delete_topics, fill_older
 from support.simulator_process import start_simulator_process
 

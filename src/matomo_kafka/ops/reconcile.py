@@ -1,7 +1,7 @@
 """`matomo-kafka reconcile` (and `audit`, which reports what it would do): per day, the topic's
 latest state per key against Matomo's Live listing of the day.
 
-The topic is read as `audit` reads it (ops/audit.py: from the first record produced at or
+The topic is read as `audit` reads it (ops/topic_read.py: from the first record produced at or
 after the first day's start minus an hour, up to the ends taken before): per day and idVisit,
 the digest of the newest record (sent_log.digest), or a tombstone. Matomo's listing is read
 page by page (keyset, MATOMO_FILTER_LIMIT visits a page, one page ahead) and each visit
@@ -32,7 +32,7 @@ from datetime import date, tzinfo
 from matomo_kafka.config.settings import Settings
 from matomo_kafka.errors import MatomoError, MatomoKafkaError, MatomoResponseError
 from matomo_kafka.model import Cursor, Headers, Message
-from matomo_kafka.ops.audit import SentRead, read_sent, read_start
+from matomo_kafka.ops.topic_read import SentRead, read_sent, read_start
 from matomo_kafka.sink.producer import KafkaSink, page_headers
 from matomo_kafka.sink.transactions import Transactions
 from matomo_kafka.source.client import MatomoClient
