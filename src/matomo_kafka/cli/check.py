@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
-from pathlib import Path
 
 from rich.table import Table
 
 from matomo_kafka.cli.common import (
+    DEFAULT_PARM_DIR,
     ParmDir,
     Sites,
     _redactor,
@@ -18,6 +18,7 @@ from matomo_kafka.cli.common import (
     matomo_client,
     parse_sites,
     resolve_sites,
+    sites_named_by,
     stdout,
 )
 from matomo_kafka.config.settings import Settings
@@ -72,7 +73,7 @@ def _columns(
 
 @app.command()
 def check(
-    parm_dir: ParmDir = Path("parm"),
+    parm_dir: ParmDir = DEFAULT_PARM_DIR,
     sites: Sites = None,
 ) -> None:
     """Validates the config, reaches Matomo (version, sites, rights) and Kafka (topic)."""
@@ -110,7 +111,7 @@ def check(
                 viewable = None  # each site's own request says what is wrong
         for idsite in site_ids:
             if viewable is not None and idsite not in viewable:
-                named_by = "MATOMO_ID_SITE" if sites is None else "--sites"
+                named_by = sites_named_by(sites)
                 record(f"site {idsite}", False, str(not_viewable(idsite, named_by)))
                 continue
             try:

@@ -11,16 +11,18 @@ from rich.console import Console
 from rich.table import Table
 
 from matomo_kafka.cli.common import (
+    DEFAULT_PARM_DIR,
     FirstDay,
     LastDay,
     ParmDir,
     SiteId,
     app,
+    check_summary_file,
     checkpoint_store,
     fail,
     load,
     matomo_client,
-    parse_day,
+    parse_day_range,
     say,
     stdout,
 )
@@ -59,7 +61,7 @@ def reconcile(
         Path | None,
         typer.Option("--summary-file", help="Writes a JSON summary there, even on failure."),
     ] = None,
-    parm_dir: ParmDir = Path("parm"),
+    parm_dir: ParmDir = DEFAULT_PARM_DIR,
 ) -> None:
     """Per day, the topic's latest record per visit against Matomo's Live listing, compared by
     the digest of the message the tool would send today: missing, changed, erased, equal.
@@ -68,12 +70,8 @@ def reconcile(
     changed visits go as keyed records and the erased ones as tombstones (at most
     MATOMO_MAX_ERASE without --yes); a second --apply sends nothing. A day Matomo lists empty
     while the topic holds visits (purged by Matomo) is kept unless --erase-purged-days."""
-    first, last = parse_day("--from", first_text), parse_day("--to", last_text)
-    if first > last:
-        fail(f"--from {first} is after --to {last}", EXIT_CONFIG)
-    if summary_file is not None and not summary_file.parent.is_dir():
-        fail(f"--summary-file {summary_file}: directory {summary_file.parent} does not exist",
-             EXIT_CONFIG)  # fmt: skip
+    first, last = parse_day_range(first_text, last_text)
+    check_summary_file(summary_file)
     settings = load(parm_dir)
     days = (last - first).days + 1
     if days > settings.MATOMO_MAX_RECONCILE_DAYS:
