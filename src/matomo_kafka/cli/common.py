@@ -51,6 +51,9 @@ class _TerminalRedactor(Redactor):
 
 _redactor = _TerminalRedactor()
 
+# Each option shared by commands is defined once below (flags, help, env var) and named in
+# the signature of each command that takes it (run and follow share most of theirs): typer
+# reads a command's options from its signature, in the order --help shows them.
 ParmDir = Annotated[
     Path,
     typer.Option("--parm-dir", help="Directory holding wa7_conf.ini, wa7.env, logging.conf."),
