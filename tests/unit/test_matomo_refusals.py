@@ -11,7 +11,8 @@ from matomo_kafka.errors import (
     SiteAccessError,
     TokenRefusedError,
 )
-from matomo_kafka.source.client import MatomoClient, RetryPolicy, matomo_error_page
+from matomo_kafka.source.client import MatomoClient, RetryPolicy
+from matomo_kafka.source.error_answers import matomo_error_page
 from support.parm import TOKEN
 from support.samples import MATOMO_4, sample_bytes
 

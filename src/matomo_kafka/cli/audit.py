@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.table import Table
 
 from matomo_kafka.cli.common import (
+    DEFAULT_PARM_DIR,
     FirstDay,
     LastDay,
     ParmDir,
@@ -16,7 +15,7 @@ from matomo_kafka.cli.common import (
     fail,
     load,
     matomo_client,
-    parse_day,
+    parse_day_range,
     say,
     stdout,
 )
@@ -32,7 +31,7 @@ def audit(
     site: SiteId,
     first_text: FirstDay,
     last_text: LastDay,
-    parm_dir: ParmDir = Path("parm"),
+    parm_dir: ParmDir = DEFAULT_PARM_DIR,
 ) -> None:
     """Compares, per day, the visits in the topic with Matomo's; exit 1 if any differ.
 
@@ -41,9 +40,7 @@ def audit(
     fresh Live listing; a visit missing from the topic, or one in it that Live does not list,
     is a mismatch. The comparison is `reconcile`'s: missing is what it would send, extra what
     it would erase; visits whose message changed since are noted."""
-    first, last = parse_day("--from", first_text), parse_day("--to", last_text)
-    if first > last:
-        fail(f"--from {first} is after --to {last}", EXIT_CONFIG)
+    first, last = parse_day_range(first_text, last_text)
     if (last - first).days >= 366:
         fail("audit at most 366 days at once", EXIT_CONFIG)
     settings = load(parm_dir, quiet=True)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date
-from pathlib import Path
+from typing import Protocol
 
 from rich.table import Table
 
 from matomo_kafka.cli.common import (
+    DEFAULT_PARM_DIR,
     ParmDir,
     Sites,
     _redactor,
@@ -18,6 +18,7 @@ from matomo_kafka.cli.common import (
     matomo_client,
     parse_sites,
     resolve_sites,
+    sites_named_by,
     stdout,
 )
 from matomo_kafka.config.settings import Settings
@@ -41,6 +42,13 @@ from matomo_kafka.transform.visits import (
     parse_goals,
     unmatched_columns,
 )
+
+
+class _Record(Protocol):
+    """Adds a row to check's table: `result` says ok or FAIL from `ok` unless given."""
+
+    def __call__(self, name: str, ok: bool, detail: str, result: str | None = None) -> None: ...
+
 
 #: Visits of the last closed day `check` tries COLONNE_ANNOMYSE on (one Live page).
 COLUMN_SAMPLE = 100
@@ -72,7 +80,7 @@ def _columns(
 
 @app.command()
 def check(
-    parm_dir: ParmDir = Path("parm"),
+    parm_dir: ParmDir = DEFAULT_PARM_DIR,
     sites: Sites = None,
 ) -> None:
     """Validates the config, reaches Matomo (version, sites, rights) and Kafka (topic)."""
@@ -102,32 +110,52 @@ def check(
                 record(step, True, f"all: {','.join(map(str, site_ids))}")
         except MatomoKafkaError as exc:
             record(step, False, str(exc))
-        viewable: set[int] | None = None
-        if site_ids:
-            try:
-                viewable = set(matomo.sites_view_info())
-            except MatomoKafkaError:
-                viewable = None  # each site's own request says what is wrong
+        viewable = _viewable(matomo, site_ids)
         for idsite in site_ids:
             if viewable is not None and idsite not in viewable:
-                named_by = "MATOMO_ID_SITE" if sites is None else "--sites"
-                record(f"site {idsite}", False, str(not_viewable(idsite, named_by)))
+                record(f"site {idsite}", False, str(not_viewable(idsite, sites_named_by(sites))))
                 continue
-            try:
-                info = matomo.site(idsite)
-                tz = site_timezone(info.timezone)
-                yesterday = last_closed_day(tz, None)
-                visits = matomo.visits_page(idsite, yesterday, COLUMN_SAMPLE, 0)
-                detail = f"{info.name!r}, {info.timezone}, visits log readable"
-                record(f"site {idsite}", True, detail)
-                if settings.COLONNE_ANNOMYSE:
-                    found = _columns(settings, matomo, idsite, visits, yesterday)
-                    record(f"site {idsite} columns", True, *found)
-            except (MatomoKafkaError, ValueError) as exc:
-                if LOG_DISABLED_MESSAGE in str(exc) and not settings.MATOMO_STRICT_SITES:
-                    record(f"site {idsite}", True, f"run skips it: {exc}", "disabled")
-                else:
-                    record(f"site {idsite}", False, str(exc))
+            _check_site(settings, matomo, idsite, record)
+    _check_kafka(settings, record)
+    stdout.print(table)
+    if failures:
+        fail(f"{failures} check(s) failed", EXIT_FAILED)
+
+
+def _viewable(matomo: MatomoClient, site_ids: tuple[int, ...]) -> set[int] | None:
+    """The sites the token can view, in one request; None when there is no site to check or
+    Matomo does not say (each site's own request then says what is wrong)."""
+    if not site_ids:
+        return None
+    try:
+        return set(matomo.sites_view_info())
+    except MatomoKafkaError:
+        return None
+
+
+def _check_site(settings: Settings, matomo: MatomoClient, idsite: int, record: _Record) -> None:
+    """A site's timezone, its visits log read (one page of its last closed day), and
+    COLONNE_ANNOMYSE tried on those visits; a disabled log is what a run skips, not a
+    failure, unless MATOMO_STRICT_SITES."""
+    try:
+        info = matomo.site(idsite)
+        tz = site_timezone(info.timezone)
+        yesterday = last_closed_day(tz, None)
+        visits = matomo.visits_page(idsite, yesterday, COLUMN_SAMPLE, 0)
+        detail = f"{info.name!r}, {info.timezone}, visits log readable"
+        record(f"site {idsite}", True, detail)
+        if settings.COLONNE_ANNOMYSE:
+            found = _columns(settings, matomo, idsite, visits, yesterday)
+            record(f"site {idsite} columns", True, *found)
+    except (MatomoKafkaError, ValueError) as exc:
+        if LOG_DISABLED_MESSAGE in str(exc) and not settings.MATOMO_STRICT_SITES:
+            record(f"site {idsite}", True, f"run skips it: {exc}", "disabled")
+        else:
+            record(f"site {idsite}", False, str(exc))
+
+
+def _check_kafka(settings: Settings, record: _Record) -> None:
+    """The topic (its partitions) and its id against the one beside the checkpoints."""
     sink = KafkaSink.from_settings(settings)
     try:
         partitions = sink.check_topic()
@@ -135,12 +163,9 @@ def check(
         _check_topic_id(settings, record)
     except MatomoKafkaError as exc:
         record("kafka", False, str(exc))
-    stdout.print(table)
-    if failures:
-        fail(f"{failures} check(s) failed", EXIT_FAILED)
 
 
-def _check_topic_id(settings: Settings, record: Callable[[str, bool, str], None]) -> None:
+def _check_topic_id(settings: Settings, record: _Record) -> None:
     """The topic's id against the one recorded beside the checkpoints (nothing written)."""
     prefix, topic = settings.FILE_PATH_FILTERDATE, settings.KAFKA_TOPIC
     recorded, current = recorded_topic_id(prefix, topic), read_topic_id(settings)

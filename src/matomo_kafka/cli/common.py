@@ -52,10 +52,15 @@ class _TerminalRedactor(Redactor):
 
 _redactor = _TerminalRedactor()
 
+# Each option shared by commands is defined once below (flags, help, env var) and named in
+# the signature of each command that takes it (run and follow share most of theirs): typer
+# reads a command's options from its signature, in the order --help shows them.
 ParmDir = Annotated[
     Path,
     typer.Option("--parm-dir", help="Directory holding wa7_conf.ini, wa7.env, logging.conf."),
 ]
+#: --parm-dir's default, the same for every command.
+DEFAULT_PARM_DIR = Path("parm")
 
 RunDate = Annotated[
     str | None,
@@ -135,6 +140,22 @@ def parse_day(option: str, value: str) -> date:
     return day
 
 
+def parse_day_range(first_text: str, last_text: str) -> tuple[date, date]:
+    """--from and --to (audit, reconcile): two days, the first not after the last; exit 2
+    otherwise."""
+    first, last = parse_day("--from", first_text), parse_day("--to", last_text)
+    if first > last:
+        fail(f"--from {first} is after --to {last}", EXIT_CONFIG)
+    return first, last
+
+
+def check_summary_file(path: Path | None) -> None:
+    """--summary-file (run, reconcile) in a directory that exists, checked before any work:
+    a summary that cannot be written is known at once, not after the work."""
+    if path is not None and not path.parent.is_dir():
+        fail(f"--summary-file {path}: directory {path.parent} does not exist", EXIT_CONFIG)
+
+
 def parse_run_date(value: str | None) -> date | None:
     if value is None or value.strip() == "":
         return None
@@ -186,6 +207,12 @@ def parse_sites(value: str | None, settings: Settings) -> tuple[int, ...] | Lite
         return parse_site_selection(",".join(dict.fromkeys(parts)))
     except ValueError as exc:
         fail(f"--sites {value!r} {exc}", EXIT_CONFIG)
+
+
+def sites_named_by(sites: str | None) -> str:
+    """What chose the sites (--sites, else MATOMO_ID_SITE): the line about a site the token
+    cannot view names what to change."""
+    return "MATOMO_ID_SITE" if sites is None else "--sites"
 
 
 def load(

@@ -5,11 +5,11 @@ MATOMO_ID_SITE=all the sites are listed at start, then again before each cycle (
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Literal
 
 from matomo_kafka import __version__
 from matomo_kafka.cli.common import (
+    DEFAULT_PARM_DIR,
     AcceptNewTopic,
     ParmDir,
     Quiet,
@@ -43,7 +43,7 @@ from matomo_kafka.state.checkpoint_files import CheckpointLock, CheckpointStore
 
 @app.command()
 def follow(
-    parm_dir: ParmDir = Path("parm"),
+    parm_dir: ParmDir = DEFAULT_PARM_DIR,
     sites: Sites = None,
     shard: Shard = None,
     accept_new_topic: AcceptNewTopic = False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,16 +13,18 @@ from rich.console import Console
 from rich.table import Table
 
 from matomo_kafka.cli.common import (
+    DEFAULT_PARM_DIR,
     FirstDay,
     LastDay,
     ParmDir,
     SiteId,
     app,
+    check_summary_file,
     checkpoint_store,
     fail,
     load,
     matomo_client,
-    parse_day,
+    parse_day_range,
     say,
     stdout,
 )
@@ -59,7 +63,7 @@ def reconcile(
         Path | None,
         typer.Option("--summary-file", help="Writes a JSON summary there, even on failure."),
     ] = None,
-    parm_dir: ParmDir = Path("parm"),
+    parm_dir: ParmDir = DEFAULT_PARM_DIR,
 ) -> None:
     """Per day, the topic's latest record per visit against Matomo's Live listing, compared by
     the digest of the message the tool would send today: missing, changed, erased, equal.
@@ -68,39 +72,17 @@ def reconcile(
     changed visits go as keyed records and the erased ones as tombstones (at most
     MATOMO_MAX_ERASE without --yes); a second --apply sends nothing. A day Matomo lists empty
     while the topic holds visits (purged by Matomo) is kept unless --erase-purged-days."""
-    first, last = parse_day("--from", first_text), parse_day("--to", last_text)
-    if first > last:
-        fail(f"--from {first} is after --to {last}", EXIT_CONFIG)
-    if summary_file is not None and not summary_file.parent.is_dir():
-        fail(f"--summary-file {summary_file}: directory {summary_file.parent} does not exist",
-             EXIT_CONFIG)  # fmt: skip
+    first, last = parse_day_range(first_text, last_text)
+    check_summary_file(summary_file)
     settings = load(parm_dir)
-    days = (last - first).days + 1
-    if days > settings.MATOMO_MAX_RECONCILE_DAYS:
-        fail(f"--from {first} --to {last} is {days} days, more than "
-             f"MATOMO_MAX_RECONCILE_DAYS={settings.MATOMO_MAX_RECONCILE_DAYS}: reconcile the "
-             "range in several commands", EXIT_CONFIG)  # fmt: skip
+    days = _days_allowed(settings, first, last)
     budget = EraseBudget(None if yes else settings.MATOMO_MAX_ERASE, erase_purged_days)
     mode = "apply" if apply else "dry run"
     say(f"reconcile site {site}, {first} to {last} ({days} day(s)), topic "
         f"{settings.KAFKA_TOPIC}, {mode}")  # fmt: skip
-
-    def progress(row: DayDiff) -> None:
-        sent = f", {row.sent} record(s) sent" if apply else ""
-        say(f"  {row.day}: {row.live} in Matomo: {row.missing} missing, {row.changed} changed, "
-            f"{row.erased} erased, {row.equal} equal: {row.verdict}{sent}")  # fmt: skip
-
-    record: dict[str, Any] = {
-        "command": "reconcile", "site": site, "from": first.isoformat(), "to": last.isoformat(),
-        "apply": apply, "topic": settings.KAFKA_TOPIC,
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-    }  # fmt: skip
+    record = _summary_head(settings, site, first, last, apply)
     try:
-        if apply:
-            with checkpoint_store(settings).lock([site]):  # no run of the site meanwhile
-                result = _compare(settings, site, first, last, budget, apply, progress)
-        else:
-            result = _compare(settings, site, first, last, budget, apply, progress)
+        result = _compare(settings, site, first, last, budget, apply)
     except MatomoKafkaError as exc:
         code = exc.exit_code
         if isinstance(exc, SiteAccessError | MatomoResponseError):
@@ -114,17 +96,46 @@ def reconcile(
         fail(problem, code)
 
 
+def _days_allowed(settings: Settings, first: date, last: date) -> int:
+    """The range's days; exit 2 over MATOMO_MAX_RECONCILE_DAYS, what one command may read."""
+    days = (last - first).days + 1
+    if days > settings.MATOMO_MAX_RECONCILE_DAYS:
+        fail(f"--from {first} --to {last} is {days} days, more than "
+             f"MATOMO_MAX_RECONCILE_DAYS={settings.MATOMO_MAX_RECONCILE_DAYS}: reconcile the "
+             "range in several commands", EXIT_CONFIG)  # fmt: skip
+    return days
+
+
+def _summary_head(
+    settings: Settings, site: int, first: date, last: date, apply: bool
+) -> dict[str, Any]:
+    """What the summary file says of the command whatever comes of it."""
+    return {
+        "command": "reconcile", "site": site, "from": first.isoformat(), "to": last.isoformat(),
+        "apply": apply, "topic": settings.KAFKA_TOPIC,
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }  # fmt: skip
+
+
 def _compare(
-    settings: Settings,
-    site: int,
-    first: date,
-    last: date,
-    budget: EraseBudget,
-    apply: bool,
-    progress: Any,
+    settings: Settings, site: int, first: date, last: date, budget: EraseBudget, apply: bool
 ) -> SiteDiff:
-    with matomo_client(settings) as matomo:
-        return diff_site(settings, matomo, site, first, last, budget, apply, progress)
+    """The days compared, each said as it is done; with --apply under the site's lock (no
+    run of the site meanwhile) and what differs sent."""
+    lock = checkpoint_store(settings).lock([site]) if apply else nullcontext()
+    with lock, matomo_client(settings) as matomo:
+        return diff_site(settings, matomo, site, first, last, budget, apply, _day_line(apply))
+
+
+def _day_line(apply: bool) -> Callable[[DayDiff], None]:
+    """Says a day's comparison as soon as it is done (with --apply: the records sent)."""
+
+    def progress(row: DayDiff) -> None:
+        sent = f", {row.sent} record(s) sent" if apply else ""
+        say(f"  {row.day}: {row.live} in Matomo: {row.missing} missing, {row.changed} changed, "
+            f"{row.erased} erased, {row.equal} equal: {row.verdict}{sent}")  # fmt: skip
+
+    return progress
 
 
 def _outcome(result: SiteDiff, apply: bool) -> tuple[int, str | None]:

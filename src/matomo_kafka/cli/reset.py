@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from matomo_kafka.cli.common import (
+    DEFAULT_PARM_DIR,
     ParmDir,
     SiteId,
     _redactor,
@@ -41,7 +41,7 @@ def reset(
     day_text: Annotated[
         str, typer.Option("--date", help="New checkpoint day (YYYY-MM-DD), offset 0.")
     ],
-    parm_dir: ParmDir = Path("parm"),
+    parm_dir: ParmDir = DEFAULT_PARM_DIR,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Moves a site's checkpoint on purpose to (DATE, offset 0): the next run reads from DATE.

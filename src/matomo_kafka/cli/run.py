@@ -14,6 +14,7 @@ from rich.table import Table
 
 from matomo_kafka import __version__
 from matomo_kafka.cli.common import (
+    DEFAULT_PARM_DIR,
     AcceptNewTopic,
     Failure,
     ParmDir,
@@ -24,6 +25,7 @@ from matomo_kafka.cli.common import (
     Verbose,
     _redactor,
     app,
+    check_summary_file,
     checkpoint_store,
     fail,
     load,
@@ -33,13 +35,14 @@ from matomo_kafka.cli.common import (
     parse_shard_option,
     parse_sites,
     resolve_sites,
+    sites_named_by,
     stdout,
     stop_on_signals,
     tool_clock,
 )
 from matomo_kafka.clock import Clock
 from matomo_kafka.config.settings import Settings
-from matomo_kafka.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, MatomoKafkaError
+from matomo_kafka.errors import EXIT_FAILED, EXIT_INTERRUPTED, MatomoKafkaError
 from matomo_kafka.model import RunReport, SiteReport
 from matomo_kafka.ops.conclusion import conclude
 from matomo_kafka.ops.progress import progress_observer
@@ -64,7 +67,7 @@ SummaryFile = Annotated[
 
 @app.command()
 def run(
-    parm_dir: ParmDir = Path("parm"),
+    parm_dir: ParmDir = DEFAULT_PARM_DIR,
     run_date: RunDate = None,
     sites: Sites = None,
     shard: Shard = None,
@@ -74,9 +77,7 @@ def run(
     quiet: Quiet = False,
 ) -> None:
     """Extracts every closed day of each site, from its checkpoint, into Kafka."""
-    if summary_file is not None and not summary_file.parent.is_dir():
-        fail(f"--summary-file {summary_file}: directory {summary_file.parent} does not exist",
-             EXIT_CONFIG)  # fmt: skip
+    check_summary_file(summary_file)
     record = RunRecord(version=__version__)
     try:
         _run(record, parm_dir, run_date, sites, shard, verbose, quiet, accept_new_topic)
@@ -127,7 +128,7 @@ def _run(
     record.clusterid, record.topic = settings.CLUSTERID, settings.KAFKA_TOPIC
     selection = parse_sites(sites, settings)
     record.site_selection = selection if selection == "all" else ",".join(map(str, selection))
-    named_by = "MATOMO_ID_SITE" if sites is None else "--sites"
+    named_by = sites_named_by(sites)
     stop = threading.Event()
     stop_on_signals(stop, "exit 130")
     store = checkpoint_store(settings)

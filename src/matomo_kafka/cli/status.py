@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC
-from pathlib import Path
 
 from rich.table import Table
 
 from matomo_kafka.cli.common import (
+    DEFAULT_PARM_DIR,
     ParmDir,
     RunDate,
     Sites,
@@ -28,7 +28,7 @@ from matomo_kafka.source.sites import sites_with_checkpoints
 
 @app.command()
 def status(
-    parm_dir: ParmDir = Path("parm"),
+    parm_dir: ParmDir = DEFAULT_PARM_DIR,
     run_date: RunDate = None,
     sites: Sites = None,
 ) -> None:

@@ -5,13 +5,12 @@ tokens may be POST-only, and URLs end up in gateway logs). Transient failures (n
 timeouts, 5xx, 429, truncated or invalid JSON) are retried with bounded exponential backoff and
 jitter; refusals (bad token, unknown site, a gateway certificate that does not verify) are not,
 since retrying a bad login can get the caller's IP blocked and a certificate does not heal.
+What Matomo's error answers mean is read in error_answers.py.
 """
 
 from __future__ import annotations
 
-import html
 import logging
-import re
 import ssl
 import threading
 import time
@@ -43,23 +42,21 @@ from matomo_kafka.errors import (
     MatomoTLSError,
     PageTooHeavy,
     ServerLimitError,
-    SiteAccessError,
-    TokenRefusedError,
     TransientMatomoError,
 )
 from matomo_kafka.refusals import matomo_tls_refusal
+from matomo_kafka.source.error_answers import (
+    SERVER_LIMITS,
+    TOKEN_REFUSED,
+    error_from_envelope,
+    matomo_error_page,
+    token_refused,
+)
 from matomo_kafka.source.responses import Visit, as_int, parse_visits
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-#: What Matomo's PHP says (in its HTTP 500 page) when a request asks more than it allows.
-_SERVER_LIMITS = (
-    (b"Allowed memory size", "ran out of memory (PHP memory_limit)"),
-    (b"Maximum execution time", "hit its time limit (PHP max_execution_time)"),
-)
 
 
 class _StopOnRepeatedLimit(stop_base):
@@ -167,40 +164,6 @@ def _http_date(value: str | None) -> datetime | None:
 
 def _site_id(params: dict[str, Any]) -> str:
     return f" for site {params['idSite']}" if "idSite" in params else ""
-
-
-#: Matomo's own words for a token it does not accept: 5.x's (JSON, or its HTML error page for
-#: API.getMatomoVersion), and 4.x's for a caller without view access to any site (4.x takes
-#: a token it does not know for the anonymous user, and answers HTTP 200).
-_TOKEN_REFUSED = re.compile(
-    r"Unable to authenticate with the provided token"
-    r"|requires '?view'? access for at least one website"
-)
-#: A valid token without view access to one site (5.x: HTTP 401; 4.x: HTTP 200).
-_SITE_NOT_VIEWABLE = re.compile(r"requires '?view'? access for the website id = (\d+)")
-_ERROR_PAGE_TITLE = re.compile(rb"<title>\s*(?:Matomo|Piwik)\b[^<]*</title>", re.IGNORECASE)
-_ERROR_PAGE_MESSAGE = re.compile(rb'<div class="content">\s*<h2>(.*?)</h2>', re.DOTALL)
-_TAG = re.compile(r"<[^>]*>")
-
-
-def matomo_error_page(content: bytes) -> str | None:
-    """The message of Matomo's own HTML error page (its title, then the message in the
-    page's content box), or None when the body is not that page: a gateway's HTML, even one
-    titled after Matomo (a login page), must not be taken for Matomo's refusal."""
-    if not _ERROR_PAGE_TITLE.search(content[:4096]):
-        return None
-    found = _ERROR_PAGE_MESSAGE.search(content)
-    if found is None:
-        return None
-    text = html.unescape(_TAG.sub("", found.group(1).decode("utf-8", "replace")))
-    return " ".join(text.split())[:300] or None
-
-
-def token_refused(where: str, message: str) -> TokenRefusedError:
-    return TokenRefusedError(
-        f"{where}: token refused by Matomo: MATOMO_API_TOKEN is invalid, expired, or without "
-        f"view access to any site (Matomo: {message})"
-    )
 
 
 class MatomoClient:
@@ -333,7 +296,7 @@ class MatomoClient:
                 )
             )
         if status >= 500:
-            for mark, what in _SERVER_LIMITS:
+            for mark, what in SERVER_LIMITS:
                 if mark in content:
                     raise self._strain(ServerLimitError(f"{where}: HTTP {status}: Matomo {what}"))
             raise self._strain(
@@ -414,7 +377,7 @@ class MatomoClient:
             body = orjson.loads(content)
         except orjson.JSONDecodeError:
             page = matomo_error_page(content)
-            if page is not None and (status in (401, 403) or _TOKEN_REFUSED.search(page)):
+            if page is not None and (status in (401, 403) or TOKEN_REFUSED.search(page)):
                 raise token_refused(where, page) from None
             if status in (401, 403):
                 raise self._gateway_refused(where, status) from None
@@ -424,7 +387,7 @@ class MatomoClient:
                 raise MatomoError(f"{where}: HTTP {status} (not a Matomo answer)") from None
             raise TransientMatomoError(f"{where}: truncated or invalid JSON") from None
         if isinstance(body, dict) and body.get("result") == "error":
-            raise self._error_from_envelope(where, status, str(body.get("message", "")))
+            raise error_from_envelope(where, status, str(body.get("message", "")))
         if status in (401, 403):
             raise self._gateway_refused(where, status)  # JSON, but not Matomo's envelope
         if status >= 400:
@@ -442,24 +405,6 @@ class MatomoClient:
             f"{where}: HTTP {status}: the gateway {asks} and MATOMO_SPS_USER/MATOMO_SPS_MDP "
             "are not set"
         )
-
-    @staticmethod
-    def _error_from_envelope(where: str, status: int, message: str) -> MatomoError:
-        message = " ".join(message.split())[:300]
-        not_viewable = _SITE_NOT_VIEWABLE.search(message)
-        if not_viewable is not None:
-            idsite = not_viewable.group(1)
-            return SiteAccessError(
-                f"{where}: MATOMO_API_TOKEN cannot view site {idsite}: give the token view "
-                f"access to it in Matomo, or remove site {idsite} from MATOMO_ID_SITE"
-            )
-        if _TOKEN_REFUSED.search(message):
-            return token_refused(where, message)
-        if "website id" in message or "Visits log is deactivated" in message:
-            return SiteAccessError(f"{where}: {message}")
-        if status in (401, 403):  # Matomo's envelope: its refusal, not the gateway's
-            return token_refused(where, message)
-        return MatomoError(f"{where}: Matomo error: {message}")
 
     # -- typed helpers over call() ------------------------------------------------------
 
@@ -513,7 +458,7 @@ class MatomoClient:
         for (method, call_params), answer in zip(calls, body, strict=True):
             if isinstance(answer, dict) and answer.get("result") == "error":
                 where = f"{method}{_site_id(call_params)}"
-                answer = self._error_from_envelope(where, 200, str(answer.get("message", "")))
+                answer = error_from_envelope(where, 200, str(answer.get("message", "")))
             answers.append(answer)
         return answers
 

@@ -244,13 +244,7 @@ class Pager(Generic[T]):
         day, sent = cursor.day, cursor.offset
         while self.sizes is not None and not self.sizes.may_ask(self):
             yield None  # another site measures how heavy visits are first (PageSizes)
-        boundary, seen = cursor.last_action, set(cursor.ids)
-        if self.keyset and boundary is not None:
-            # Anchored at the boundary second: everything from it, plus room for `seen`.
-            request = Request(day, boundary - 1, self._page_limit() + len(seen), 0)
-        else:
-            request = self._adopt(Request(day, None, self._page_limit(), cursor.offset))
-            boundary, seen = None, set()
+        request, boundary, seen = self._first_request(cursor)
         anchor = request
         day_is_big, left = False, None  # left: the pages estimated after the last full one
         while True:
@@ -300,6 +294,17 @@ class Pager(Generic[T]):
             if not more:
                 return
             request = following
+
+    def _first_request(self, cursor: Cursor) -> tuple[Request, int | None, set[int]]:
+        """The day's first request from the cursor, with the keyset boundary and the ids sent
+        at its second: anchored at that second (keyset), else at the cursor's offset."""
+        boundary, seen = cursor.last_action, set(cursor.ids)
+        if self.keyset and boundary is not None:
+            # Anchored at the boundary second: everything from it, plus room for `seen`.
+            anchored = Request(cursor.day, boundary - 1, self._page_limit() + len(seen), 0)
+            return anchored, boundary, seen
+        request = self._adopt(Request(cursor.day, None, self._page_limit(), cursor.offset))
+        return request, None, set()
 
     def _check_offset(self, request: Request) -> Step[None]:
         """A day resumed at an offset (no keyset boundary) whose page there came back empty:
