@@ -153,9 +153,11 @@ class Pipeline:
         """The sites' reading on the run's scheduler, with what this Pipeline holds now
         (`follow` and `run --sites` set some of it after making the Pipeline)."""
         reader = SiteReader(
-            self.settings, self.matomo, self.store, scheduler, self.observer, self.pace,
-            self.page_sizes, self.budget, site_infos, self.horizon, self.run_date, self.clock,
-            self.once_level, self.sites_named_by, self._say, self.rescans is not None,
+            settings=self.settings, matomo=self.matomo, store=self.store, scheduler=scheduler,
+            observer=self.observer, pace=self.pace, page_sizes=self.page_sizes,
+            budget=self.budget, site_infos=site_infos, horizon=self.horizon,
+            run_date=self.run_date, clock=self.clock, once_level=self.once_level,
+            named_by=self.sites_named_by, say=self._say, rescanning=self.rescans is not None,
         )  # fmt: skip
         # Dimensions and goals in bulk, by chunks of the sites Matomo lists for the token.
         reader.chunk_sites([idsite for idsite in sites if idsite in site_infos])
