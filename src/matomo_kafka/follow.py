@@ -1,7 +1,7 @@
 """`follow`: the pipeline as a service. Every MATOMO_FOLLOW_INTERVAL a cycle brings each site up
 to the horizon, now - MATOMO_VISIT_LENGTH - MATOMO_SETTLE_MINUTES: Matomo ends a visit after
 that much inactivity, so a visit whose last action is older no longer changes (but for late
-tracking, the re-scan window's business). A cycle is one pipeline run (pipeline.py, with a
+tracking, the re-scan window's business). A cycle is one pipeline run (pipeline/, with a
 Horizon): the closed days still due, exactly as `run` reads them, then the day the horizon falls
 in, up to it, from the keyset boundary of the previous cycle. Checkpoints keep the seed's
 meaning, so a daily `run` can take over from the same files, and the other way round.

@@ -145,7 +145,7 @@ def test_prepared_key_never_shows_in_a_repr() -> None:
     assert b"sel-secret-42" not in repr(transform).encode()
 
 
-# -- one visit at a time: the hot path (pipeline.page_messages) ------------------------------
+# -- one visit at a time: the hot path (transform/visits.py page_messages) ------------------------
 
 
 def whole_page_messages(raw: bytes, transform: SiteTransform) -> list[tuple[bytes, bytes]]:
