@@ -39,7 +39,7 @@ from matomo_kafka.source.client import MatomoClient
 from matomo_kafka.source.days import day_range, site_timezone
 from matomo_kafka.source.paging import Batch, Pager, Request
 from matomo_kafka.source.schedule import PageScheduler, drive
-from matomo_kafka.state.sent_log import SentLog, digest, visit_id
+from matomo_kafka.state.sent_log import SentLog, changes_since, visit_id
 from matomo_kafka.transform.visits import (
     SiteTransform,
     page_messages,
@@ -212,25 +212,14 @@ def compare_day(
     with PageScheduler(slots=1, budget=2, name="reconcile-fetch") as scheduler:
         pager = Pager(fetch, scheduler.submit, Cursor(day, 0), day, limit, parse=parse)
         for page in drive(iter(pager), scheduler):
-            inserts: list[Message] = []
-            updates: list[Message] = []
-            for message in page.items:
-                idvisit = visit_id(message)
-                if idvisit in listed:
-                    continue
-                listed.add(idvisit)
-                before = topic.get(idvisit)
-                if before is None:
-                    diff.missing += 1
-                    inserts.append(message)
-                elif before != digest(message.value):
-                    diff.changed += 1
-                    updates.append(message)
-                else:
-                    diff.equal += 1
-            found = ((inserts, INSERT), (updates, UPDATE))
+            fresh = [m for m in page.items if _first_seen(visit_id(m), listed)]
+            found = changes_since(fresh, topic)
+            diff.missing += len(found.inserts)
+            diff.changed += len(found.updates)
+            diff.equal += found.unchanged
+            sorted_out = ((found.inserts, INSERT), (found.updates, UPDATE))
             groups: list[tuple[Sequence[Message], bytes]] = [
-                (messages, op) for messages, op in found if messages
+                (messages, op) for messages, op in sorted_out if messages
             ]
             if page.last:
                 tombstones = _tombstones(idsite, diff, topic, listed, budget, writer is not None)
@@ -241,6 +230,15 @@ def compare_day(
                 diff.sent += sum(len(messages) for messages, _ in groups)
     diff.live = len(listed)
     return diff
+
+
+def _first_seen(idvisit: int, listed: set[int]) -> bool:
+    """True the first time a visit shows in the day's listing (a tie repair may list it
+    twice); it is then in `listed`."""
+    if idvisit in listed:
+        return False
+    listed.add(idvisit)
+    return True
 
 
 def _tombstones(

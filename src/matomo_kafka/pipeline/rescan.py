@@ -15,7 +15,7 @@ from matomo_kafka.config.settings import Settings
 from matomo_kafka.model import Message, Page
 from matomo_kafka.sink.delivery import Outgoing
 from matomo_kafka.sink.producer import page_headers
-from matomo_kafka.state.sent_log import SentLog, digest, visit_id
+from matomo_kafka.state.sent_log import SentLog, changes_since, digest, visit_id
 
 if TYPE_CHECKING:  # site.py's SiteRun holds a DayRescan: imported for its type only
     from matomo_kafka.pipeline.site import SiteRun
@@ -95,20 +95,12 @@ class Rescans:
         state = run.rescan
         if state is None or state.day != page.day:
             state = run.rescan = DayRescan(page.day, self.sent_log.load(run.idsite, page.day))
-        inserts: list[Message] = []
-        updates: list[Message] = []
-        for message in page.items:
-            idvisit = visit_id(message)
-            state.listed.add(idvisit)
-            before = state.known.get(idvisit)
-            if before is None:
-                state.new += 1
-                inserts.append(message)
-            elif before != digest(message.value):
-                state.changed += 1
-                updates.append(message)
-            else:
-                state.unchanged += 1
+        state.listed.update(visit_id(message) for message in page.items)
+        found = changes_since(page.items, state.known)
+        inserts, updates = found.inserts, found.updates
+        state.new += len(inserts)
+        state.changed += len(updates)
+        state.unchanged += found.unchanged
         state.known.update((visit_id(m), digest(m.value)) for m in (*inserts, *updates))
         tombstones: list[Message] = []
         if page.last:

@@ -23,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -49,6 +50,31 @@ def digest(value: bytes | None) -> bytes:
 def visit_id(message: Message) -> int:
     """The idVisit of a message keyed `<idSite>:<idVisit>`."""
     return int(message.key.rpartition(b":")[2])
+
+
+@dataclass
+class Changes:
+    """Messages of a fresh listing against what was sent: never sent (or tombstoned), sent
+    with another content, sent as they are."""
+
+    inserts: list[Message] = field(default_factory=list)
+    updates: list[Message] = field(default_factory=list)
+    unchanged: int = 0
+
+
+def changes_since(messages: Iterable[Message], sent: Mapping[int, bytes | None]) -> Changes:
+    """Sorts messages by what `sent` (idVisit -> digest of what was sent, None for a
+    tombstone) holds of them: the re-scan's and `reconcile`'s one comparison."""
+    changes = Changes()
+    for message in messages:
+        before = sent.get(visit_id(message))
+        if before is None:
+            changes.inserts.append(message)
+        elif before != digest(message.value):
+            changes.updates.append(message)
+        else:
+            changes.unchanged += 1
+    return changes
 
 
 class SentLog:
