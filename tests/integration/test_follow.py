@@ -422,18 +422,24 @@ def test_the_rescan_window_is_read_once_a_day(tmp_path: Path, topic: str, sim_fa
     late_site = [SimSite(1, "UTC site", "UTC", default_visits=48, late={"2024-03-04": 3})]
     simulator = sim_factory(late_site)
     clock = MovingClock(tmp_path / "clock", [simulator], utc("2024-03-05 10:00"))
-    follow = start_follow(tmp_path, simulator, topic, clock, MATOMO_ID_SITE="1",
-                          MATOMO_RESCAN_DAYS="1")  # fmt: skip
+    keys = {"MATOMO_ID_SITE": "1", "MATOMO_RESCAN_DAYS": "1"}
 
     def reads_of(day: str) -> int:
         return sum(1 for r in simulator.requests if r.get("method") == "Live.getLastVisitsDetails"
                    and r["params"].get("date") == day)  # fmt: skip
 
+    first_process = start_follow(tmp_path, simulator, topic, clock, **keys)
     try:
-        follow.wait_cycle([1], clock.horizon)  # 03-04 caught up; 03-05 up to the horizon
-        hidden = {f"1:{i}" for i in simulator.hidden_visit_ids(1, "2024-03-04")}
-        simulator.release_late(1, "2024-03-04")
-        first = reads_of("2024-03-04")
+        first_process.wait_cycle([1], clock.horizon)  # 03-04 caught up; 03-05 up to the horizon
+    finally:
+        # Stopped before the late visits show: its next cycle, a second later, starts on 03-05
+        # and would re-scan 03-04 before them if this test were slow to release them.
+        assert first_process.stop() == 0, first_process.output[-3000:]
+    hidden = {f"1:{i}" for i in simulator.hidden_visit_ids(1, "2024-03-04")}
+    simulator.release_late(1, "2024-03-04")
+    first = reads_of("2024-03-04")
+    follow = start_follow(tmp_path, simulator, topic, clock, **keys)
+    try:
         clock.advance(600)
         follow.wait_cycle([1], clock.horizon)  # starts on 03-05: re-scans 03-04
         rescanned = reads_of("2024-03-04")
@@ -442,8 +448,15 @@ def test_the_rescan_window_is_read_once_a_day(tmp_path: Path, topic: str, sim_fa
             clock.advance(600)
             follow.wait_cycle([1], clock.horizon)
         assert reads_of("2024-03-04") == rescanned  # not every cycle
+        clock.advance(86_400)  # a day change in the same process: 03-05 closes
+        for _ in range(3):
+            follow.wait_cycle([1], clock.horizon)
+            clock.advance(600)
+        follow.wait_cycle([1], clock.horizon)
     finally:
         assert follow.stop() == 0, follow.output[-3000:]
+    assert follow.output.count("site 1: re-scan of 2024-03-04") == 1, follow.output[-3000:]
+    assert follow.output.count("site 1: re-scan of 2024-03-05") == 1, follow.output[-3000:]
     records = read_topic(topic)
     late = [r for r in records if r.headers.get("matomo.rescan") == b"1"]
     assert len(hidden) == 3 and {r.key for r in late} == hidden
