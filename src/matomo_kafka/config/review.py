@@ -12,7 +12,6 @@ import difflib
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -21,7 +20,7 @@ from matomo_kafka.config.keys import ALL_KEYS, CONF_FILE, PRIVACY_KEYS, SECRET_K
 
 if TYPE_CHECKING:
     from matomo_kafka.config.settings import Settings
-    from matomo_kafka.config.sources import RawConfig
+    from matomo_kafka.config.sources import RawConfig, UnknownKey
 
 #: Below this many bytes, an HMAC key can be searched for from the pseudonyms of values
 #: with few possibilities (the 2^32 IPv4 addresses): a warning, never a refusal, since a
@@ -86,14 +85,6 @@ ALSO_CARRIED = {
     "city": ("latitude", "longitude"),
     "referrerKeyword": ("referrerUrl",),  # the search's URL carries the query
 }
-
-
-@dataclass(frozen=True)
-class UnknownKey:
-    """A key a parm file sets that matomo-kafka does not read."""
-
-    path: str
-    name: str
 
 
 _KEY_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")

@@ -27,9 +27,16 @@ from matomo_kafka.config.keys import (
     SECRET_KEYS,
     known_key,
 )
-from matomo_kafka.config.review import UnknownKey
 from matomo_kafka.config.settings import ProducerProperty
 from matomo_kafka.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class UnknownKey:
+    """A key a parm file sets that matomo-kafka does not read."""
+
+    path: str
+    name: str
 
 
 @dataclass(frozen=True)

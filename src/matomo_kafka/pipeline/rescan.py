@@ -7,18 +7,14 @@ run and never for a day Matomo now lists empty (its retention purge)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import TYPE_CHECKING
 
 from matomo_kafka.config.settings import Settings
 from matomo_kafka.model import Message, Page
+from matomo_kafka.pipeline.site import DayRescan, SiteRun
 from matomo_kafka.sink.delivery import Outgoing
 from matomo_kafka.sink.producer import page_headers
 from matomo_kafka.state.sent_log import SentLog, changes_since, digest, visit_id
-
-if TYPE_CHECKING:  # site.py's SiteRun holds a DayRescan: imported for its type only
-    from matomo_kafka.pipeline.site import SiteRun
 
 #: The loop's logger, one for the whole package (log lines name it).
 log = logging.getLogger("matomo_kafka.pipeline")
@@ -28,18 +24,6 @@ log = logging.getLogger("matomo_kafka.pipeline")
 OP_INSERT = ("matomo.op", b"insert")
 OP_UPDATE = ("matomo.op", b"update")
 OP_DELETE = ("matomo.op", b"delete")
-
-
-@dataclass
-class DayRescan:
-    """The day a site is re-scanning: what was sent for it, and what the re-scan found."""
-
-    day: date
-    known: dict[int, bytes]
-    listed: set[int] = field(default_factory=set)  # every idVisit of the fresh listing
-    new: int = 0
-    changed: int = 0
-    unchanged: int = 0
 
 
 def outgoing(run: SiteRun, pages: list[Page[Message]], rescans: Rescans | None) -> list[Outgoing]:

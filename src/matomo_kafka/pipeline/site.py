@@ -23,7 +23,6 @@ from matomo_kafka.errors import (
 )
 from matomo_kafka.model import Cursor, Message, Page, SiteReport
 from matomo_kafka.pipeline.counting import DayProgress, RunObserver
-from matomo_kafka.pipeline.rescan import DayRescan
 from matomo_kafka.sink.delivery import Handover
 from matomo_kafka.source.client import MatomoClient, SiteInfo, SiteMetadata
 from matomo_kafka.source.days import day_end, days_behind, last_closed_day, site_timezone
@@ -42,6 +41,18 @@ log = logging.getLogger("matomo_kafka.pipeline")
 
 #: Sites whose custom dimensions and goals are read in one API.getBulkRequest.
 METADATA_CHUNK = 50
+
+
+@dataclass
+class DayRescan:
+    """The day a site is re-scanning: what was sent for it, and what the re-scan found."""
+
+    day: date
+    known: dict[int, bytes]
+    listed: set[int] = field(default_factory=set)  # every idVisit of the fresh listing
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
 
 
 @dataclass
