@@ -35,10 +35,20 @@ FILE_NAME = re.compile(r"(?<![\w.-])([\w./-]*\w\.(?:py|sh|md|json|yml|yaml|toml)
 
 
 def tracked_files() -> list[str]:
-    """The repository's files as git knows them (the checkout being tested)."""
-    out = subprocess.run(
-        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
+    """The repository's files as git knows them; outside a git checkout (an unpacked
+    archive), every file but those of hidden folders and caches."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return [
+            str(path.relative_to(ROOT))
+            for path in ROOT.rglob("*")
+            if path.is_file()
+            and not any(part.startswith(".") or part == "__pycache__"
+                        for part in path.relative_to(ROOT).parts)
+        ]  # fmt: skip
     return out.split()
 
 
