@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support.kafka import read_committed
+from support.parm import write_parm
 from support.simulator_process import start_simulator_process
 
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
@@ -57,20 +58,32 @@ def committed_keys(topic: str) -> Counter[str]:
     return Counter(record.key for record in read_committed(topic))
 
 
-def run_once(workdir: Path, url: str, topic: str, delivery: str, limit: int) -> tuple[float, float]:
+def bench_parm(
+    workdir: Path, url: str, topic: str, sites: str, delivery: str, limit: int, **extra: str
+) -> Path:
+    """A fresh parm/ directory (its own checkpoint files) for one run against the simulator."""
     data = workdir / uuid.uuid4().hex[:8]
-    parm = data / "parm"
-    parm.mkdir(parents=True)
-    (parm / "wa7_conf.ini").write_text(
-        f"START_DATE: 2024-03-01\nMATOMO_FILTER_LIMIT: {limit}\n"
-        f"FILE_PATH_LAST_OFFSET: {data}/last_filter_offset\n"
-        f"FILE_PATH_FILTERDATE: {data}/filterdate\nCOLONNE_ANNOMYSE: visitIp,visitorId,userId\n"
-        f"SALAGE: bench-salt\nKAFKA_TOPIC: {topic}\n"
+    return write_parm(
+        data / "parm",
+        START_DATE="2024-03-01",
+        MATOMO_FILTER_LIMIT=str(limit),
+        FILE_PATH_LAST_OFFSET=f"{data}/last_filter_offset",
+        FILE_PATH_FILTERDATE=f"{data}/filterdate",
+        COLONNE_ANNOMYSE="visitIp,visitorId,userId",
+        SALAGE="bench-salt",
+        KAFKA_TOPIC=topic,
+        MATOMO_ID_SITE=sites,
+        MATOMO_API_URL=url,
+        MATOMO_API_TOKEN=TOKEN,
+        KAFKA_SERVERS=BOOTSTRAP,
+        CLUSTERID="BENCH",
+        DELIVERY=delivery,
+        **extra,
     )
-    (parm / "wa7.env").write_text(
-        f'MATOMO_ID_SITE="1,2"\nMATOMO_API_URL="{url}"\nMATOMO_API_TOKEN="{TOKEN}"\n'
-        f'KAFKA_SERVERS="{BOOTSTRAP}"\nCLUSTERID="BENCH"\nDELIVERY="{delivery}"\n'
-    )
+
+
+def run_once(workdir: Path, url: str, topic: str, delivery: str, limit: int) -> tuple[float, float]:
+    parm = bench_parm(workdir, url, topic, "1,2", delivery, limit)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MATOMO_", "KAFKA_"))}
     args = [sys.executable, "-m", "matomo_kafka.cli", "run", "--parm-dir", str(parm),
             "--run-date", RUN_DATE, "-q"]  # fmt: skip

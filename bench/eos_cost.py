@@ -40,7 +40,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from delivery import committed_keys
+from delivery import bench_parm, committed_keys
 
 from support.simulator_process import start_simulator_process
 
@@ -105,21 +105,8 @@ def sample(pid: int, peak: dict[str, int], done: threading.Event) -> None:
 
 
 def run_once(workdir: Path, url: str, scenario: Scenario, topic: str, delivery: str) -> Figures:
-    data = workdir / uuid.uuid4().hex[:8]
-    parm = data / "parm"
-    parm.mkdir(parents=True)
-    (parm / "wa7_conf.ini").write_text(
-        f"START_DATE: 2024-03-01\nMATOMO_FILTER_LIMIT: 1000\n"
-        f"FILE_PATH_LAST_OFFSET: {data}/last_filter_offset\n"
-        f"FILE_PATH_FILTERDATE: {data}/filterdate\nCOLONNE_ANNOMYSE: visitIp,visitorId,userId\n"
-        f"SALAGE: bench-salt\nKAFKA_TOPIC: {topic}\n"
-    )
     sites = ",".join(str(site["idsite"]) for site in scenario.sites)
-    (parm / "wa7.env").write_text(
-        f'MATOMO_ID_SITE="{sites}"\nMATOMO_API_URL="{url}"\nMATOMO_API_TOKEN="{TOKEN}"\n'
-        f'KAFKA_SERVERS="{BOOTSTRAP}"\nCLUSTERID="BENCH"\nDELIVERY="{delivery}"\n'
-        f'MATOMO_MAX_CONCURRENCY="4"\n'
-    )
+    parm = bench_parm(workdir, url, topic, sites, delivery, 1000, MATOMO_MAX_CONCURRENCY="4")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MATOMO_", "KAFKA_"))}
     args = [sys.executable, "-m", "matomo_kafka.cli", "run", "--parm-dir", str(parm),
             "--run-date", scenario.run_date, "-q"]  # fmt: skip

@@ -47,7 +47,7 @@ from support.follow import (
 )
 from support.kafka import read_records
 from support.parm import base_values, write_parm
-from support.runs import two_sites
+from support.runs import assert_fenced, expected_keys, two_sites
 from support.simulator_process import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.simulator]
@@ -130,11 +130,6 @@ def spawn(parm: Path, run_date: str, *args: str, env: dict[str, str] | None = No
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
-def keys_of(simulator: Any, sites: tuple[int, ...], days: list[date]) -> set[str]:
-    return {f"{idsite}:{int(visit['idVisit'])}" for idsite in sites for day in days
-            for visit in simulator.expected_visits(idsite, day)}  # fmt: skip
-
-
 LONG_SITE = [SimSite(idsite=1, name="long", timezone="UTC", default_visits=0,
                      visits={"2024-03-01": 200, "2024-03-02": 145})]  # fmt: skip
 LONG_DAYS = [date(2024, 3, 1), date(2024, 3, 2)]
@@ -164,13 +159,10 @@ def test_a_paused_instance_is_fenced_when_it_wakes_up(
     finally:
         first.send_signal(signal.SIGCONT)
     _, stderr = first.communicate(timeout=120)
-    assert second.code == 0, second.output
-    assert first.returncode == 3, stderr
-    last = stderr.strip().splitlines()[-1]
-    assert last.startswith("matomo-kafka: error: fenced by another instance working on site 1")
+    assert_fenced(first, stderr, second)
 
     committed = counts(topic)
-    assert set(committed) == keys_of(simulator, (1,), LONG_DAYS)
+    assert set(committed) == expected_keys(simulator, (1,), LONG_DAYS)
     assert max(committed.values()) == 1, "read_committed saw a visit twice"
     state = latest_state(topic)
     assert state["1"]["txn"] == state["claim.1"]["txn"]  # B's ids own the site and wrote it
@@ -211,7 +203,7 @@ def test_sites_moved_to_new_shards_resume_where_the_state_topic_says(
     for process, (_, stderr) in zip(shards, outputs, strict=True):
         assert process.returncode == 0, stderr
     committed = counts(topic)
-    assert set(committed) == keys_of(simulator, (1, 2, 3, 4), days)
+    assert set(committed) == expected_keys(simulator, (1, 2, 3, 4), days)
     assert max(committed.values()) == 1, "read_committed saw a visit twice"
     state = latest_state(topic)
     owners = {state[f"claim.{i}"]["txn"] for i in range(1, 5)}
@@ -240,7 +232,7 @@ def test_a_run_holds_a_few_producers_whatever_its_number_of_sites(
     env, spy_file = spy_env(tmp_path, clean_env())
     result = run_cli("run", "--parm-dir", str(parm), "--run-date", "2024-03-02", env=env)
     assert result.code == 0, result.output
-    assert set(counts(topic)) == keys_of(simulator, tuple(range(1, 25)), [date(2024, 3, 1)])
+    assert set(counts(topic)) == expected_keys(simulator, tuple(range(1, 25)), [date(2024, 3, 1)])
     calls = spied(spy_file)
     writers = {line.split()[1] for line in calls if line.startswith("begin_transaction")}
     claims = f"matomo-kafka.{topic}.claims"
@@ -373,7 +365,7 @@ def test_upgrade_carries_on_from_the_previous_versions_state_topic(
     assert "site 2: the state topic" in new.stderr and "the state topic wins" in new.stderr
     committed = counts(topic)
     days = [date(2024, 3, d) for d in range(1, 6)]
-    assert set(committed) == keys_of(simulator, (1, 2), days)
+    assert set(committed) == expected_keys(simulator, (1, 2), days)
     assert max(committed.values()) == 1, "read_committed saw a visit twice"
     uncommitted = counts(topic, "read_uncommitted")
     assert sorted(k for k, n in uncommitted.items() if n == 2) == sorted(keys[:LIMIT])

@@ -18,7 +18,7 @@ from typing import Any
 from matomo_kafka.model import Cursor
 from matomo_kafka.simulator import MatomoSimulator, SimSite
 from matomo_kafka.state.checkpoint_files import CheckpointStore
-from support.cli import CLI_OUTPUTS, clean_env
+from support.cli import CLI_OUTPUTS, CliResult, clean_env
 from support.kafka import read_topic
 from support.parm import base_values, write_parm
 
@@ -115,3 +115,12 @@ def run_on_tty(
 
 def cli_env(**extra: Any) -> dict[str, str]:
     return clean_env(**{key: str(value) for key, value in extra.items()})
+
+
+def assert_fenced(older: subprocess.Popen[Any], older_stderr: str, newer: CliResult) -> None:
+    """Two instances on site 1: the newer finished; the older was refused at its next
+    transaction, with exit 3 and one last line naming the site."""
+    assert newer.code == 0, newer.output
+    assert older.returncode == 3, older_stderr
+    last = older_stderr.strip().splitlines()[-1]
+    assert last.startswith("matomo-kafka: error: fenced by another instance working on site 1")
